@@ -1,0 +1,116 @@
+//! Elementwise primitives on vectors and matrices (and scalars, for generated code).
+//!
+//! Kinks: `abs` has derivative `sign(x)` with `sign(0) = 0`; `relu`, `max`, `min`, `clamp`
+//! and `proj_box` give the derivative of the active branch and `0` at a tie with the bound
+//! (the argument is then "at the bound": a tie counts as active, so ∂/∂x = 0 and the bound
+//! gets the derivative).
+
+use nalgebra::{DMatrix, DVector};
+
+/// A container of `f64` that can be mapped elementwise.
+pub trait Elementwise: Sized {
+    /// Applies `f` to every entry.
+    fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self;
+}
+
+impl Elementwise for f64 {
+    fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
+        f(*self)
+    }
+}
+
+impl Elementwise for DVector<f64> {
+    fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
+        self.map(f)
+    }
+}
+
+impl Elementwise for DMatrix<f64> {
+    fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
+        self.map(f)
+    }
+}
+
+/// The logistic function, evaluated without overflow.
+pub fn sigmoid_scalar(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(1 + eˣ)`, evaluated without overflow.
+pub fn softplus_scalar(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+macro_rules! elementwise {
+    ($($(#[$doc:meta])* $name:ident = $f:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name<T: Elementwise>(v: &T) -> T {
+            v.map_entries($f)
+        }
+    )*};
+}
+
+elementwise! {
+    /// `eˣ` elementwise.
+    exp = f64::exp;
+    /// Natural logarithm elementwise.
+    ln = f64::ln;
+    /// Sine elementwise.
+    sin = f64::sin;
+    /// Cosine elementwise.
+    cos = f64::cos;
+    /// Hyperbolic tangent elementwise.
+    tanh = f64::tanh;
+    /// Logistic function `1/(1+e⁻ˣ)` elementwise.
+    sigmoid = sigmoid_scalar;
+    /// Square root elementwise.
+    sqrt = f64::sqrt;
+    /// Absolute value elementwise; derivative `sign(x)`, `0` at `0`.
+    abs = f64::abs;
+    /// `max(x, 0)` elementwise; derivative `1[x > 0]`.
+    relu = |x: f64| x.max(0.0);
+    /// `ln(1 + eˣ)` elementwise; derivative `sigmoid(x)`.
+    softplus = softplus_scalar;
+    /// Projection onto `x ≥ 0`; same as [`relu`].
+    proj_nonneg = |x: f64| x.max(0.0);
+}
+
+/// `max(xᵢ, s)` elementwise; `∂/∂xᵢ = 1[xᵢ > s]`, the rest goes to `s`.
+pub fn max<T: Elementwise>(v: &T, s: f64) -> T {
+    v.map_entries(|x| x.max(s))
+}
+
+/// `min(xᵢ, s)` elementwise; `∂/∂xᵢ = 1[xᵢ < s]`, the rest goes to `s`.
+pub fn min<T: Elementwise>(v: &T, s: f64) -> T {
+    v.map_entries(|x| x.min(s))
+}
+
+/// `min(max(xᵢ, lo), hi)` elementwise (requires `lo ≤ hi`; never panics);
+/// `∂/∂xᵢ = 1[lo < xᵢ < hi]`.
+pub fn clamp<T: Elementwise>(v: &T, lo: f64, hi: f64) -> T {
+    v.map_entries(|x| x.max(lo).min(hi))
+}
+
+/// Projection onto the box `lo ≤ x ≤ hi`; the same as [`clamp`].
+pub fn proj_box<T: Elementwise>(v: &T, lo: f64, hi: f64) -> T {
+    clamp(v, lo, hi)
+}
+
+/// The prox of `t‖·‖₁`: `sign(x) max(|x| − t, 0)`; `∂/∂xᵢ = 1[|xᵢ| > t]`,
+/// `∂/∂t = −sign(xᵢ) 1[|xᵢ| > t]`.
+pub fn soft_threshold<T: Elementwise>(v: &T, t: f64) -> T {
+    v.map_entries(|x| {
+        if x > t {
+            x - t
+        } else if x < -t {
+            x + t
+        } else {
+            0.0
+        }
+    })
+}

@@ -1,0 +1,11 @@
+//! Everything a user of `#[fold]` needs: `use fold_runtime::prelude::*;`.
+
+pub use crate::fold;
+pub use crate::nalgebra::{self, DMatrix, DVector};
+pub use crate::nalgebra_sparse::CsrMatrix;
+pub use crate::ops::*;
+pub use crate::{
+    fixed_point, folded_backward, unrolled_backward, Arg, BackwardOptions, CodegenStats, Cotangent,
+    Factored, FoldError, ForwardOptions, Linearized, Method, OpCounts, Primitive,
+    PrimitiveLinearization, Solution, SolveStats, SupportKernel, Value,
+};

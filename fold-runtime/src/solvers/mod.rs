@@ -1,0 +1,1 @@
+//! Linear solvers for `(I − Φᵀ) w = g`, one file per method.
