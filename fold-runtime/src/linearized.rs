@@ -22,6 +22,12 @@ pub trait Linearized {
     /// `Ψ δθ`.
     fn jvp_params(&self, dtheta: &Self::Grads) -> DVector<f64>;
 
+    /// `Err` when the linearization could not be built (an inner solve failed, inputs were
+    /// malformed); products of a failed linearization return NaN. Solvers check this first.
+    fn check(&self) -> Result<(), crate::FoldError> {
+        Ok(())
+    }
+
     /// Dense `Φ` (n × n) when it is cheaper to build from structure than by n products.
     fn state_jacobian(&self) -> Option<DMatrix<f64>> {
         None
