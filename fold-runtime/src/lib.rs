@@ -16,6 +16,7 @@ pub mod check;
 pub mod cotangent;
 pub mod error;
 pub mod forward;
+pub mod kernels;
 pub mod linalg;
 pub mod linearized;
 pub mod ops;
