@@ -1,0 +1,246 @@
+//! Terms as readable math: `Φᵀv = m ⊙ v − α Qᵀ(m ⊙ v)` with named intermediates.
+
+use crate::graph::Graph;
+use crate::ir::{display_name, Kind, Node};
+use egg::{Id, Language};
+use std::collections::{HashMap, HashSet};
+
+const SUM: u8 = 1;
+const PROD: u8 = 2;
+const UNARY: u8 = 3;
+const ATOM: u8 = 4;
+
+/// Prints terms of one graph, naming intermediates consistently across them.
+pub struct Printer<'a> {
+    g: &'a Graph,
+    names: HashMap<Id, String>,
+}
+
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn is_mask(n: &Node) -> bool {
+    matches!(
+        n,
+        Node::MaskIn(_) | Node::Gt(_) | Node::Lt(_) | Node::Ge(_) | Node::Le(_) | Node::Outside(_)
+    )
+}
+
+impl<'a> Printer<'a> {
+    /// A printer for `roots` of `g`: let-bound intermediates keep their names; masks and
+    /// subterms used more than once get short names.
+    pub fn new(g: &'a Graph, roots: &[Id]) -> Self {
+        let reach = g.reachable(roots);
+        let mut uses = vec![0usize; g.len()];
+        for (i, node) in g.nodes().iter().enumerate() {
+            if reach[i] {
+                for c in node.children() {
+                    uses[usize::from(*c)] += 1;
+                }
+            }
+        }
+        let mut names = HashMap::new();
+        let mut taken: HashSet<String> = g
+            .vars
+            .keys()
+            .map(|s| display_name(*s))
+            .collect();
+        let fresh = |base: &str, taken: &mut HashSet<String>| {
+            let mut k = 1;
+            loop {
+                let cand = if k == 1 && base != "w" {
+                    base.to_string()
+                } else {
+                    format!("{base}{k}")
+                };
+                if taken.insert(cand.clone()) {
+                    return cand;
+                }
+                k += 1;
+            }
+        };
+        for (i, node) in g.nodes().iter().enumerate() {
+            if !reach[i] || matches!(node, Node::Var(_) | Node::Num(_)) {
+                continue;
+            }
+            let id = Id::from(i);
+            if roots.contains(&id) && g.names.get(&id).is_none() {
+                continue;
+            }
+            let mask_arg = g.nodes().iter().enumerate().any(|(j, n)| {
+                reach[j] && is_mask(n) && n.children().first() == Some(&id)
+            });
+            let name = if let Some(n) = g.names.get(&id) {
+                Some(fresh(n, &mut taken))
+            } else if is_mask(node) {
+                Some(fresh("m", &mut taken))
+            } else if matches!(node, Node::Support(_)) {
+                Some(fresh("F", &mut taken))
+            } else if mask_arg && !trivial(g, id) {
+                Some(fresh("z", &mut taken))
+            } else if uses[i] >= 2 && !trivial(g, id) {
+                Some(fresh("w", &mut taken))
+            } else {
+                None
+            };
+            if let Some(n) = name {
+                names.insert(id, n);
+            }
+        }
+        Printer { g, names }
+    }
+
+    /// `name = definition` lines for every named intermediate `roots` use, in order.
+    pub fn definitions(&self, roots: &[Id]) -> Vec<String> {
+        let reach = self.g.reachable(roots);
+        let mut out = Vec::new();
+        for i in 0..self.g.len() {
+            let id = Id::from(i);
+            if reach[i] {
+                if let Some(n) = self.names.get(&id) {
+                    out.push(format!("{n} = {}", self.body(id, 0)));
+                }
+            }
+        }
+        out
+    }
+
+    /// The term, referring to named intermediates by name.
+    pub fn term(&self, id: Id) -> String {
+        self.at(id, 0)
+    }
+
+    fn at(&self, id: Id, prec: u8) -> String {
+        if let Some(n) = self.names.get(&id) {
+            return n.clone();
+        }
+        self.body(id, prec)
+    }
+
+    fn body(&self, id: Id, prec: u8) -> String {
+        let g = self.g;
+        let node = g.node(id);
+        let c = |k: usize, p: u8| self.at(node.children()[k], p);
+        let wrap = |s: String, mine: u8| if mine < prec { format!("({s})") } else { s };
+        let f1 = |name: &str| format!("{name}({})", c(0, 0));
+        match node {
+            Node::Num(l) => {
+                let v = l.get();
+                let s = num(v);
+                if v < 0.0 { wrap(s, UNARY) } else { s }
+            }
+            Node::Var(s) => display_name(*s),
+            Node::Add([a, b]) => {
+                let rhs = match g.node(*b) {
+                    Node::Neg(x) if !self.names.contains_key(b) => format!(" − {}", self.at(*x, PROD)),
+                    Node::Num(l) if l.get() < 0.0 => format!(" − {}", num(-l.get())),
+                    _ => format!(" + {}", self.at(*b, SUM)),
+                };
+                wrap(format!("{}{rhs}", self.at(*a, SUM)), SUM)
+            }
+            Node::Neg(_) => wrap(format!("−{}", c(0, PROD)), PROD),
+            Node::Mul(_) => wrap(format!("{} {}", c(0, UNARY), c(1, PROD)), PROD),
+            Node::Div(_) => wrap(format!("{} / {}", c(0, PROD), c(1, UNARY)), PROD),
+            Node::MatVec(_) | Node::MatMul(_) => wrap(format!("{} {}", c(0, UNARY), c(1, UNARY)), PROD),
+            Node::Transpose(_) => format!("{}ᵀ", c(0, ATOM)),
+            Node::Outer(_) => wrap(format!("{} {}ᵀ", c(0, UNARY), c(1, ATOM)), PROD),
+            Node::Dot(_) => format!("⟨{}, {}⟩", c(0, 0), c(1, 0)),
+            Node::Sum(_) => f1("sum"),
+            Node::Norm(_) => format!("‖{}‖", c(0, 0)),
+            Node::NormSq(_) => format!("‖{}‖²", c(0, 0)),
+            Node::CMul(_) => wrap(format!("{} ⊙ {}", c(0, PROD), c(1, UNARY)), PROD),
+            Node::CDiv(_) => wrap(format!("{} ⊘ {}", c(0, PROD), c(1, UNARY)), PROD),
+            Node::AddS(_) => {
+                let b = node.children()[1];
+                match g.lit(b) {
+                    Some(v) if v < 0.0 => wrap(format!("{} − {}", c(0, SUM), num(-v)), SUM),
+                    _ => wrap(format!("{} + {}", c(0, SUM), c(1, PROD)), SUM),
+                }
+            }
+            Node::Recip(_) => wrap(format!("1 / {}", c(0, UNARY)), PROD),
+            Node::Exp(_) => f1("exp"),
+            Node::Ln(_) => f1("ln"),
+            Node::Sin(_) => f1("sin"),
+            Node::Cos(_) => f1("cos"),
+            Node::Tanh(_) => f1("tanh"),
+            Node::Sqrt(_) => f1("sqrt"),
+            Node::Abs(_) => format!("|{}|", c(0, 0)),
+            Node::Sigmoid(_) => f1("sigmoid"),
+            Node::Softplus(_) => f1("softplus"),
+            Node::Relu(_) => f1("relu"),
+            Node::Sign(_) => f1("sign"),
+            Node::Powi(_) | Node::Powf(_) => format!("{}^{}", c(0, ATOM), c(1, ATOM)),
+            Node::Max(_) => format!("max({}, {})", c(0, 0), c(1, 0)),
+            Node::Min(_) => format!("min({}, {})", c(0, 0), c(1, 0)),
+            Node::Clamp(_) => format!("clamp({}, {}, {})", c(0, 0), c(1, 0), c(2, 0)),
+            Node::SoftThreshold(_) => format!("soft_threshold({}, {})", c(0, 0), c(1, 0)),
+            Node::Softmax(_) => f1("softmax"),
+            Node::LogSumExp(_) => f1("log_sum_exp"),
+            Node::ProjSimplex(_) => format!("proj_simplex({}, {})", c(0, 0), c(1, 0)),
+            Node::ProjCappedSimplex(_) => format!("proj_capped_simplex({}, {})", c(0, 0), c(1, 0)),
+            Node::ProjL2Ball(_) => format!("proj_l2_ball({}, {})", c(0, 0), c(1, 0)),
+            Node::Solve(_) => wrap(format!("{}⁻¹ {}", c(0, ATOM), c(1, UNARY)), PROD),
+            Node::MaskIn(_) => format!("1[{} < {} < {}]", c(1, SUM), c(0, SUM), c(2, SUM)),
+            Node::Gt(_) => format!("1[{} > {}]", c(0, SUM), c(1, SUM)),
+            Node::Lt(_) => format!("1[{} < {}]", c(0, SUM), c(1, SUM)),
+            Node::Ge(_) => format!("1[{} ≥ {}]", c(0, SUM), c(1, SUM)),
+            Node::Le(_) => format!("1[{} ≤ {}]", c(0, SUM), c(1, SUM)),
+            Node::Outside(_) => format!("1[|{}| > {}]", c(0, 0), c(1, SUM)),
+            Node::Ones(_) => "𝟙".to_string(),
+            Node::Eye(_) => "I".to_string(),
+            Node::Diag(_) => f1("diag"),
+            Node::Select(_) => format!("({} ? {} : {})", c(0, 0), c(1, 0), c(2, 0)),
+            Node::Support(_) => format!("{{i : {}ᵢ ≠ 0}}", c(0, ATOM)),
+            Node::Card(_) => format!("|{}|", c(0, 0)),
+            Node::GatherV([v, s]) | Node::GatherM([v, s]) => {
+                let sub = self.at(*s, ATOM);
+                let base = self.at(*v, ATOM);
+                if matches!(node, Node::GatherM(_)) {
+                    format!("{base}[{sub},{sub}]")
+                } else {
+                    format!("{base}[{sub}]")
+                }
+            }
+            Node::GatherRows(_) => format!("{}[{},:]", c(0, ATOM), c(1, ATOM)),
+            Node::GatherCols(_) => format!("{}[:,{}]", c(0, ATOM), c(1, ATOM)),
+            Node::Scatter(_) => format!("scatter({}, {})", c(0, 0), c(1, 0)),
+            Node::Call(name, args) => format!(
+                "{name}({})",
+                args.iter().map(|a| self.at(*a, 0)).collect::<Vec<_>>().join(", ")
+            ),
+            Node::CallVjp(ch) => format!(
+                "∂{}ᵀ[{}]",
+                self.at(ch[0], ATOM),
+                ch[1..].iter().map(|a| self.at(*a, 0)).collect::<Vec<_>>().join(", ")
+            ),
+            Node::CallJvp(ch) => format!(
+                "∂{}[{}]",
+                self.at(ch[0], ATOM),
+                ch[1..].iter().map(|a| self.at(*a, 0)).collect::<Vec<_>>().join(", ")
+            ),
+            Node::Get([t, i]) => {
+                let k = g.lit(*i).unwrap_or(0.0);
+                if matches!(g.node(*t), Node::Call(..)) && g.tuple_kinds(*t).len() == 1 {
+                    self.at(*t, prec)
+                } else {
+                    format!("{}.{}", self.at(*t, ATOM), num(k))
+                }
+            }
+            Node::Zero => "0".to_string(),
+        }
+    }
+}
+
+/// Whether a term is too small to deserve a name of its own.
+fn trivial(g: &Graph, id: Id) -> bool {
+    match g.node(id) {
+        Node::Var(_) | Node::Num(_) | Node::Ones(_) | Node::Eye(_) => true,
+        Node::Neg(x) | Node::Transpose(x) => trivial(g, *x),
+        _ => g.kind(id) == Kind::Scalar && g.node(id).children().iter().all(|c| trivial(g, *c)),
+    }
+}

@@ -1,0 +1,147 @@
+//! An update rule analyzed end to end: signature, IR, symbolic derivatives, shape checks.
+
+use crate::attr;
+use crate::diff;
+use crate::errors::Errors;
+use crate::graph::VarInfo;
+use crate::graph::Graph;
+use crate::ir::{seed_symbol, Kind, Role};
+use crate::lower;
+use crate::shape::{self, Source};
+use crate::signature::{self, Signature};
+use egg::{Id, Symbol};
+use proc_macro2::TokenStream;
+use syn::ItemFn;
+
+/// The seeds of the per-call products.
+#[derive(Clone, Debug)]
+pub struct Seeds {
+    /// Cotangent of each output block (`v`).
+    pub cotangent: Vec<Id>,
+    /// Tangent of each state block (`u`).
+    pub tangent: Vec<Id>,
+    /// Tangent of each parameter (`δθ`).
+    pub param_tangent: Vec<Id>,
+}
+
+/// The rule and its derivatives as terms of one graph.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// The validated signature.
+    pub sig: Signature,
+    /// Primal and derivative terms.
+    pub graph: Graph,
+    /// Output term per state block.
+    pub outputs: Vec<Id>,
+    /// The `Var` term of each argument.
+    pub args: Vec<Id>,
+    /// The seeds.
+    pub seeds: Seeds,
+    /// `Φᵀv`, per state block (`None`: zero).
+    pub vjp_state: Vec<Option<Id>>,
+    /// `Ψ_θᵀv`, per parameter.
+    pub vjp_params: Vec<Option<Id>>,
+    /// `Φu`, per output block.
+    pub jvp_state: Vec<Option<Id>>,
+    /// `Ψδθ`, per output block.
+    pub jvp_params: Vec<Option<Id>>,
+    /// Equalities between argument dimensions checked at run time.
+    pub dim_checks: Vec<(Source, Source)>,
+}
+
+impl Rule {
+    /// Names of the state blocks.
+    pub fn block_names(&self) -> Vec<String> {
+        self.sig.blocks.iter().map(|&i| self.sig.args[i].name.to_string()).collect()
+    }
+
+    /// Names of the parameters.
+    pub fn param_names(&self) -> Vec<String> {
+        self.sig.params.iter().map(|&i| self.sig.args[i].name.to_string()).collect()
+    }
+}
+
+/// Parses and analyzes `#[fold(attr)] item`, collecting every error with its span.
+pub fn analyze(attr_tokens: TokenStream, item: &ItemFn) -> syn::Result<Rule> {
+    let attr = attr::parse(attr_tokens)?;
+    let mut errors = Errors::default();
+    let sig = signature::analyze(&attr, item, &mut errors);
+    errors.finish()?;
+    let sig = sig.ok_or_else(|| syn::Error::new(attr.span, "invalid signature"))?;
+    let mut errors = Errors::default();
+    let lowered = lower::lower(&sig, item, &mut errors);
+    errors.finish()?;
+    let lowered = lowered.ok_or_else(|| syn::Error::new(attr.span, "invalid body"))?;
+    Ok(differentiate(sig, lowered))
+}
+
+fn seed_names(sig: &Signature, prefix: &str) -> Vec<String> {
+    if sig.block_state {
+        sig.blocks
+            .iter()
+            .map(|&i| format!("{prefix}_{}", sig.args[i].name))
+            .collect()
+    } else {
+        vec![prefix.to_string()]
+    }
+}
+
+/// Adds seeds and derivative terms to a lowered rule.
+pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
+    let lower::Lowered {
+        mut graph,
+        outputs,
+        arg_symbols,
+    } = lowered;
+    let mut shapes = shape::infer(&graph, &outputs, &sig, &arg_symbols);
+    let dim_checks = shapes.checks();
+    let args: Vec<Id> = arg_symbols.iter().map(|s| graph.var(*s)).collect();
+    let seed = |graph: &mut Graph, name: &str, kind: Kind, role: Role| -> Id {
+        let sym: Symbol = seed_symbol(name);
+        graph.vars.insert(sym, VarInfo { kind, role });
+        graph.var(sym)
+    };
+    let cotangent: Vec<Id> = seed_names(&sig, "v")
+        .iter()
+        .enumerate()
+        .map(|(b, n)| seed(&mut graph, n, Kind::Vector, Role::Cotangent { block: b }))
+        .collect();
+    let tangent: Vec<Id> = seed_names(&sig, "u")
+        .iter()
+        .enumerate()
+        .map(|(b, n)| seed(&mut graph, n, Kind::Vector, Role::Tangent { block: b }))
+        .collect();
+    let param_tangent: Vec<Id> = sig
+        .params
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| {
+            let a = &sig.args[i];
+            seed(&mut graph, &format!("d{}", a.name), a.kind, Role::ParamTangent { param: p })
+        })
+        .collect();
+    let state_vars: Vec<Id> = sig.blocks.iter().map(|&i| args[i]).collect();
+    let param_vars: Vec<Id> = sig.params.iter().map(|&i| args[i]).collect();
+    let mut wrt = state_vars.clone();
+    wrt.extend(&param_vars);
+    let adjoints = diff::vjp(&mut graph, &outputs, &cotangent, &wrt);
+    let (vjp_state, vjp_params) = adjoints.split_at(state_vars.len());
+    let jvp_state = diff::jvp(&mut graph, &outputs, &state_vars, &tangent);
+    let jvp_params = diff::jvp(&mut graph, &outputs, &param_vars, &param_tangent);
+    Rule {
+        sig,
+        graph,
+        outputs,
+        args,
+        seeds: Seeds {
+            cotangent,
+            tangent,
+            param_tangent,
+        },
+        vjp_state: vjp_state.to_vec(),
+        vjp_params: vjp_params.to_vec(),
+        jvp_state,
+        jvp_params,
+        dim_checks,
+    }
+}
