@@ -141,8 +141,12 @@ mod tests {
 
     #[test]
     fn parses_block_state_params_and_primitives() {
-        let a = parse(quote!(state = (x, z), params(c, q), primitives(soft_sort, g = my::G)))
-            .unwrap();
+        let a = parse(quote!(
+            state = (x, z),
+            params(c, q),
+            primitives(soft_sort, g = my::G)
+        ))
+        .unwrap();
         assert_eq!(a.state.len(), 2);
         assert!(a.state_is_tuple);
         assert_eq!(a.params.len(), 2);

@@ -95,7 +95,8 @@ fn ediv(g: &mut Graph, a: Id, b: Id) -> Id {
 fn active_set(g: &Graph, vars: &[Id]) -> Vec<bool> {
     let mut act = vec![false; g.len()];
     for (i, node) in g.nodes().iter().enumerate() {
-        act[i] = vars.contains(&Id::from(i)) || node.children().iter().any(|c| act[usize::from(*c)]);
+        act[i] =
+            vars.contains(&Id::from(i)) || node.children().iter().any(|c| act[usize::from(*c)]);
     }
     act
 }
@@ -113,7 +114,11 @@ fn simplex_support(g: &mut Graph, y: Id, capped: bool) -> (Id, Id) {
     // An empty free set (capped simplex at a vertex) has a zero Jacobian; max(|F|, 1)
     // keeps the division finite there.
     let one = g.num(1.0);
-    let k = if capped { g.add(Node::Max([count, one])) } else { count };
+    let k = if capped {
+        g.add(Node::Max([count, one]))
+    } else {
+        count
+    };
     (s, k)
 }
 
@@ -146,7 +151,9 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
         }
         let node = g.node(y).clone();
         if let Node::Call(_, args) = &node {
-            let Some(cots) = call_cots.remove(&y) else { continue };
+            let Some(cots) = call_cots.remove(&y) else {
+                continue;
+            };
             let nout = g.tuple_kinds(y).len();
             let mut ch = vec![y];
             for k in 0..nout {
@@ -540,11 +547,19 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
             Node::Max([x, s]) | Node::Min([x, s]) => {
                 let is_max = matches!(node, Node::Max(_));
                 let p = d(0).map(|dx| {
-                    let m = if is_max { g.add(Node::Gt([x, s])) } else { g.add(Node::Lt([x, s])) };
+                    let m = if is_max {
+                        g.add(Node::Gt([x, s]))
+                    } else {
+                        g.add(Node::Lt([x, s]))
+                    };
                     g.cmul(m, dx)
                 });
                 let q = d(1).map(|ds| {
-                    let m = if is_max { g.add(Node::Le([x, s])) } else { g.add(Node::Ge([x, s])) };
+                    let m = if is_max {
+                        g.add(Node::Le([x, s]))
+                    } else {
+                        g.add(Node::Ge([x, s]))
+                    };
                     g.mul(ds, m)
                 });
                 g.sum_opt(p, q)
@@ -687,7 +702,9 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
         let ch = node.children().to_vec();
         let kind = g.kind(y);
         if kind != Kind::Vector && kind != Kind::Scalar {
-            return Err(Unstructured("a matrix-valued intermediate depends on the state"));
+            return Err(Unstructured(
+                "a matrix-valued intermediate depends on the state",
+            ));
         }
         let d = |k: usize| jac.get(&ch[k]).copied();
         // `J(v)` of a vector is a matrix; of a scalar, the gradient (a vector).
@@ -709,23 +726,33 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
                 let a = d(0).map(|dx| g.div(dx, s));
                 let b = d(1).map(|gs| {
                     let q = g.div(gs, s);
-                    let o = if scalar(g, y) { g.mul(y, q) } else { g.add(Node::Outer([y, q])) };
+                    let o = if scalar(g, y) {
+                        g.mul(y, q)
+                    } else {
+                        g.add(Node::Outer([y, q]))
+                    };
                     g.neg(o)
                 });
                 g.sum_opt(a, b)
             }
             Node::MatVec([a, _]) => {
                 if act[usize::from(a)] {
-                    return Err(Unstructured("a matrix that depends on the state multiplies a vector"));
+                    return Err(Unstructured(
+                        "a matrix that depends on the state multiplies a vector",
+                    ));
                 }
                 if g.kind(a) == Kind::Sparse {
-                    return Err(Unstructured("sparse products have no dense structured Jacobian"));
+                    return Err(Unstructured(
+                        "sparse products have no dense structured Jacobian",
+                    ));
                 }
                 d(1).map(|dx| g.matmul(a, dx))
             }
             Node::Dot([a, b]) => {
                 if g.kind(a) != Kind::Vector {
-                    return Err(Unstructured("an inner product of matrices depends on the state"));
+                    return Err(Unstructured(
+                        "an inner product of matrices depends on the state",
+                    ));
                 }
                 let p = d(0).map(|ja| {
                     let t = g.transpose(ja);
@@ -791,11 +818,19 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
             Node::Max([x, s]) | Node::Min([x, s]) => {
                 let is_max = matches!(node, Node::Max(_));
                 let p = d(0).map(|jx| {
-                    let m = if is_max { g.add(Node::Gt([x, s])) } else { g.add(Node::Lt([x, s])) };
+                    let m = if is_max {
+                        g.add(Node::Gt([x, s]))
+                    } else {
+                        g.add(Node::Lt([x, s]))
+                    };
                     diag_times(g, m, jx, y)
                 });
                 let q = d(1).map(|gs| {
-                    let m = if is_max { g.add(Node::Le([x, s])) } else { g.add(Node::Ge([x, s])) };
+                    let m = if is_max {
+                        g.add(Node::Le([x, s]))
+                    } else {
+                        g.add(Node::Ge([x, s]))
+                    };
                     outer_or_scale(g, m, gs)
                 });
                 g.sum_opt(p, q)
@@ -887,7 +922,10 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
             Node::Call(..) | Node::Get(_) => {
                 return Err(Unstructured("an opaque primitive depends on the state"))
             }
-            ref n if crate::ir::is_elementwise_unary(n) || matches!(n, Node::Powi(_) | Node::Powf(_)) => {
+            ref n
+                if crate::ir::is_elementwise_unary(n)
+                    || matches!(n, Node::Powi(_) | Node::Powf(_)) =>
+            {
                 if matches!(n, Node::Powf([_, c]) if act[usize::from(*c)]) {
                     return Err(Unstructured("an exponent depends on the state"));
                 }

@@ -291,7 +291,11 @@ impl Graph {
             Node::Transpose(x) => x,
             Node::Eye(_) | Node::Diag(_) => a,
             // A Aᵀ and Aᵀ A are symmetric.
-            Node::MatMul([l, r]) if self.node(r) == &Node::Transpose(l) || self.node(l) == &Node::Transpose(r) => a,
+            Node::MatMul([l, r])
+                if self.node(r) == &Node::Transpose(l) || self.node(l) == &Node::Transpose(r) =>
+            {
+                a
+            }
             _ => self.add(Node::Transpose(a)),
         }
     }
@@ -360,11 +364,19 @@ impl Graph {
         for (x, y, swap) in [(a, b, false), (b, a, true)] {
             match self.node(y).clone() {
                 Node::Neg(z) => {
-                    let p = if swap { self.cmul(z, x) } else { self.cmul(x, z) };
+                    let p = if swap {
+                        self.cmul(z, x)
+                    } else {
+                        self.cmul(x, z)
+                    };
                     return self.neg(p);
                 }
                 Node::Mul([s, z]) => {
-                    let p = if swap { self.cmul(z, x) } else { self.cmul(x, z) };
+                    let p = if swap {
+                        self.cmul(z, x)
+                    } else {
+                        self.cmul(x, z)
+                    };
                     return self.mul(s, p);
                 }
                 _ => {}

@@ -75,7 +75,11 @@ impl Value {
         match self {
             Value::Scalar(_) => Value::Scalar(e[0]),
             Value::Vector(v) => Value::Vector(DVector::from_column_slice(&e[..v.len()])),
-            Value::Matrix(m) => Value::Matrix(DMatrix::from_column_slice(m.nrows(), m.ncols(), &e[..m.len()])),
+            Value::Matrix(m) => Value::Matrix(DMatrix::from_column_slice(
+                m.nrows(),
+                m.ncols(),
+                &e[..m.len()],
+            )),
             other => other.clone(),
         }
     }
@@ -94,9 +98,19 @@ impl Value {
     pub fn zip(&self, other: &Value, f: impl Fn(f64, f64) -> f64) -> Result<Value, String> {
         Ok(match (self, other) {
             (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(f(*a, *b)),
-            (Value::Vector(a), Value::Vector(b)) if a.len() == b.len() => Value::Vector(a.zip_map(b, f)),
-            (Value::Matrix(a), Value::Matrix(b)) if a.shape() == b.shape() => Value::Matrix(a.zip_map(b, f)),
-            (a, b) => return Err(format!("shape mismatch: {} vs {}", a.describe(), b.describe())),
+            (Value::Vector(a), Value::Vector(b)) if a.len() == b.len() => {
+                Value::Vector(a.zip_map(b, f))
+            }
+            (Value::Matrix(a), Value::Matrix(b)) if a.shape() == b.shape() => {
+                Value::Matrix(a.zip_map(b, f))
+            }
+            (a, b) => {
+                return Err(format!(
+                    "shape mismatch: {} vs {}",
+                    a.describe(),
+                    b.describe()
+                ))
+            }
         })
     }
 }
@@ -122,7 +136,12 @@ pub struct Interpreter<'a> {
 impl<'a> Interpreter<'a> {
     /// An interpreter for `graph` with `env` binding its variables.
     pub fn new(graph: &'a Graph, env: &'a HashMap<Symbol, Value>) -> Self {
-        Interpreter { graph, env, calls: None, memo: HashMap::new() }
+        Interpreter {
+            graph,
+            env,
+            calls: None,
+            memo: HashMap::new(),
+        }
     }
 
     /// Supplies the opaque calls.
@@ -145,11 +164,16 @@ impl<'a> Interpreter<'a> {
                 self.memo.insert(nid, v);
             }
         }
-        self.memo.get(&id).cloned().ok_or_else(|| "unreachable".to_string())
+        self.memo
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| "unreachable".to_string())
     }
 
     fn get(&self, id: Id) -> Result<&Value, String> {
-        self.memo.get(&id).ok_or_else(|| format!("child {id} not evaluated"))
+        self.memo
+            .get(&id)
+            .ok_or_else(|| format!("child {id} not evaluated"))
     }
 
     fn eval_node(&self, id: Id) -> Result<Value, String> {
@@ -159,7 +183,11 @@ impl<'a> Interpreter<'a> {
         let ind = |b: bool| if b { 1.0 } else { 0.0 };
         Ok(match node {
             Node::Num(l) => Value::Scalar(l.get()),
-            Node::Var(s) => self.env.get(s).cloned().ok_or_else(|| format!("unbound variable {s}"))?,
+            Node::Var(s) => self
+                .env
+                .get(s)
+                .cloned()
+                .ok_or_else(|| format!("unbound variable {s}"))?,
             Node::Zero => Value::Zero,
             Node::Add(_) => c(0)?.zip(c(1)?, |a, b| a + b)?,
             Node::Neg(_) => c(0)?.map(|a| -a)?,
@@ -189,7 +217,9 @@ impl<'a> Interpreter<'a> {
                 Value::Scalar(a.iter().zip(&b).map(|(x, y)| x * y).sum())
             }
             Node::Sum(_) => Value::Scalar(c(0)?.entries().iter().sum()),
-            Node::Norm(_) => Value::Scalar(c(0)?.entries().iter().map(|x| x * x).sum::<f64>().sqrt()),
+            Node::Norm(_) => {
+                Value::Scalar(c(0)?.entries().iter().map(|x| x * x).sum::<f64>().sqrt())
+            }
             Node::NormSq(_) => Value::Scalar(c(0)?.entries().iter().map(|x| x * x).sum()),
             Node::CMul(_) => c(0)?.zip(c(1)?, |a, b| a * b)?,
             Node::CDiv(_) => c(0)?.zip(c(1)?, |a, b| a / b)?,
@@ -208,7 +238,15 @@ impl<'a> Interpreter<'a> {
             Node::Sigmoid(_) => c(0)?.map(|x| 1.0 / (1.0 + (-x).exp()))?,
             Node::Softplus(_) => c(0)?.map(|x| x.max(0.0) + (-x.abs()).exp().ln_1p())?,
             Node::Relu(_) => c(0)?.map(|x| x.max(0.0))?,
-            Node::Sign(_) => c(0)?.map(|x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 })?,
+            Node::Sign(_) => c(0)?.map(|x| {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            })?,
             Node::Powi(_) => {
                 let k = sc(1)? as i32;
                 c(0)?.map(|x| x.powi(k))?
@@ -240,7 +278,9 @@ impl<'a> Interpreter<'a> {
                 Value::Scalar(m + v.map(|x| (x - m).exp()).sum().ln())
             }
             Node::ProjSimplex(_) => Value::Vector(proj_simplex(c(0)?.vector()?, sc(1)?)),
-            Node::ProjCappedSimplex(_) => Value::Vector(proj_capped_simplex(c(0)?.vector()?, sc(1)?)),
+            Node::ProjCappedSimplex(_) => {
+                Value::Vector(proj_capped_simplex(c(0)?.vector()?, sc(1)?))
+            }
             Node::ProjL2Ball(_) => {
                 let (v, r) = (c(0)?.vector()?, sc(1)?);
                 let n = v.norm();
@@ -292,7 +332,13 @@ impl<'a> Interpreter<'a> {
                 }
             }
             Node::Support(_) => Value::Index(
-                c(0)?.entries().iter().enumerate().filter(|(_, x)| **x != 0.0).map(|(i, _)| i).collect(),
+                c(0)?
+                    .entries()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x != 0.0)
+                    .map(|(i, _)| i)
+                    .collect(),
             ),
             Node::Card(_) => match c(0)? {
                 Value::Index(s) => Value::Scalar(s.len() as f64),
@@ -325,13 +371,18 @@ impl<'a> Interpreter<'a> {
             Node::Get([t, i]) => {
                 let k = self.get(*i)?.scalar()? as usize;
                 match self.get(*t)? {
-                    Value::Tuple(items) => items.get(k).cloned().ok_or("tuple index out of range")?,
+                    Value::Tuple(items) => {
+                        items.get(k).cloned().ok_or("tuple index out of range")?
+                    }
                     other => return Err(format!("get from {}", other.describe())),
                 }
             }
             Node::Call(name, args) => {
                 let calls = self.calls.ok_or("no opaque calls supplied")?;
-                let vals = args.iter().map(|a| self.get(*a).cloned()).collect::<Result<Vec<_>, _>>()?;
+                let vals = args
+                    .iter()
+                    .map(|a| self.get(*a).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
                 Value::Tuple(calls.call(name.as_str(), &vals)?)
             }
             Node::CallVjp(ch) | Node::CallJvp(ch) => {
@@ -339,8 +390,14 @@ impl<'a> Interpreter<'a> {
                 let Node::Call(name, args) = self.graph.node(ch[0]) else {
                     return Err("vjp/jvp of a non-call".into());
                 };
-                let vals = args.iter().map(|a| self.get(*a).cloned()).collect::<Result<Vec<_>, _>>()?;
-                let seeds = ch[1..].iter().map(|a| self.get(*a).cloned()).collect::<Result<Vec<_>, _>>()?;
+                let vals = args
+                    .iter()
+                    .map(|a| self.get(*a).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let seeds = ch[1..]
+                    .iter()
+                    .map(|a| self.get(*a).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
                 Value::Tuple(if matches!(node, Node::CallVjp(_)) {
                     calls.vjp(name.as_str(), &vals, &seeds)?
                 } else {
@@ -404,7 +461,11 @@ pub fn proj_capped_simplex(v: &DVector<f64>, k: f64) -> DVector<f64> {
     }
     // Exact shift from the free coordinates at the bisection's bracket.
     let tau = 0.5 * (lo + hi);
-    let free: Vec<f64> = v.iter().copied().filter(|x| *x - tau > 0.0 && *x - tau < 1.0).collect();
+    let free: Vec<f64> = v
+        .iter()
+        .copied()
+        .filter(|x| *x - tau > 0.0 && *x - tau < 1.0)
+        .collect();
     let ones = v.iter().filter(|x| **x - tau >= 1.0).count() as f64;
     let tau = if free.is_empty() {
         tau

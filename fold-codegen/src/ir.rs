@@ -208,7 +208,10 @@ impl Role {
     pub fn is_seed(&self) -> bool {
         matches!(
             self,
-            Role::Cotangent { .. } | Role::Tangent { .. } | Role::ParamTangent { .. } | Role::Reduced
+            Role::Cotangent { .. }
+                | Role::Tangent { .. }
+                | Role::ParamTangent { .. }
+                | Role::Reduced
         )
     }
 }

@@ -1,26 +1,119 @@
 //! The `#[fold]` pipeline, as a library:
 //!
 //! ```text
-//! attr + signature ─ parse/validate ─▶ lower (typed IR, ir.rs/graph.rs) ─▶ shape checks
-//!   ─▶ diff (VJP, JVP, structured Jacobians) ─▶ egraph (simplify, extract)
-//!   ─▶ stage (linearize | per call) ─▶ emit (tokens calling ::fold_runtime) + pretty
+//! attr.rs + signature.rs   parse and validate the attribute and the signature
+//! lower.rs (ir.rs, graph.rs)  the body as typed IR terms; shape.rs: dimension checks
+//! diff.rs                  VJP, JVP and structured Jacobians as IR terms
+//! stage.rs                 what is computed once per linearization vs per product
+//! emit.rs + module.rs      Rust tokens calling ::fold_runtime; pretty.rs: DERIVATIVES
 //! ```
 
 pub mod attr;
 pub mod diff;
+pub mod emit;
 pub mod errors;
 pub mod graph;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+pub mod module;
 pub mod pretty;
 pub mod rule;
 pub mod shape;
 pub mod signature;
+pub mod stage;
 
 use proc_macro2::TokenStream;
+use quote::quote;
+use std::time::Instant;
 
-/// Expands `#[fold(attr)] item`.
-pub fn expand(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+/// The result of expanding one rule, for tests and benchmarks.
+pub struct Expansion {
+    /// The original function followed by the generated module.
+    pub tokens: TokenStream,
+    /// The `DERIVATIVES` text.
+    pub derivatives: String,
+    /// The generated module, pretty-printed (the `SOURCE` text).
+    pub source: String,
+}
+
+/// Expands `#[fold(attr)] item`; errors become `compile_error!` at their spans.
+pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match try_expand(attr, item.clone()) {
+        Ok(e) => e.tokens,
+        Err(err) => {
+            let errors = err.to_compile_error();
+            quote!(#item #errors)
+        }
+    }
+}
+
+/// Expands, returning the pieces or the collected errors.
+pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion> {
+    let start = Instant::now();
+    let func: syn::ItemFn = syn::parse2(item.clone()).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "#[fold] applies to a function: one iteration of a solver",
+        )
+    })?;
+    let rule = rule::analyze(attr, &func)?;
+    let derivatives = pretty::derivatives(&rule);
+    let stats_of = |micros: u64| {
+        quote!(::fold_runtime::CodegenStats {
+            egraph_nodes: 0,
+            egraph_classes: 0,
+            iterations: 0,
+            stop_reason: "not run",
+            vjp_before: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
+            vjp_after: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
+            linearize_before: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
+            linearize_after: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
+            reduced: false,
+            expansion_micros: #micros,
+        })
+    };
+    let input = module::ModuleInput {
+        rule: &rule,
+        derivatives: derivatives.clone(),
+        stats: stats_of(0),
+    };
+    let module = module::module(&input)?;
+    let source = pretty_source(&module);
+    let micros = start.elapsed().as_micros() as u64;
+    let input = module::ModuleInput {
+        rule: &rule,
+        derivatives: derivatives.clone(),
+        stats: stats_of(micros),
+    };
+    let module = module::module(&input)?;
+    let module = add_source(module, &source);
+    Ok(Expansion {
+        tokens: quote!(#func #module),
+        derivatives,
+        source,
+    })
+}
+
+/// The module pretty-printed with prettyplease.
+fn pretty_source(module: &TokenStream) -> String {
+    match syn::parse2::<syn::File>(module.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        Err(_) => module.to_string(),
+    }
+}
+
+/// Appends `pub const SOURCE: &str` inside the generated module.
+fn add_source(module: TokenStream, source: &str) -> TokenStream {
+    let Ok(mut m) = syn::parse2::<syn::ItemMod>(module.clone()) else {
+        return module;
+    };
+    let item: syn::Item = syn::parse_quote! {
+        /// The generated code of this module, pretty-printed.
+        pub const SOURCE: &str = #source;
+    };
+    if let Some((_, items)) = &mut m.content {
+        items.push(item);
+    }
+    quote!(#m)
 }

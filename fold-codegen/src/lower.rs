@@ -136,7 +136,10 @@ impl Lowerer<'_> {
                     let k = self.kind(id);
                     return self.err(
                         span,
-                        format!("the rule must return the next state, a vector; this is {}", k.describe()),
+                        format!(
+                            "the rule must return the next state, a vector; this is {}",
+                            k.describe()
+                        ),
                     );
                 }
                 _ => return self.err(span, "the rule must return the next state, a vector"),
@@ -185,12 +188,18 @@ impl Lowerer<'_> {
             match stmt {
                 Stmt::Local(local) => {
                     let Some(init) = &local.init else {
-                        self.errors.push(local.span(), "every `let` needs a value: `let name = expr;`");
+                        self.errors.push(
+                            local.span(),
+                            "every `let` needs a value: `let name = expr;`",
+                        );
                         ok = false;
                         continue;
                     };
                     if let Some((_, div)) = &init.diverge {
-                        self.errors.push(div.span(), format!("`let … else` is not supported; {STRAIGHT_LINE}"));
+                        self.errors.push(
+                            div.span(),
+                            format!("`let … else` is not supported; {STRAIGHT_LINE}"),
+                        );
                         ok = false;
                         continue;
                     }
@@ -208,15 +217,24 @@ impl Lowerer<'_> {
                     ok = false;
                 }
                 Stmt::Expr(e, _) => {
-                    self.errors.push(e.span(), format!("statements other than `let` are not supported; {STRAIGHT_LINE}"));
+                    self.errors.push(
+                        e.span(),
+                        format!("statements other than `let` are not supported; {STRAIGHT_LINE}"),
+                    );
                     ok = false;
                 }
                 Stmt::Item(it) => {
-                    self.errors.push(it.span(), format!("items inside the body are not supported; {STRAIGHT_LINE}"));
+                    self.errors.push(
+                        it.span(),
+                        format!("items inside the body are not supported; {STRAIGHT_LINE}"),
+                    );
                     ok = false;
                 }
                 Stmt::Macro(m) => {
-                    self.errors.push(m.span(), format!("macros are not supported in a #[fold] body; {STRAIGHT_LINE}"));
+                    self.errors.push(
+                        m.span(),
+                        format!("macros are not supported in a #[fold] body; {STRAIGHT_LINE}"),
+                    );
                     ok = false;
                 }
             }
@@ -226,7 +244,10 @@ impl Lowerer<'_> {
         }
         if tail.is_none() {
             let span = block.stmts.last().map_or(block.span(), |s| s.span());
-            return self.err(span, "the body must end with a tail expression: the next state");
+            return self.err(
+                span,
+                "the body must end with a tail expression: the next state",
+            );
         }
         tail
     }
@@ -256,12 +277,18 @@ impl Lowerer<'_> {
                     ok
                 }
                 _ => {
-                    self.errors.push(t.span(), "this pattern does not match the value's number of outputs");
+                    self.errors.push(
+                        t.span(),
+                        "this pattern does not match the value's number of outputs",
+                    );
                     false
                 }
             },
             other => {
-                self.errors.push(other.span(), "`let` patterns must be a name or a tuple of names");
+                self.errors.push(
+                    other.span(),
+                    "`let` patterns must be a name or a tuple of names",
+                );
                 false
             }
         }
@@ -279,7 +306,8 @@ impl Lowerer<'_> {
     }
 
     fn expr(&mut self, e: &Expr) -> Option<Val> {
-        const LOOP: &str = "loops are not supported: write one iteration of the solver; `solve` runs the loop";
+        const LOOP: &str =
+            "loops are not supported: write one iteration of the solver; `solve` runs the loop";
         match e {
             Expr::Paren(p) => self.expr(&p.expr),
             Expr::Group(g) => self.expr(&g.expr),
@@ -371,7 +399,10 @@ impl Lowerer<'_> {
     }
 
     fn sparse_error<T>(&mut self, span: Span) -> Option<T> {
-        self.err(span, "sparse matrices are only supported in products `d * x` and `d.transpose() * y`")
+        self.err(
+            span,
+            "sparse matrices are only supported in products `d * x` and `d.transpose() * y`",
+        )
     }
 
     fn add_sub(&mut self, a: Id, b: Id, sub: bool, span: Span) -> Option<Id> {
@@ -380,7 +411,11 @@ impl Lowerer<'_> {
             return self.sparse_error(span);
         }
         if ka == kb {
-            return Some(if sub { self.g.sub(a, b) } else { self.g.sum2(a, b) });
+            return Some(if sub {
+                self.g.sub(a, b)
+            } else {
+                self.g.sum2(a, b)
+            });
         }
         if self.elementwise.is_some() {
             // Inside `.map`, a scalar broadcasts over the mapped array.
@@ -464,7 +499,14 @@ impl Lowerer<'_> {
         if allowed.contains(&k) {
             Some(id)
         } else {
-            self.err(span, format!("{what} expects {}; found {}", kind_list(allowed), k.describe()))
+            self.err(
+                span,
+                format!(
+                    "{what} expects {}; found {}",
+                    kind_list(allowed),
+                    k.describe()
+                ),
+            )
         }
     }
 
@@ -481,15 +523,18 @@ impl Lowerer<'_> {
         let rk = self.kind(recv);
         let nargs = m.args.len();
         let expected = match name.as_str() {
-            "transpose" | "norm" | "norm_squared" | "sum" | "clone" | "to_owned" | "abs" | "exp"
-            | "ln" | "sin" | "cos" | "tanh" | "sqrt" | "recip" => Some(0),
+            "transpose" | "norm" | "norm_squared" | "sum" | "clone" | "to_owned" | "abs"
+            | "exp" | "ln" | "sin" | "cos" | "tanh" | "sqrt" | "recip" => Some(0),
             "dot" | "component_mul" | "component_div" | "map" | "add_scalar" | "scale" | "powi"
             | "powf" | "max" | "min" => Some(1),
             _ => None,
         };
         if let Some(n) = expected {
             if n != nargs {
-                return self.err(span, format!("`.{name}()` takes {n} argument(s), found {nargs}"));
+                return self.err(
+                    span,
+                    format!("`.{name}()` takes {n} argument(s), found {nargs}"),
+                );
             }
         }
         let arrays = [Kind::Vector, Kind::Matrix];
@@ -583,16 +628,28 @@ impl Lowerer<'_> {
     fn map(&mut self, recv: Id, arg: &Expr, recv_span: Span) -> Option<Val> {
         let rk = self.kind(recv);
         if !rk.is_array() {
-            return self.err(recv_span, format!("`.map()` applies to vectors and matrices, not {}", rk.describe()));
+            return self.err(
+                recv_span,
+                format!(
+                    "`.map()` applies to vectors and matrices, not {}",
+                    rk.describe()
+                ),
+            );
         }
         if self.elementwise.is_some() {
             return self.err(arg.span(), "nested `.map()` is not supported");
         }
         let Expr::Closure(c) = arg else {
-            return self.err(arg.span(), "`.map()` takes a closure `|e| <scalar expression of e>`");
+            return self.err(
+                arg.span(),
+                "`.map()` takes a closure `|e| <scalar expression of e>`",
+            );
         };
         if c.inputs.len() != 1 {
-            return self.err(c.inputs.span(), "the closure of `.map()` takes exactly one argument");
+            return self.err(
+                c.inputs.span(),
+                "the closure of `.map()` takes exactly one argument",
+            );
         }
         let mut scope = HashMap::new();
         let param = match &c.inputs[0] {
@@ -619,7 +676,13 @@ impl Lowerer<'_> {
                 let ones = self.g.add(Node::Ones(recv));
                 Some(Val::Term(self.g.mul(body, ones)))
             }
-            k => self.err(c.body.span(), format!("the closure of `.map()` must compute a scalar of its argument; found {}", k.describe())),
+            k => self.err(
+                c.body.span(),
+                format!(
+                    "the closure of `.map()` must compute a scalar of its argument; found {}",
+                    k.describe()
+                ),
+            ),
         }
     }
 
@@ -627,11 +690,22 @@ impl Lowerer<'_> {
         let Expr::Path(p) = &*c.func else {
             return self.err(c.func.span(), "only calls of named functions are supported");
         };
-        let segs: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+        let segs: Vec<String> = p
+            .path
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
         let name = segs.last().cloned().unwrap_or_default();
         let span = p.span();
-        let prefix: Vec<&str> = segs[..segs.len().saturating_sub(1)].iter().map(String::as_str).collect();
-        let runtime_path = matches!(prefix.as_slice(), [] | ["ops"] | ["fold_runtime", "ops"] | ["fold_runtime"]);
+        let prefix: Vec<&str> = segs[..segs.len().saturating_sub(1)]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let runtime_path = matches!(
+            prefix.as_slice(),
+            [] | ["ops"] | ["fold_runtime", "ops"] | ["fold_runtime"]
+        );
         if self.elementwise.is_some() {
             return self.err(span, "function calls are not supported inside `.map(|e| …)`; use scalar methods such as `e.exp()`");
         }
@@ -643,7 +717,10 @@ impl Lowerer<'_> {
             if let Some(pd) = self.sig.primitives.iter().find(|pd| pd.name == name) {
                 let name = pd.name.to_string();
                 if args.is_empty() {
-                    return self.err(span, format!("user primitive `{name}` needs at least one argument"));
+                    return self.err(
+                        span,
+                        format!("user primitive `{name}` needs at least one argument"),
+                    );
                 }
                 let call = self.g.add(Node::Call(Symbol::from(name), args));
                 let zero = self.scalar(0.0);
@@ -651,21 +728,46 @@ impl Lowerer<'_> {
             }
         }
         if !runtime_path {
-            return self.err(span, format!("unknown function `{}`; {PRIMITIVES}", segs.join("::")));
+            return self.err(
+                span,
+                format!("unknown function `{}`; {PRIMITIVES}", segs.join("::")),
+            );
         }
         let spans: Vec<Span> = c.args.iter().map(|a| a.span()).collect();
         self.primitive(&name, &args, &spans, span)
     }
 
-    fn check_args(&mut self, name: &str, args: &[Id], spans: &[Span], span: Span, kinds: &[&[Kind]]) -> Option<()> {
+    fn check_args(
+        &mut self,
+        name: &str,
+        args: &[Id],
+        spans: &[Span],
+        span: Span,
+        kinds: &[&[Kind]],
+    ) -> Option<()> {
         if args.len() != kinds.len() {
-            return self.err(span, format!("`{name}` takes {} argument(s), found {}", kinds.len(), args.len()));
+            return self.err(
+                span,
+                format!(
+                    "`{name}` takes {} argument(s), found {}",
+                    kinds.len(),
+                    args.len()
+                ),
+            );
         }
         let mut ok = true;
         for (i, allowed) in kinds.iter().enumerate() {
             let k = self.kind(args[i]);
             if !allowed.contains(&k) {
-                self.errors.push(spans[i], format!("argument {} of `{name}` must be {}; found {}", i + 1, kind_list(allowed), k.describe()));
+                self.errors.push(
+                    spans[i],
+                    format!(
+                        "argument {} of `{name}` must be {}; found {}",
+                        i + 1,
+                        kind_list(allowed),
+                        k.describe()
+                    ),
+                );
                 ok = false;
             }
         }
@@ -775,10 +877,11 @@ const PRIMITIVES: &str = "supported: exp, ln, sin, cos, tanh, sigmoid, sqrt, abs
 
 fn int_literal(e: &Expr) -> Option<i32> {
     match e {
-        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse().ok(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse().ok(),
         Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) => int_literal(&u.expr).map(|k| -k),
         Expr::Paren(p) => int_literal(&p.expr),
         _ => None,
     }
 }
-

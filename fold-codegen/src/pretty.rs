@@ -45,11 +45,7 @@ impl<'a> Printer<'a> {
             }
         }
         let mut names = HashMap::new();
-        let mut taken: HashSet<String> = g
-            .vars
-            .keys()
-            .map(|s| display_name(*s))
-            .collect();
+        let mut taken: HashSet<String> = g.vars.keys().map(|s| display_name(*s)).collect();
         let fresh = |base: &str, taken: &mut HashSet<String>| {
             let mut k = 1;
             loop {
@@ -72,9 +68,11 @@ impl<'a> Printer<'a> {
             if roots.contains(&id) && g.names.get(&id).is_none() {
                 continue;
             }
-            let mask_arg = g.nodes().iter().enumerate().any(|(j, n)| {
-                reach[j] && is_mask(n) && n.children().first() == Some(&id)
-            });
+            let mask_arg = g
+                .nodes()
+                .iter()
+                .enumerate()
+                .any(|(j, n)| reach[j] && is_mask(n) && n.children().first() == Some(&id));
             let name = if let Some(n) = g.names.get(&id) {
                 Some(fresh(n, &mut taken))
             } else if is_mask(node) {
@@ -93,6 +91,11 @@ impl<'a> Printer<'a> {
             }
         }
         Printer { g, names }
+    }
+
+    /// The names given to intermediates.
+    pub fn names(&self) -> &HashMap<Id, String> {
+        &self.names
     }
 
     /// `name = definition` lines for every named intermediate `roots` use, in order.
@@ -132,12 +135,18 @@ impl<'a> Printer<'a> {
             Node::Num(l) => {
                 let v = l.get();
                 let s = num(v);
-                if v < 0.0 { wrap(s, UNARY) } else { s }
+                if v < 0.0 {
+                    wrap(s, UNARY)
+                } else {
+                    s
+                }
             }
             Node::Var(s) => display_name(*s),
             Node::Add([a, b]) => {
                 let rhs = match g.node(*b) {
-                    Node::Neg(x) if !self.names.contains_key(b) => format!(" − {}", self.at(*x, PROD)),
+                    Node::Neg(x) if !self.names.contains_key(b) => {
+                        format!(" − {}", self.at(*x, PROD))
+                    }
                     Node::Num(l) if l.get() < 0.0 => format!(" − {}", num(-l.get())),
                     _ => format!(" + {}", self.at(*b, SUM)),
                 };
@@ -146,7 +155,9 @@ impl<'a> Printer<'a> {
             Node::Neg(_) => wrap(format!("−{}", c(0, PROD)), PROD),
             Node::Mul(_) => wrap(format!("{} {}", c(0, UNARY), c(1, PROD)), PROD),
             Node::Div(_) => wrap(format!("{} / {}", c(0, PROD), c(1, UNARY)), PROD),
-            Node::MatVec(_) | Node::MatMul(_) => wrap(format!("{} {}", c(0, UNARY), c(1, UNARY)), PROD),
+            Node::MatVec(_) | Node::MatMul(_) => {
+                wrap(format!("{} {}", c(0, UNARY), c(1, UNARY)), PROD)
+            }
             Node::Transpose(_) => format!("{}ᵀ", c(0, ATOM)),
             Node::Outer(_) => wrap(format!("{} {}ᵀ", c(0, UNARY), c(1, ATOM)), PROD),
             Node::Dot(_) => format!("⟨{}, {}⟩", c(0, 0), c(1, 0)),
@@ -211,17 +222,28 @@ impl<'a> Printer<'a> {
             Node::Scatter(_) => format!("scatter({}, {})", c(0, 0), c(1, 0)),
             Node::Call(name, args) => format!(
                 "{name}({})",
-                args.iter().map(|a| self.at(*a, 0)).collect::<Vec<_>>().join(", ")
+                args.iter()
+                    .map(|a| self.at(*a, 0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Node::CallVjp(ch) => format!(
                 "∂{}ᵀ[{}]",
                 self.at(ch[0], ATOM),
-                ch[1..].iter().map(|a| self.at(*a, 0)).collect::<Vec<_>>().join(", ")
+                ch[1..]
+                    .iter()
+                    .map(|a| self.at(*a, 0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Node::CallJvp(ch) => format!(
                 "∂{}[{}]",
                 self.at(ch[0], ATOM),
-                ch[1..].iter().map(|a| self.at(*a, 0)).collect::<Vec<_>>().join(", ")
+                ch[1..]
+                    .iter()
+                    .map(|a| self.at(*a, 0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Node::Get([t, i]) => {
                 let k = g.lit(*i).unwrap_or(0.0);
@@ -243,4 +265,42 @@ fn trivial(g: &Graph, id: Id) -> bool {
         Node::Neg(x) | Node::Transpose(x) => trivial(g, *x),
         _ => g.kind(id) == Kind::Scalar && g.node(id).children().iter().all(|c| trivial(g, *c)),
     }
+}
+
+/// The `DERIVATIVES` text of a rule: named intermediates, then `Φᵀv`, `Ψ_θᵀv`, `Φu`, `Ψδθ`.
+pub fn derivatives(rule: &crate::rule::Rule) -> String {
+    let mut roots = Vec::new();
+    let mut lines: Vec<(String, Option<Id>)> = Vec::new();
+    let blocks = rule.block_names();
+    let block_label = |base: &str, b: usize| {
+        if rule.sig.block_state {
+            format!("{base}[{}]", blocks[b])
+        } else {
+            base.to_string()
+        }
+    };
+    for (b, r) in rule.vjp_state.iter().enumerate() {
+        lines.push((block_label("Φᵀv", b), *r));
+    }
+    for (p, r) in rule.param_names().iter().zip(&rule.vjp_params) {
+        lines.push((format!("Ψ_{p}ᵀv"), *r));
+    }
+    for (b, r) in rule.jvp_state.iter().enumerate() {
+        lines.push((block_label("Φu", b), *r));
+    }
+    for (b, r) in rule.jvp_params.iter().enumerate() {
+        lines.push((block_label("Ψδθ", b), *r));
+    }
+    roots.extend(lines.iter().filter_map(|(_, r)| *r));
+    let p = Printer::new(&rule.graph, &roots);
+    let mut out = String::new();
+    for d in p.definitions(&roots) {
+        out.push_str(&d);
+        out.push('\n');
+    }
+    for (label, r) in lines {
+        let rhs = r.map_or_else(|| "0".to_string(), |id| p.term(id));
+        out.push_str(&format!("{label} = {rhs}\n"));
+    }
+    out
 }

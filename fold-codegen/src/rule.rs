@@ -3,8 +3,8 @@
 use crate::attr;
 use crate::diff;
 use crate::errors::Errors;
-use crate::graph::VarInfo;
 use crate::graph::Graph;
+use crate::graph::VarInfo;
 use crate::ir::{seed_symbol, Kind, Role};
 use crate::lower;
 use crate::shape::{self, Source};
@@ -52,12 +52,20 @@ pub struct Rule {
 impl Rule {
     /// Names of the state blocks.
     pub fn block_names(&self) -> Vec<String> {
-        self.sig.blocks.iter().map(|&i| self.sig.args[i].name.to_string()).collect()
+        self.sig
+            .blocks
+            .iter()
+            .map(|&i| self.sig.args[i].name.to_string())
+            .collect()
     }
 
     /// Names of the parameters.
     pub fn param_names(&self) -> Vec<String> {
-        self.sig.params.iter().map(|&i| self.sig.args[i].name.to_string()).collect()
+        self.sig
+            .params
+            .iter()
+            .map(|&i| self.sig.args[i].name.to_string())
+            .collect()
     }
 }
 
@@ -117,7 +125,12 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
         .enumerate()
         .map(|(p, &i)| {
             let a = &sig.args[i];
-            seed(&mut graph, &format!("d{}", a.name), a.kind, Role::ParamTangent { param: p })
+            seed(
+                &mut graph,
+                &format!("d{}", a.name),
+                a.kind,
+                Role::ParamTangent { param: p },
+            )
         })
         .collect();
     let state_vars: Vec<Id> = sig.blocks.iter().map(|&i| args[i]).collect();

@@ -158,10 +158,9 @@ pub fn infer(
         let s = match a.kind {
             Kind::Scalar => Shape::Scalar,
             Kind::Vector => Shape::Vector(sh.of_arg(i, Accessor::Len)),
-            Kind::Matrix | Kind::Sparse => Shape::Matrix(
-                sh.of_arg(i, Accessor::Rows),
-                sh.of_arg(i, Accessor::Cols),
-            ),
+            Kind::Matrix | Kind::Sparse => {
+                Shape::Matrix(sh.of_arg(i, Accessor::Rows), sh.of_arg(i, Accessor::Cols))
+            }
             _ => Shape::Other,
         };
         arg_shape.insert(arg_symbols[i], s);
@@ -223,9 +222,16 @@ pub fn infer(
                 _ => Shape::Other,
             },
             Node::Call(name, args) if name.as_str() == "proj_polyhedron" && args.len() == 5 => {
-                let (v, a, b, g, h) = (s(&args[0]), s(&args[1]), s(&args[2]), s(&args[3]), s(&args[4]));
+                let (v, a, b, g, h) = (
+                    s(&args[0]),
+                    s(&args[1]),
+                    s(&args[2]),
+                    s(&args[3]),
+                    s(&args[4]),
+                );
                 for (m, rows) in [(a, b), (g, h)] {
-                    if let (Shape::Matrix(r, c), Some(n), Some(k)) = (m, vec_dim(v), vec_dim(rows)) {
+                    if let (Shape::Matrix(r, c), Some(n), Some(k)) = (m, vec_dim(v), vec_dim(rows))
+                    {
                         sh.unify(c, n);
                         sh.unify(r, k);
                     }
@@ -260,9 +266,11 @@ pub fn infer(
                 }
                 _ => Shape::Other,
             },
-            Node::Call(..) | Node::CallVjp(_) | Node::CallJvp(_) | Node::Support(_) | Node::Zero => {
-                Shape::Other
-            }
+            Node::Call(..)
+            | Node::CallVjp(_)
+            | Node::CallJvp(_)
+            | Node::Support(_)
+            | Node::Zero => Shape::Other,
             Node::GatherV(_)
             | Node::GatherM(_)
             | Node::GatherRows(_)
@@ -273,8 +281,10 @@ pub fn infer(
                 use egg::Language;
                 let ch = other.children();
                 let first = ch.first().map_or(Shape::Other, s);
-                if matches!(graph.kind(ch.first().copied().unwrap_or_default()), Kind::Scalar)
-                    && !matches!(first, Shape::Scalar)
+                if matches!(
+                    graph.kind(ch.first().copied().unwrap_or_default()),
+                    Kind::Scalar
+                ) && !matches!(first, Shape::Scalar)
                 {
                     Shape::Other
                 } else {
@@ -286,7 +296,10 @@ pub fn infer(
     }
     for (b, out) in outputs.iter().enumerate() {
         if let Some(&arg) = sig.blocks.get(b) {
-            let state = arg_shape.get(&arg_symbols[arg]).copied().unwrap_or(Shape::Other);
+            let state = arg_shape
+                .get(&arg_symbols[arg])
+                .copied()
+                .unwrap_or(Shape::Other);
             sh.unify_shapes(shapes[usize::from(*out)], state);
         }
     }

@@ -178,7 +178,9 @@ fn check_return(output: &ReturnType, attr: &FoldAttr, errors: &mut Errors) {
                 match &**ty {
                     Type::Tuple(t) => {
                         t.elems.len() == attr.state.len()
-                            && t.elems.iter().all(|e| matches!(arg_type(e), Ok((Kind::Vector, false))))
+                            && t.elems
+                                .iter()
+                                .all(|e| matches!(arg_type(e), Ok((Kind::Vector, false))))
                     }
                     _ => false,
                 }
@@ -201,7 +203,10 @@ pub fn arg_type(ty: &Type) -> Result<(Kind, bool), (Span, String)> {
     match ty {
         Type::Reference(r) => {
             if r.mutability.is_some() {
-                return Err((r.span(), format!("`&mut` arguments are not supported; {TYPES}")));
+                return Err((
+                    r.span(),
+                    format!("`&mut` arguments are not supported; {TYPES}"),
+                ));
             }
             let (kind, inner_ref) = arg_type(&r.elem)?;
             if inner_ref {

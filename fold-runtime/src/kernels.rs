@@ -2,6 +2,7 @@
 //! transposes, diagonal scalings, support gathers and block packing.
 
 use crate::linalg::{gemv, gemv_t};
+use crate::{FoldError, PrimitiveLinearization, Value};
 use nalgebra::{DMatrix, DVector};
 use nalgebra_sparse::CsrMatrix;
 
@@ -20,7 +21,13 @@ pub fn mtv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
 }
 
 /// `y + α A x` (or `y + α Aᵀ x` when `transposed`), reusing `y`'s storage.
-pub fn mv_acc(mut y: DVector<f64>, alpha: f64, a: &DMatrix<f64>, transposed: bool, x: &DVector<f64>) -> DVector<f64> {
+pub fn mv_acc(
+    mut y: DVector<f64>,
+    alpha: f64,
+    a: &DMatrix<f64>,
+    transposed: bool,
+    x: &DVector<f64>,
+) -> DVector<f64> {
     if transposed {
         gemv_t(&mut y, alpha, a, x, 1.0);
     } else {
@@ -145,6 +152,179 @@ pub fn nan_matrix(r: usize, c: usize) -> DMatrix<f64> {
 /// Identity of the size of `v`.
 pub fn eye_like(v: &DVector<f64>) -> DMatrix<f64> {
     DMatrix::identity(v.len(), v.len())
+}
+
+/// The `i`-th unit vector of length `n` (all zeros when `i ≥ n`).
+pub fn unit(n: usize, i: usize) -> DVector<f64> {
+    let mut e = DVector::zeros(n);
+    if i < n {
+        e[i] = 1.0;
+    }
+    e
+}
+
+/// Values that read as a column-major list of entries.
+pub trait Entries {
+    /// The entries, column-major.
+    fn entries(&self) -> &[f64];
+}
+
+impl Entries for f64 {
+    fn entries(&self) -> &[f64] {
+        std::slice::from_ref(self)
+    }
+}
+
+impl Entries for DVector<f64> {
+    fn entries(&self) -> &[f64] {
+        self.as_slice()
+    }
+}
+
+impl Entries for DMatrix<f64> {
+    fn entries(&self) -> &[f64] {
+        self.as_slice()
+    }
+}
+
+/// The entries of `x`, column-major.
+pub fn entries<T: Entries + ?Sized>(x: &T) -> &[f64] {
+    x.entries()
+}
+
+/// Writes `row` into row `i` of `m` (ignoring what does not fit).
+pub fn set_row(m: &mut DMatrix<f64>, i: usize, row: &[f64]) {
+    if i < m.nrows() {
+        for (j, v) in row.iter().take(m.ncols()).enumerate() {
+            m[(i, j)] = *v;
+        }
+    }
+}
+
+/// The `n × n` matrix whose column `j` is `f(e_j)`: a dense operator from its products.
+pub fn columns(n: usize, f: impl Fn(&DVector<f64>) -> DVector<f64>) -> DMatrix<f64> {
+    let mut m = DMatrix::zeros(n, n);
+    for j in 0..n {
+        let c = f(&unit(n, j));
+        if c.len() == n {
+            m.set_column(j, &c);
+        } else {
+            m.column_mut(j).fill(f64::NAN);
+        }
+    }
+    m
+}
+
+/// Block `k` of a concatenated state with block lengths `lens`; entries beyond `v` read
+/// as NaN (never panics).
+pub fn block_or_nan(v: &DVector<f64>, lens: &[usize], k: usize) -> DVector<f64> {
+    let off: usize = lens.iter().take(k).sum();
+    let len = lens.get(k).copied().unwrap_or(0);
+    DVector::from_fn(len, |i, _| v.get(off + i).copied().unwrap_or(f64::NAN))
+}
+
+/// `M⁻¹ B` (or `M⁻ᵀ B`) column by column from a factorization of `M`.
+pub fn lu_solve_columns(
+    lu: &crate::linalg::Lu,
+    b: &DMatrix<f64>,
+    transposed: bool,
+) -> DMatrix<f64> {
+    let mut out = b.clone();
+    for j in 0..b.ncols() {
+        let col = b.column(j).into_owned();
+        let x = if transposed {
+            lu.solve_transpose(&col)
+        } else {
+            lu.solve(&col)
+        };
+        out.set_column(j, &x);
+    }
+    out
+}
+
+fn output<L: PrimitiveLinearization>(lin: &L, i: usize, name: &str) -> Result<Value, FoldError> {
+    let v = lin
+        .outputs()
+        .get(i)
+        .cloned()
+        .ok_or_else(|| FoldError::primitive(name, format!("returned no output #{i}")))?;
+    if !v.all_finite() {
+        return Err(FoldError::non_finite(format!("output of `{name}`")));
+    }
+    Ok(v)
+}
+
+/// Output `i` of a primitive, which must be a vector.
+pub fn output_vector<L: PrimitiveLinearization>(
+    lin: &L,
+    i: usize,
+    name: &str,
+) -> Result<DVector<f64>, FoldError> {
+    output(lin, i, name)?.into_vector(&format!("output of `{name}`"))
+}
+
+/// Output `i` of a primitive, which must be a scalar.
+pub fn output_scalar<L: PrimitiveLinearization>(
+    lin: &L,
+    i: usize,
+    name: &str,
+) -> Result<f64, FoldError> {
+    output(lin, i, name)?.into_scalar(&format!("output of `{name}`"))
+}
+
+/// Output `i` of a primitive, which must be a matrix.
+pub fn output_matrix<L: PrimitiveLinearization>(
+    lin: &L,
+    i: usize,
+    name: &str,
+) -> Result<DMatrix<f64>, FoldError> {
+    output(lin, i, name)?.into_matrix(&format!("output of `{name}`"))
+}
+
+/// The results of a primitive's JVP (`Vec<Value>`) or VJP (`Vec<Option<Value>>`).
+pub trait Outputs {
+    /// Takes entry `i`, if present.
+    fn take(&mut self, i: usize) -> Option<Value>;
+}
+
+impl Outputs for Vec<Value> {
+    fn take(&mut self, i: usize) -> Option<Value> {
+        self.get_mut(i)
+            .map(|v| std::mem::replace(v, Value::Scalar(0.0)))
+    }
+}
+
+impl Outputs for Vec<Option<Value>> {
+    fn take(&mut self, i: usize) -> Option<Value> {
+        self.get_mut(i).and_then(Option::take)
+    }
+}
+
+/// Entry `i` as a vector; zeros shaped like `like` when absent (a structural zero).
+pub fn take_vector<O: Outputs>(t: &mut O, i: usize, like: Option<&DVector<f64>>) -> DVector<f64> {
+    match t.take(i) {
+        Some(Value::Vector(v)) => v,
+        _ => DVector::zeros(like.map_or(0, |l| l.len())),
+    }
+}
+
+/// Entry `i` as a scalar; zero when absent.
+pub fn take_scalar<O: Outputs>(t: &mut O, i: usize, _like: Option<f64>) -> f64 {
+    match t.take(i) {
+        Some(Value::Scalar(s)) => s,
+        _ => 0.0,
+    }
+}
+
+/// Entry `i` as a matrix; zeros shaped like `like` when absent.
+pub fn take_matrix<O: Outputs>(t: &mut O, i: usize, like: Option<&DMatrix<f64>>) -> DMatrix<f64> {
+    match t.take(i) {
+        Some(Value::Matrix(m)) => m,
+        _ => like.map_or_else(
+            || DMatrix::zeros(0, 0),
+            |l| DMatrix::zeros(l.nrows(), l.ncols()),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,1079 @@
+//! The generated module beside the user's function: `Grads`, `Linearization`,
+//! `linearize`, `jacobians`, `backward`, `solve`, `pack`/`unpack`, `DERIVATIVES`,
+//! `SOURCE` and `STATS` (DESIGN §3).
+
+use crate::diff;
+use crate::emit::{ident_of, Item, Scope};
+use crate::graph::Graph;
+use crate::ir::{display_name, Kind, Node};
+use crate::pretty::Printer;
+use crate::rule::Rule;
+use crate::shape::Accessor;
+use crate::stage::{self, Plan};
+use egg::Id;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote};
+use std::collections::{HashMap, HashSet};
+
+/// Compile-time statistics to embed as `STATS`.
+#[derive(Clone, Debug, Default)]
+pub struct StatsInfo {
+    /// Tokens of the `CodegenStats` value.
+    pub tokens: TokenStream,
+}
+
+/// Structured Jacobian terms: per (output block, state block), and per parameter.
+struct JacobianTerms {
+    state: Option<Vec<Vec<Option<Id>>>>,
+    params: Vec<Option<Vec<Option<Id>>>>,
+}
+
+/// What `module` needs besides the rule.
+pub struct ModuleInput<'a> {
+    /// The analyzed (and simplified) rule.
+    pub rule: &'a Rule,
+    /// `DERIVATIVES` text.
+    pub derivatives: String,
+    /// `STATS` tokens (a `::fold_runtime::CodegenStats` expression).
+    pub stats: TokenStream,
+}
+
+fn vec_ty() -> TokenStream {
+    quote!(::fold_runtime::nalgebra::DVector<f64>)
+}
+
+fn mat_ty() -> TokenStream {
+    quote!(::fold_runtime::nalgebra::DMatrix<f64>)
+}
+
+fn kind_ty(kind: Kind) -> TokenStream {
+    match kind {
+        Kind::Scalar => quote!(f64),
+        Kind::Vector => vec_ty(),
+        Kind::Matrix => mat_ty(),
+        Kind::Sparse => quote!(::fold_runtime::nalgebra_sparse::CsrMatrix<f64>),
+        Kind::Index => quote!(::std::vec::Vec<usize>),
+        _ => quote!(()),
+    }
+}
+
+const KEYWORDS: &[&str] = &[
+    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
+    "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
+    "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
+    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+];
+
+/// Identifiers for computed terms: the printer's names where valid Rust, `t<id>` otherwise.
+fn emission_names(
+    g: &Graph,
+    printer_names: &HashMap<Id, String>,
+    reserved: &HashSet<String>,
+) -> HashMap<Id, Ident> {
+    let mut taken: HashSet<String> = reserved.clone();
+    let mut out = HashMap::new();
+    let mut ids: Vec<&Id> = printer_names.keys().collect();
+    ids.sort();
+    for id in ids {
+        let raw = printer_names[id].to_lowercase();
+        let valid = raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && raw
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && !KEYWORDS.contains(&raw.as_str());
+        let mut name = if valid {
+            raw
+        } else {
+            format!("t{}", usize::from(*id))
+        };
+        if name.starts_with('t')
+            && name[1..].chars().all(|c| c.is_ascii_digit())
+            && valid_number_clash(&name, *id)
+        {
+            name = format!("{name}_");
+        }
+        while !taken.insert(name.clone()) {
+            name.push('_');
+        }
+        out.insert(*id, Ident::new(&name, Span::call_site()));
+    }
+    let _ = g;
+    out
+}
+
+/// A user name `t12` must not be mistaken for the anonymous name of term 12.
+fn valid_number_clash(name: &str, id: Id) -> bool {
+    name != format!("t{}", usize::from(id))
+}
+
+/// Whether computing `id` can fail (so it must be staged in a fallible scope).
+fn fallible(g: &Graph, item: &Item) -> bool {
+    match item {
+        Item::Factor(_) => true,
+        Item::Node(id) => {
+            matches!(
+                g.node(*id),
+                Node::ProjSimplex(_)
+                    | Node::ProjCappedSimplex(_)
+                    | Node::ProjL2Ball(_)
+                    | Node::Call(..)
+                    | Node::Solve(_)
+            ) || matches!(g.node(*id), Node::Get([t, _]) if matches!(g.node(*t), Node::Call(..)))
+        }
+    }
+}
+
+/// The generated module for `rule`.
+pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
+    let rule = input.rule;
+    let mut g = rule.graph.clone();
+    let sig = &rule.sig;
+    let fn_name = &sig.name;
+    let vis = &sig.vis;
+    let nblocks = sig.blocks.len();
+    let block_state = sig.block_state;
+
+    for &p in &sig.params {
+        if sig.args[p].name == "state" {
+            return Err(syn::Error::new(
+                sig.args[p].name.span(),
+                "a parameter named `state` would clash with `Jacobians::state`; please rename it",
+            ));
+        }
+    }
+
+    // Structured Jacobians (Φ per block pair, Ψ per vector/scalar parameter).
+    let state_jac = {
+        let mut rows: Vec<Vec<Option<Id>>> = vec![Vec::new(); nblocks];
+        let mut ok = true;
+        for &b in &sig.blocks {
+            match diff::jacobian(&mut g, &rule.outputs, rule.args[b]) {
+                Ok(cols) => {
+                    for (o, c) in cols.into_iter().enumerate() {
+                        rows[o].push(c);
+                    }
+                }
+                Err(_) => ok = false,
+            }
+        }
+        ok.then_some(rows)
+    };
+    let mut param_jac = Vec::new();
+    for &p in &sig.params {
+        let a = &sig.args[p];
+        let terms = match a.kind {
+            Kind::Vector => diff::jacobian(&mut g, &rule.outputs, rule.args[p]).ok(),
+            Kind::Scalar => {
+                let one = g.num(1.0);
+                Some(diff::jvp(&mut g, &rule.outputs, &[rule.args[p]], &[one]))
+            }
+            _ => None,
+        };
+        param_jac.push(terms);
+    }
+    let jac = JacobianTerms {
+        state: state_jac,
+        params: param_jac,
+    };
+
+    // Per-call roots and staging.
+    let mut per_call: Vec<Id> = Vec::new();
+    for r in rule
+        .vjp_state
+        .iter()
+        .chain(&rule.vjp_params)
+        .chain(&rule.jvp_state)
+        .chain(&rule.jvp_params)
+        .flatten()
+    {
+        per_call.push(*r);
+    }
+    let mut plan = stage::plan(&g, &per_call);
+
+    // Names: the printer's, shared with DERIVATIVES.
+    let mut all_roots = per_call.clone();
+    all_roots.extend(&rule.outputs);
+    let mut jac_roots: Vec<Id> = Vec::new();
+    if let Some(rows) = &jac.state {
+        jac_roots.extend(rows.iter().flatten().flatten());
+    }
+    for p in jac.params.iter().flatten() {
+        jac_roots.extend(p.iter().flatten());
+    }
+    all_roots.extend(&jac_roots);
+    let printer = Printer::new(&g, &all_roots);
+    let mut reserved: HashSet<String> = sig.args.iter().map(|a| a.name.to_string()).collect();
+    for v in g.vars.keys() {
+        reserved.insert(display_name(*v));
+    }
+    // Identifiers the generated bodies use besides computed terms.
+    for r in [
+        "v", "u", "tangent", "n", "jac", "blk", "e", "g", "i", "p", "phi", "state", "packed",
+        "lens", "start", "s",
+    ] {
+        reserved.insert(r.to_string());
+    }
+    let mut names = emission_names(&g, printer.names(), &reserved);
+    // Seeds are parameters (or blocks of one) named as in DERIVATIVES.
+    for seed in rule
+        .seeds
+        .cotangent
+        .iter()
+        .chain(&rule.seeds.tangent)
+        .chain(&rule.seeds.param_tangent)
+    {
+        names.insert(
+            *seed,
+            Ident::new(&display_name_of(&g, *seed), Span::call_site()),
+        );
+    }
+
+    let prims: HashMap<String, TokenStream> = {
+        let mut m = HashMap::new();
+        m.insert(
+            "proj_polyhedron".to_string(),
+            quote!(::fold_runtime::ops::ProjPolyhedron),
+        );
+        m.insert("qp_solve".to_string(), quote!(::fold_runtime::ops::QpSolve));
+        for pd in &sig.primitives {
+            let ty = &pd.ty;
+            m.insert(pd.name.to_string(), quote!(#ty));
+        }
+        m
+    };
+
+    // Argument access in each kind of scope.
+    let arg_ident = |i: usize| sig.args[i].name.clone();
+    let free_access = |i: usize| -> TokenStream {
+        let a = &sig.args[i];
+        let n = &a.name;
+        match (a.kind, a.by_ref) {
+            (Kind::Scalar, false) => quote!(#n),
+            (Kind::Scalar, true) => quote!((*#n)),
+            (_, true) => quote!(#n),
+            (_, false) => quote!(&#n),
+        }
+    };
+    let internal_access = |i: usize| -> TokenStream {
+        let n = arg_ident(i);
+        quote!(#n)
+    };
+    let self_access = |i: usize| -> TokenStream {
+        let a = &sig.args[i];
+        let n = &a.name;
+        match (a.kind, a.by_ref) {
+            (Kind::Scalar, _) => quote!(self.#n),
+            (_, true) => quote!(self.#n),
+            (_, false) => quote!(&self.#n),
+        }
+    };
+    let args_map = |f: &dyn Fn(usize) -> TokenStream| -> HashMap<Id, TokenStream> {
+        (0..sig.args.len()).map(|i| (rule.args[i], f(i))).collect()
+    };
+
+    // Fallible terms the Jacobians need become fields too.
+    loop {
+        let scope = Scope::new(&g, &names, &prims, args_map(&self_access), false)
+            .with_fields(&plan.fields, &plan.factors);
+        let items = scope.schedule(&jac_roots);
+        let extra: Vec<Item> = items.into_iter().filter(|i| fallible(&g, i)).collect();
+        if extra.is_empty() {
+            break;
+        }
+        for it in extra {
+            match it {
+                Item::Node(id) => plan.fields.push(id),
+                Item::Factor(id) => plan.factors.push(id),
+            }
+        }
+        plan.fields.sort();
+        plan.fields.dedup();
+        plan.factors.sort();
+        plan.factors.dedup();
+    }
+    let Plan {
+        fields,
+        factors,
+        calls: _,
+    } = plan.clone();
+
+    // Types of arguments as the user declared them (with a lifetime for references).
+    let user_ty = |i: usize, lt: bool| -> TokenStream {
+        let a = &sig.args[i];
+        let t = kind_ty(a.kind);
+        match (a.by_ref, lt) {
+            (true, true) => quote!(&'a #t),
+            (true, false) => quote!(&#t),
+            (false, _) => t,
+        }
+    };
+    let internal_ty = |i: usize| -> TokenStream {
+        let a = &sig.args[i];
+        let t = kind_ty(a.kind);
+        if a.kind == Kind::Scalar {
+            t
+        } else {
+            quote!(&#t)
+        }
+    };
+    let arg_names: Vec<Ident> = (0..sig.args.len()).map(arg_ident).collect();
+    let user_params: Vec<TokenStream> = (0..sig.args.len())
+        .map(|i| {
+            let n = &arg_names[i];
+            let t = user_ty(i, true);
+            quote!(#n: #t)
+        })
+        .collect();
+    let user_params_nolt: Vec<TokenStream> = (0..sig.args.len())
+        .map(|i| {
+            let n = &arg_names[i];
+            let t = user_ty(i, false);
+            quote!(#n: #t)
+        })
+        .collect();
+    let internal_params: Vec<TokenStream> = (0..sig.args.len())
+        .map(|i| {
+            let n = &arg_names[i];
+            let t = internal_ty(i);
+            quote!(#n: #t)
+        })
+        .collect();
+    // Converting user-typed arguments to the internal (reference) convention.
+    let to_internal: Vec<TokenStream> = (0..sig.args.len()).map(free_access).collect();
+    let fresh = |base: &str| -> Ident {
+        let mut s = base.to_string();
+        while sig.args.iter().any(|a| a.name == s) {
+            s.push('_');
+        }
+        Ident::new(&s, Span::call_site())
+    };
+    let grad_id = fresh("grad");
+    let opts_id = fresh("opts");
+
+    // --- check_dims / check_finite ---------------------------------------------------
+    let dim_checks: Vec<TokenStream> = rule
+        .dim_checks
+        .iter()
+        .map(|(a, b)| {
+            let acc = |s: &crate::shape::Source| {
+                let n = &arg_names[s.arg];
+                match s.accessor {
+                    Accessor::Len => (quote!(#n.len()), format!("`{n}` length")),
+                    Accessor::Rows => (quote!(#n.nrows()), format!("`{n}` rows")),
+                    Accessor::Cols => (quote!(#n.ncols()), format!("`{n}` columns")),
+                }
+            };
+            let ((ea, da), (eb, db)) = (acc(a), acc(b));
+            let what = format!("{db} (must equal {da})");
+            quote!(::fold_runtime::check::same_dim(#what, #ea, #eb)?;)
+        })
+        .collect();
+    let finite_checks: Vec<TokenStream> = (0..sig.args.len())
+        .map(|i| {
+            let n = &arg_names[i];
+            let what = n.to_string();
+            match sig.args[i].kind {
+                Kind::Scalar => quote!(::fold_runtime::check::finite_scalar(#n, #what)?;),
+                Kind::Vector => quote!(::fold_runtime::check::finite_vector(#n, #what)?;),
+                Kind::Matrix => quote!(::fold_runtime::check::finite_matrix(#n, #what)?;),
+                _ => quote!(::fold_runtime::check::finite(#n.values(), #what)?;),
+            }
+        })
+        .collect();
+
+    // --- stage -----------------------------------------------------------------------
+    let mut stage_scope = Scope::new(&g, &names, &prims, args_map(&free_access), true);
+    let stage_roots: Vec<Item> = {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        for f in &fields {
+            for it in stage_scope.schedule(&[*f]) {
+                if seen.insert(it) {
+                    order.push(it);
+                }
+            }
+        }
+        for m in &factors {
+            let items = stage_scope.schedule(&[*m]);
+            for it in items {
+                if seen.insert(it) {
+                    order.push(it);
+                }
+            }
+            let it = Item::Factor(*m);
+            if seen.insert(it) {
+                order.push(it);
+            }
+        }
+        order
+    };
+    let stage_body = stage_scope.compute(&stage_roots);
+    let field_idents: Vec<Ident> = fields.iter().map(|f| ident_of(&names, *f)).collect();
+    let field_tys: Vec<TokenStream> = fields
+        .iter()
+        .map(|f| match g.node(*f) {
+            Node::Call(name, _) => {
+                let ty = prims
+                    .get(name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| quote!(()));
+                quote!(<#ty as ::fold_runtime::Primitive>::Linearization)
+            }
+            _ => kind_ty(g.kind(*f)),
+        })
+        .collect();
+    let factor_idents: Vec<Ident> = factors
+        .iter()
+        .map(|f| crate::emit::factor_ident(&names, *f))
+        .collect();
+    let arg_field_tys: Vec<TokenStream> = (0..sig.args.len())
+        .map(|i| {
+            let a = &sig.args[i];
+            if a.kind == Kind::Scalar {
+                quote!(f64)
+            } else {
+                user_ty(i, true)
+            }
+        })
+        .collect();
+    let arg_field_inits: Vec<TokenStream> = (0..sig.args.len())
+        .map(|i| {
+            let a = &sig.args[i];
+            let n = &a.name;
+            if a.kind == Kind::Scalar && a.by_ref {
+                quote!(#n: *#n)
+            } else {
+                quote!(#n)
+            }
+        })
+        .collect();
+    let block_lens: Vec<TokenStream> = sig
+        .blocks
+        .iter()
+        .map(|&b| {
+            let n = &arg_names[b];
+            quote!(#n.len())
+        })
+        .collect();
+    let internal_args_in_free: Vec<TokenStream> = to_internal.clone();
+
+    // --- per-call methods ---------------------------------------------------------------
+    let method_scope = || {
+        Scope::new(&g, &names, &prims, args_map(&self_access), false).with_fields(&fields, &factors)
+    };
+    let owned = |scope: &Scope, id: Id| -> TokenStream {
+        let acc = scope.access(id);
+        if g.kind(id) == Kind::Scalar {
+            acc
+        } else {
+            quote!((#acc).clone())
+        }
+    };
+    // Seeds of block `b` from a concatenated vector parameter.
+    let bind_blocks = |scope: &mut Scope, seeds: &[Id], param: &Ident| -> TokenStream {
+        if !block_state {
+            // The parameter itself is the seed.
+            scope.bind_ref(seeds[0]);
+            return TokenStream::new();
+        }
+        let mut out = TokenStream::new();
+        let mut off = quote!(0);
+        for (b, &sd) in seeds.iter().enumerate() {
+            let s = Ident::new(&display_name_of(&g, sd), Span::call_site());
+            out.extend(
+                quote!(let #s = ::fold_runtime::kernels::block(#param, #off, self.blocks[#b]);),
+            );
+            off = quote!(#off + self.blocks[#b]);
+            scope.bind_owned(sd);
+        }
+        out
+    };
+    let pack_blocks = |scope: &Scope, roots: &[Option<Id>]| -> TokenStream {
+        let parts: Vec<TokenStream> = roots
+            .iter()
+            .enumerate()
+            .map(|(b, r)| match r {
+                Some(id) => {
+                    let a = scope.access(*id);
+                    quote!(#a)
+                }
+                None => quote!(&::fold_runtime::nalgebra::DVector::zeros(self.blocks[#b])),
+            })
+            .collect();
+        if block_state {
+            quote!(::fold_runtime::kernels::pack(&[#(#parts),*]))
+        } else {
+            match roots[0] {
+                Some(id) => owned(scope, id),
+                None => quote!(::fold_runtime::nalgebra::DVector::zeros(self.blocks[0])),
+            }
+        }
+    };
+    let seed_param = |block_name: &str, seed: Id| {
+        let name = if block_state {
+            block_name.to_string()
+        } else {
+            display_name_of(&g, seed)
+        };
+        Ident::new(&name, Span::call_site())
+    };
+    let v_param = seed_param("v", rule.seeds.cotangent[0]);
+    let u_param = seed_param("u", rule.seeds.tangent[0]);
+
+    let vjp_state_body = {
+        let mut sc = method_scope();
+        let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
+        let roots: Vec<Id> = rule.vjp_state.iter().flatten().copied().collect();
+        let items = sc.schedule(&roots);
+        let body = sc.compute(&items);
+        let out = pack_blocks(&sc, &rule.vjp_state);
+        quote!(#bind #body #out)
+    };
+    let jvp_state_body = {
+        let mut sc = method_scope();
+        let bind = bind_blocks(&mut sc, &rule.seeds.tangent, &u_param);
+        let roots: Vec<Id> = rule.jvp_state.iter().flatten().copied().collect();
+        let items = sc.schedule(&roots);
+        let body = sc.compute(&items);
+        let out = pack_blocks(&sc, &rule.jvp_state);
+        quote!(#bind #body #out)
+    };
+    let param_idents: Vec<Ident> = sig.params.iter().map(|&p| arg_names[p].clone()).collect();
+    let param_tys: Vec<TokenStream> = sig
+        .params
+        .iter()
+        .map(|&p| kind_ty(sig.args[p].kind))
+        .collect();
+    let vjp_params_body = {
+        let mut sc = method_scope();
+        let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
+        let roots: Vec<Id> = rule.vjp_params.iter().flatten().copied().collect();
+        let items = sc.schedule(&roots);
+        let body = sc.compute(&items);
+        let inits: Vec<TokenStream> = sig
+            .params
+            .iter()
+            .enumerate()
+            .map(|(k, &p)| {
+                let n = &arg_names[p];
+                match rule.vjp_params[k] {
+                    Some(id) => {
+                        let o = owned(&sc, id);
+                        quote!(#n: #o)
+                    }
+                    None => {
+                        let a = self_access(p);
+                        if sig.args[p].kind == Kind::Scalar {
+                            quote!(#n: 0.0)
+                        } else {
+                            quote!(#n: ::fold_runtime::Cotangent::zeros_like(#a))
+                        }
+                    }
+                }
+            })
+            .collect();
+        quote!(#bind #body Grads { #(#inits),* })
+    };
+    let jvp_params_body = {
+        let mut sc = method_scope();
+        let mut bind = TokenStream::new();
+        for (k, &p) in sig.params.iter().enumerate() {
+            let sd = rule.seeds.param_tangent[k];
+            let s = Ident::new(&display_name_of(&g, sd), Span::call_site());
+            let n = &arg_names[p];
+            if sig.args[p].kind == Kind::Scalar {
+                bind.extend(quote!(let #s = tangent.#n;));
+                sc.bind_owned(sd);
+            } else {
+                bind.extend(quote!(let #s = &tangent.#n;));
+                sc.bind_ref(sd);
+            }
+        }
+        let roots: Vec<Id> = rule.jvp_params.iter().flatten().copied().collect();
+        let items = sc.schedule(&roots);
+        let body = sc.compute(&items);
+        let out = pack_blocks(&sc, &rule.jvp_params);
+        quote!(#bind #body #out)
+    };
+
+    // --- structured Jacobians ---------------------------------------------------------
+    let jac_method = |terms: &[Vec<Option<Id>>], cols: &[TokenStream]| -> TokenStream {
+        // terms[o][k]: block of output o w.r.t. column group k of width cols[k].
+        let mut sc = method_scope();
+        let roots: Vec<Id> = terms.iter().flatten().flatten().copied().collect();
+        let items = sc.schedule(&roots);
+        let body = sc.compute(&items);
+        let mut fills = TokenStream::new();
+        let mut row_off = quote!(0);
+        for (o, row) in terms.iter().enumerate() {
+            let mut col_off = quote!(0);
+            for (k, t) in row.iter().enumerate() {
+                let width = &cols[k];
+                if let Some(id) = t {
+                    let a = sc.access(*id);
+                    let conv = match g.kind(*id) {
+                        Kind::Vector => {
+                            quote!(::fold_runtime::nalgebra::DMatrix::from_column_slice((#a).len(), 1, (#a).as_slice()))
+                        }
+                        Kind::Scalar => {
+                            quote!(::fold_runtime::nalgebra::DMatrix::from_element(1, 1, #a))
+                        }
+                        _ => quote!((#a).clone()),
+                    };
+                    fills.extend(quote!({
+                        let blk = #conv;
+                        jac.view_mut((#row_off, #col_off), (self.blocks[#o], #width)).copy_from(&blk);
+                    }));
+                }
+                col_off = quote!(#col_off + #width);
+            }
+            row_off = quote!(#row_off + self.blocks[#o]);
+        }
+        let total_cols = cols.iter().fold(quote!(0), |acc, c| quote!(#acc + #c));
+        quote!({
+            #body
+            let n: usize = self.blocks.iter().sum();
+            let mut jac = ::fold_runtime::nalgebra::DMatrix::zeros(n, #total_cols);
+            #fills
+            jac
+        })
+    };
+    let state_jacobian_method = match &jac.state {
+        Some(terms) => {
+            let cols: Vec<TokenStream> = (0..nblocks).map(|b| quote!(self.blocks[#b])).collect();
+            let body = jac_method(terms, &cols);
+            quote!(fn state_jacobian(&self) -> ::std::option::Option<::fold_runtime::nalgebra::DMatrix<f64>> { Some(#body) })
+        }
+        None => quote!(
+            fn state_jacobian(
+                &self,
+            ) -> ::std::option::Option<::fold_runtime::nalgebra::DMatrix<f64>> {
+                None
+            }
+        ),
+    };
+    let param_jacobian_fields: Vec<TokenStream> = sig
+        .params
+        .iter()
+        .enumerate()
+        .map(|(k, &p)| {
+            let n = &arg_names[p];
+            let a = self_access(p);
+            let width = match sig.args[p].kind {
+                Kind::Scalar => quote!(1),
+                Kind::Vector => quote!((#a).len()),
+                _ => quote!((#a).len()),
+            };
+            match &jac.params[k] {
+                Some(terms) => {
+                    let per_output: Vec<Vec<Option<Id>>> = terms.iter().map(|t| vec![*t]).collect();
+                    let body = jac_method(&per_output, &[width]);
+                    quote!(#n: #body)
+                }
+                None => {
+                    // No structured formula (matrix parameter): one row per VJP.
+                    quote!(#n: {
+                        let n: usize = self.blocks.iter().sum();
+                        let mut jac = ::fold_runtime::nalgebra::DMatrix::zeros(n, #width);
+                        for i in 0..n {
+                            let e = ::fold_runtime::kernels::unit(n, i);
+                            let g = self.vjp_params(&e);
+                            ::fold_runtime::kernels::set_row(&mut jac, i, ::fold_runtime::kernels::entries(&g.#n));
+                        }
+                        jac
+                    })
+                }
+            }
+        })
+        .collect();
+
+    // --- the step (forward) -----------------------------------------------------------
+    let step_body = {
+        let mut sc = Scope::new(&g, &names, &prims, args_map(&internal_access), true);
+        let items = sc.schedule(&rule.outputs);
+        let body = sc.compute(&items);
+        let outs: Vec<TokenStream> = rule.outputs.iter().map(|o| owned(&sc, *o)).collect();
+        if block_state {
+            quote!(#body Ok((#(#outs),*)))
+        } else {
+            let o = &outs[0];
+            quote!(#body Ok(#o))
+        }
+    };
+    let step_ret = if block_state {
+        let tys = (0..nblocks).map(|_| vec_ty());
+        quote!((#(#tys),*))
+    } else {
+        vec_ty()
+    };
+    let block_idents: Vec<Ident> = sig.blocks.iter().map(|&b| arg_names[b].clone()).collect();
+    let solve_fn = {
+        let internal_args: Vec<TokenStream> = (0..sig.args.len())
+            .map(|i| {
+                if sig.blocks.contains(&i) {
+                    let id = format_ident!("{}_k", arg_names[i]);
+                    quote!(&#id)
+                } else {
+                    to_internal[i].clone()
+                }
+            })
+            .collect();
+        let starts: Vec<TokenStream> = sig.blocks.iter().map(|&b| free_access(b)).collect();
+        let mut split = TokenStream::new();
+        let mut off = quote!(0);
+        for (k, &b) in sig.blocks.iter().enumerate() {
+            let id = format_ident!("{}_k", arg_names[b]);
+            split.extend(quote!(let #id = ::fold_runtime::kernels::block(packed, #off, lens[#k]);));
+            off = quote!(#off + lens[#k]);
+        }
+        let next_ids: Vec<Ident> = sig
+            .blocks
+            .iter()
+            .map(|&b| format_ident!("{}_next", arg_names[b]))
+            .collect();
+        let lens: Vec<TokenStream> = starts.iter().map(|s| quote!((#s).len())).collect();
+        let next_pat = if block_state {
+            quote!((#(#next_ids),*))
+        } else {
+            quote!(#(#next_ids)*)
+        };
+        let doc = format!("Runs `{fn_name}` to a fixed point from the given start (every input is checked first).");
+        quote! {
+            #[doc = #doc]
+            pub fn solve(#(#user_params_nolt,)* #opts_id: &::fold_runtime::ForwardOptions) -> ::std::result::Result<::fold_runtime::Solution, ::fold_runtime::FoldError> {
+                check_finite(#(#internal_args_in_free),*)?;
+                check_dims(#(#internal_args_in_free),*)?;
+                let lens = [#(#lens),*];
+                let start = ::fold_runtime::kernels::pack(&[#(#starts),*]);
+                ::fold_runtime::fixed_point(
+                    |packed: &::fold_runtime::nalgebra::DVector<f64>| {
+                        #split
+                        let #next_pat = step(#(#internal_args),*)?;
+                        Ok(::fold_runtime::kernels::pack(&[#(&#next_ids),*]))
+                    },
+                    start,
+                    #opts_id,
+                )
+            }
+        }
+    };
+
+    // --- pack / unpack for block state ------------------------------------------------------
+    let pack_fns = if block_state {
+        let vt = vec_ty();
+        let lens_ty = quote!([usize; #nblocks]);
+        let outs: Vec<TokenStream> = (0..nblocks)
+            .map(|k| quote!(::fold_runtime::kernels::block_or_nan(v, &lens, #k)))
+            .collect();
+        let tys = (0..nblocks).map(|_| vec_ty());
+        quote! {
+            /// Concatenates the state blocks, in the declared order.
+            pub fn pack(#(#block_idents: &#vt),*) -> #vt {
+                ::fold_runtime::kernels::pack(&[#(#block_idents),*])
+            }
+            /// Splits a concatenated state into its blocks of the given lengths (entries
+            /// beyond `v`'s length read as NaN; this never panics).
+            pub fn unpack(v: &#vt, lens: #lens_ty) -> (#(#tys),*) {
+                (#(#outs),*)
+            }
+        }
+    } else {
+        TokenStream::new()
+    };
+
+    // --- assemble -----------------------------------------------------------------------
+    let nparams = sig.params.len();
+    let param_dims: Vec<TokenStream> = sig
+        .params
+        .iter()
+        .map(|&p| {
+            let a = free_access(p);
+            match sig.args[p].kind {
+                Kind::Scalar => quote!((1, 1)),
+                Kind::Vector => quote!(((#a).len(), 1)),
+                _ => quote!(((#a).nrows(), (#a).ncols())),
+            }
+        })
+        .collect();
+    let nan_grads: Vec<TokenStream> = sig
+        .params
+        .iter()
+        .enumerate()
+        .map(|(k, &p)| {
+            let n = &arg_names[p];
+            match sig.args[p].kind {
+                Kind::Scalar => quote!(#n: f64::NAN),
+                Kind::Vector => quote!(#n: ::fold_runtime::kernels::nan_vector(self.params[#k].0)),
+                _ => quote!(#n: ::fold_runtime::kernels::nan_matrix(self.params[#k].0, self.params[#k].1)),
+            }
+        })
+        .collect();
+    let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`, one field per parameter.");
+    let zeros: Vec<TokenStream> = param_idents
+        .iter()
+        .map(|n| quote!(#n: ::fold_runtime::Cotangent::zeros_like(&self.#n)))
+        .collect();
+    let dots: Vec<TokenStream> = param_idents
+        .iter()
+        .map(|n| quote!(+ ::fold_runtime::Cotangent::dot_with(&self.#n, &other.#n)))
+        .collect();
+    let finite: Vec<TokenStream> = param_idents
+        .iter()
+        .map(|n| quote!(&& ::fold_runtime::Cotangent::all_finite(&self.#n)))
+        .collect();
+    let derivatives = &input.derivatives;
+    let stats = &input.stats;
+    let block_count = nblocks;
+    let jacobian_doc = format!("`Φ = ∂{fn_name}/∂state` (n × n) and `Ψ` per parameter (n × len, matrices flattened column-major).");
+    let phantom = quote!(_lifetime: ::core::marker::PhantomData<&'a ()>);
+
+    let module_body = quote! {
+        use ::fold_runtime::nalgebra::{DMatrix, DVector};
+        #[allow(unused_imports)]
+        use super::*;
+
+        #[doc = #grads_doc]
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Grads {
+            #(
+                #[allow(missing_docs)]
+                pub #param_idents: #param_tys,
+            )*
+        }
+
+        impl<'r> ::core::ops::AddAssign<&'r Grads> for Grads {
+            fn add_assign(&mut self, other: &'r Grads) {
+                #( ::fold_runtime::Cotangent::add_scaled(&mut self.#param_idents, 1.0, &other.#param_idents); )*
+                let _ = other;
+            }
+        }
+
+        impl ::fold_runtime::Cotangent for Grads {
+            fn zeros_like(&self) -> Self {
+                Grads { #(#zeros),* }
+            }
+            fn scale_by(&mut self, s: f64) {
+                #( ::fold_runtime::Cotangent::scale_by(&mut self.#param_idents, s); )*
+                let _ = s;
+            }
+            fn dot_with(&self, other: &Self) -> f64 {
+                let _ = other;
+                0.0 #(#dots)*
+            }
+            fn all_finite(&self) -> bool {
+                true #(#finite)*
+            }
+        }
+
+        #[doc = #jacobian_doc]
+        #[derive(Debug, Clone)]
+        pub struct Jacobians {
+            /// `Φ`, n × n.
+            pub state: DMatrix<f64>,
+            #(
+                #[allow(missing_docs)]
+                pub #param_idents: DMatrix<f64>,
+            )*
+        }
+
+        /// What products with `Φ` and `Ψ` read, computed once per linearization.
+        #[allow(dead_code)]
+        struct Staged<'a> {
+            #( #arg_names: #arg_field_tys, )*
+            #( #field_idents: #field_tys, )*
+            #( #factor_idents: ::fold_runtime::linalg::Lu, )*
+            blocks: [usize; #block_count],
+            #phantom,
+        }
+
+        fn check_dims(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+            #(#dim_checks)*
+            Ok(())
+        }
+
+        fn check_finite(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+            #(#finite_checks)*
+            Ok(())
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn stage<'a>(#(#user_params),*) -> ::std::result::Result<Staged<'a>, ::fold_runtime::FoldError> {
+            check_dims(#(#internal_args_in_free),*)?;
+            #stage_body
+            Ok(Staged {
+                blocks: [#(#block_lens),*],
+                #( #arg_field_inits, )*
+                #( #field_idents, )*
+                #( #factor_idents, )*
+                _lifetime: ::core::marker::PhantomData,
+            })
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn step(#(#internal_params),*) -> ::std::result::Result<#step_ret, ::fold_runtime::FoldError> {
+            #step_body
+        }
+
+        #[allow(clippy::clone_on_copy, clippy::redundant_clone, unused_variables)]
+        impl Staged<'_> {
+            fn vjp_state(&self, #v_param: &DVector<f64>) -> DVector<f64> {
+                #vjp_state_body
+            }
+            fn jvp_state(&self, #u_param: &DVector<f64>) -> DVector<f64> {
+                #jvp_state_body
+            }
+            fn vjp_params(&self, #v_param: &DVector<f64>) -> Grads {
+                #vjp_params_body
+            }
+            fn jvp_params(&self, tangent: &Grads) -> DVector<f64> {
+                #jvp_params_body
+            }
+            #state_jacobian_method
+            fn jacobians(&self) -> Jacobians {
+                let state = match self.state_jacobian() {
+                    Some(phi) => phi,
+                    None => {
+                        let n: usize = self.blocks.iter().sum();
+                        ::fold_runtime::kernels::columns(n, |e| self.jvp_state(e))
+                    }
+                };
+                Jacobians {
+                    state,
+                    #(#param_jacobian_fields,)*
+                }
+            }
+        }
+
+        /// The update rule linearized at a point; see [`linearize`].
+        pub struct Linearization<'a> {
+            staged: ::std::result::Result<Staged<'a>, ::fold_runtime::FoldError>,
+            blocks: [usize; #block_count],
+            params: [(usize, usize); #nparams],
+        }
+
+        impl Linearization<'_> {
+            fn nan_grads(&self) -> Grads {
+                Grads { #(#nan_grads),* }
+            }
+
+            /// Dense `Φ` and `Ψ` (NaN-filled if the linearization failed).
+            pub fn jacobians(&self) -> Jacobians {
+                match &self.staged {
+                    Ok(s) => s.jacobians(),
+                    Err(_) => {
+                        let n: usize = self.blocks.iter().sum();
+                        let g = self.nan_grads();
+                        Jacobians {
+                            state: ::fold_runtime::kernels::nan_matrix(n, n),
+                            #( #param_idents: ::fold_runtime::kernels::nan_matrix(n, ::fold_runtime::kernels::entries(&g.#param_idents).len()), )*
+                        }
+                    }
+                }
+            }
+        }
+
+        impl ::fold_runtime::Linearized for Linearization<'_> {
+            type Grads = Grads;
+            fn state_dim(&self) -> usize {
+                self.blocks.iter().sum()
+            }
+            fn check(&self) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+                match &self.staged {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.clone()),
+                }
+            }
+            fn vjp_state(&self, v: &DVector<f64>) -> DVector<f64> {
+                match &self.staged {
+                    Ok(s) => s.vjp_state(v),
+                    Err(_) => ::fold_runtime::kernels::nan_vector(self.state_dim()),
+                }
+            }
+            fn jvp_state(&self, u: &DVector<f64>) -> DVector<f64> {
+                match &self.staged {
+                    Ok(s) => s.jvp_state(u),
+                    Err(_) => ::fold_runtime::kernels::nan_vector(self.state_dim()),
+                }
+            }
+            fn vjp_params(&self, v: &DVector<f64>) -> Grads {
+                match &self.staged {
+                    Ok(s) => s.vjp_params(v),
+                    Err(_) => self.nan_grads(),
+                }
+            }
+            fn jvp_params(&self, dtheta: &Grads) -> DVector<f64> {
+                match &self.staged {
+                    Ok(s) => s.jvp_params(dtheta),
+                    Err(_) => ::fold_runtime::kernels::nan_vector(self.state_dim()),
+                }
+            }
+            fn state_jacobian(&self) -> ::std::option::Option<DMatrix<f64>> {
+                match &self.staged {
+                    Ok(s) => s.state_jacobian(),
+                    Err(_) => None,
+                }
+            }
+        }
+
+        /// Linearizes the rule at the given point: everything products with `Φ` and `Ψ`
+        /// need but the (co)tangent is computed here, once. Never panics: a failure
+        /// (mismatched dimensions, a failing inner solve) is reported by
+        /// `Linearized::check`, and products then return NaN.
+        #[allow(clippy::too_many_arguments)]
+        pub fn linearize<'a>(#(#user_params),*) -> Linearization<'a> {
+            let blocks = [#(#block_lens),*];
+            let params = [#(#param_dims),*];
+            Linearization { staged: stage(#(#arg_names),*), blocks, params }
+        }
+
+        /// Dense `Φ` and `Ψ` at the given point, from the structured formula where one exists.
+        #[allow(clippy::too_many_arguments)]
+        pub fn jacobians<'a>(#(#user_params),*) -> Jacobians {
+            linearize(#(#arg_names),*).jacobians()
+        }
+
+        /// The folded backward pass at a fixed point: solves `(I − Φ)ᵀ w = grad` and returns
+        /// `Ψᵀ w` for every parameter. Every input is checked for non-finite values first.
+        #[allow(clippy::too_many_arguments)]
+        pub fn backward(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<Grads, ::fold_runtime::FoldError> {
+            backward_with_stats(#(#arg_names,)* #grad_id, #opts_id).map(|(g, _)| g)
+        }
+
+        /// [`backward`], also reporting what the linear solver did.
+        #[allow(clippy::too_many_arguments)]
+        pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<(Grads, ::fold_runtime::SolveStats), ::fold_runtime::FoldError> {
+            check_finite(#(#internal_args_in_free),*)?;
+            ::fold_runtime::check::finite_vector(#grad_id, "grad")?;
+            let lin = linearize(#(#arg_names),*);
+            ::fold_runtime::Linearized::check(&lin)?;
+            ::fold_runtime::folded_backward(&lin, #grad_id, #opts_id)
+        }
+
+        #solve_fn
+
+        #pack_fns
+
+        /// The simplified derivatives of the rule, as math.
+        pub const DERIVATIVES: &str = #derivatives;
+
+        /// What the macro did at compile time.
+        pub const STATS: ::fold_runtime::CodegenStats = #stats;
+    };
+    Ok(quote! {
+        #[doc = concat!("Folded derivatives of [`", stringify!(#fn_name), "`], generated by `#[fold]`.")]
+        #[allow(non_snake_case, clippy::all, unused_parens, unused_variables, unused_mut)]
+        #vis mod #fn_name {
+            #module_body
+        }
+    })
+}
+
+/// The Rust identifier of a seed variable.
+fn display_name_of(g: &Graph, id: Id) -> String {
+    match g.node(id) {
+        Node::Var(s) => display_name(*s),
+        _ => format!("t{}", usize::from(id)),
+    }
+}
