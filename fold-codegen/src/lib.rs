@@ -18,6 +18,7 @@ pub mod ir;
 pub mod lower;
 pub mod module;
 pub mod pretty;
+pub mod restrict;
 pub mod rule;
 pub mod shape;
 pub mod signature;

@@ -190,7 +190,20 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     {
         per_call.push(*r);
     }
+    let red = rule.reduction.clone();
+    if let Some(r) = &red {
+        per_call.extend(r.inner_state);
+        per_call.extend(r.inner_params.iter().flatten());
+        if let Some(h) = &r.head_params {
+            per_call.extend(h.iter().flatten());
+        }
+    }
     let mut plan = stage::plan(&g, &per_call);
+    if let Some(r) = &red {
+        plan.fields.push(r.support);
+        plan.fields.sort();
+        plan.fields.dedup();
+    }
 
     // Names: the printer's, shared with DERIVATIVES.
     let mut all_roots = per_call.clone();
@@ -201,6 +214,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     }
     for p in jac.params.iter().flatten() {
         jac_roots.extend(p.iter().flatten());
+    }
+    if let Some(m) = red.as_ref().and_then(|r| r.matrix) {
+        jac_roots.push(m);
     }
     all_roots.extend(&jac_roots);
     let printer = Printer::new(&g, &all_roots);
@@ -223,6 +239,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         .iter()
         .chain(&rule.seeds.tangent)
         .chain(&rule.seeds.param_tangent)
+        .chain(red.as_ref().map(|r| &r.seed))
     {
         names.insert(
             *seed,
@@ -546,21 +563,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         .iter()
         .map(|&p| kind_ty(sig.args[p].kind))
         .collect();
-    let vjp_params_body = {
-        let mut sc = method_scope();
-        let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
-        let roots: Vec<Id> = rule.vjp_params.iter().flatten().copied().collect();
-        let items = sc.schedule(&roots);
-        let body = sc.compute(&items);
+    // A `Grads` value from per-parameter roots computed in `sc` (zeros where absent).
+    let grads_of = |sc: &Scope, roots: &[Option<Id>]| -> TokenStream {
         let inits: Vec<TokenStream> = sig
             .params
             .iter()
             .enumerate()
             .map(|(k, &p)| {
                 let n = &arg_names[p];
-                match rule.vjp_params[k] {
+                match roots[k] {
                     Some(id) => {
-                        let o = owned(&sc, id);
+                        let o = owned(sc, id);
                         quote!(#n: #o)
                     }
                     None => {
@@ -574,7 +587,16 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                 }
             })
             .collect();
-        quote!(#bind #body Grads { #(#inits),* })
+        quote!(Grads { #(#inits),* })
+    };
+    let vjp_params_body = {
+        let mut sc = method_scope();
+        let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
+        let roots: Vec<Id> = rule.vjp_params.iter().flatten().copied().collect();
+        let items = sc.schedule(&roots);
+        let body = sc.compute(&items);
+        let grads = grads_of(&sc, &rule.vjp_params);
+        quote!(#bind #body #grads)
     };
     let jvp_params_body = {
         let mut sc = method_scope();
@@ -688,6 +710,136 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
             }
         })
         .collect();
+
+    // --- the reduced backward (Factored) -------------------------------------------------
+    let (factored_staged, factored_impl, factored_hook) = match &red {
+        None => (TokenStream::new(), TokenStream::new(), TokenStream::new()),
+        Some(r) => {
+            let w = ident_of(&names, r.seed);
+            let inner_state = {
+                let mut sc = method_scope();
+                sc.bind_ref(r.seed);
+                let roots: Vec<Id> = r.inner_state.into_iter().collect();
+                let items = sc.schedule(&roots);
+                let body = sc.compute(&items);
+                let out = match r.inner_state {
+                    Some(id) => owned(&sc, id),
+                    None => quote!(::fold_runtime::nalgebra::DVector::zeros(self.blocks[0])),
+                };
+                quote!(#body #out)
+            };
+            let inner_params = {
+                let mut sc = method_scope();
+                sc.bind_ref(r.seed);
+                let roots: Vec<Id> = r.inner_params.iter().flatten().copied().collect();
+                let items = sc.schedule(&roots);
+                let body = sc.compute(&items);
+                let grads = grads_of(&sc, &r.inner_params);
+                quote!(#body #grads)
+            };
+            let head_params = match &r.head_params {
+                None => quote!(None),
+                Some(hp) => {
+                    let mut sc = method_scope();
+                    sc.bind_ref(r.seed);
+                    let roots: Vec<Id> = hp.iter().flatten().copied().collect();
+                    let items = sc.schedule(&roots);
+                    let body = sc.compute(&items);
+                    let grads = grads_of(&sc, hp);
+                    quote!({ #body Some(#grads) })
+                }
+            };
+            let has_head = r.head_params.is_some();
+            let matrix = match r.matrix {
+                None => quote!(None),
+                Some(m) => {
+                    let mut sc = method_scope();
+                    let items = sc.schedule(&[m]);
+                    let body = sc.compute(&items);
+                    let out = owned(&sc, m);
+                    quote!({ #body Some(#out) })
+                }
+            };
+            let support = ident_of(&names, r.support);
+            let kernel = match r.kernel {
+                crate::restrict::Kernel::Identity => {
+                    quote!(::fold_runtime::SupportKernel::Identity)
+                }
+                crate::restrict::Kernel::Centered => {
+                    quote!(::fold_runtime::SupportKernel::Centered)
+                }
+            };
+            let staged_methods = quote! {
+                #[allow(clippy::clone_on_copy, clippy::redundant_clone, unused_variables)]
+                impl Staged<'_> {
+                    fn inner_vjp_state(&self, #w: &DVector<f64>) -> DVector<f64> {
+                        #inner_state
+                    }
+                    fn inner_vjp_params(&self, #w: &DVector<f64>) -> Grads {
+                        #inner_params
+                    }
+                    fn head_vjp_params(&self, #w: &DVector<f64>) -> ::std::option::Option<Grads> {
+                        #head_params
+                    }
+                    fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
+                        #matrix
+                    }
+                }
+            };
+            let impl_ = quote! {
+                /// `Φ = J M` through the projection ending the rule: the backward pass solves
+                /// the reduced system on the projection's support.
+                impl ::fold_runtime::Factored for Linearization<'_> {
+                    type Grads = Grads;
+                    fn support(&self) -> &[usize] {
+                        match &self.staged {
+                            Ok(s) => &s.#support,
+                            Err(_) => &[],
+                        }
+                    }
+                    fn kernel(&self) -> ::fold_runtime::SupportKernel {
+                        #kernel
+                    }
+                    fn inner_vjp_state(&self, u: &DVector<f64>) -> DVector<f64> {
+                        match &self.staged {
+                            Ok(s) => s.inner_vjp_state(u),
+                            Err(_) => ::fold_runtime::kernels::nan_vector(self.blocks[0]),
+                        }
+                    }
+                    fn inner_vjp_params(&self, u: &DVector<f64>) -> Grads {
+                        match &self.staged {
+                            Ok(s) => s.inner_vjp_params(u),
+                            Err(_) => self.nan_grads(),
+                        }
+                    }
+                    fn head_vjp_params(&self, w: &DVector<f64>) -> ::std::option::Option<Grads> {
+                        match &self.staged {
+                            Ok(s) => s.head_vjp_params(w),
+                            Err(_) => Some(self.nan_grads()),
+                        }
+                    }
+                    fn head_has_params(&self) -> bool {
+                        #has_head
+                    }
+                    fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
+                        match &self.staged {
+                            Ok(s) => s.reduced_matrix(),
+                            Err(_) => None,
+                        }
+                    }
+                }
+            };
+            let hook = quote! {
+                fn factored(&self) -> ::std::option::Option<&dyn ::fold_runtime::Factored<Grads = Grads>> {
+                    match &self.staged {
+                        Ok(_) => Some(self),
+                        Err(_) => None,
+                    }
+                }
+            };
+            (staged_methods, impl_, hook)
+        }
+    };
 
     // --- the step (forward) -----------------------------------------------------------
     let step_body = {
@@ -1015,7 +1167,11 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                     Err(_) => None,
                 }
             }
+            #factored_hook
         }
+
+        #factored_impl
+        #factored_staged
 
         /// Linearizes the rule at the given point: everything products with `Φ` and `Ψ`
         /// need but the (co)tangent is computed here, once. Never panics: a failure

@@ -47,6 +47,8 @@ pub struct Rule {
     pub jvp_params: Vec<Option<Id>>,
     /// Equalities between argument dimensions checked at run time.
     pub dim_checks: Vec<(Source, Source)>,
+    /// The reduced backward, when the rule ends in a projection with a support.
+    pub reduction: Option<crate::restrict::Reduction>,
 }
 
 impl Rule {
@@ -83,14 +85,27 @@ pub fn analyze(attr_tokens: TokenStream, item: &ItemFn) -> syn::Result<Rule> {
     Ok(differentiate(sig, lowered))
 }
 
-fn seed_names(sig: &Signature, prefix: &str) -> Vec<String> {
+/// `base`, or `base_`, `base__`, … until it names nothing in the rule.
+fn unique(base: String, taken: &std::collections::HashSet<String>) -> String {
+    let mut s = base;
+    while taken.contains(&s) {
+        s.push('_');
+    }
+    s
+}
+
+fn seed_names(
+    sig: &Signature,
+    prefix: &str,
+    taken: &std::collections::HashSet<String>,
+) -> Vec<String> {
     if sig.block_state {
         sig.blocks
             .iter()
-            .map(|&i| format!("{prefix}_{}", sig.args[i].name))
+            .map(|&i| unique(format!("{prefix}_{}", sig.args[i].name), taken))
             .collect()
     } else {
-        vec![prefix.to_string()]
+        vec![unique(prefix.to_string(), taken)]
     }
 }
 
@@ -104,17 +119,21 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
     let mut shapes = shape::infer(&graph, &outputs, &sig, &arg_symbols);
     let dim_checks = shapes.checks();
     let args: Vec<Id> = arg_symbols.iter().map(|s| graph.var(*s)).collect();
+    // Seed names must not shadow the rule's own names in DERIVATIVES or generated code.
+    let mut taken: std::collections::HashSet<String> =
+        sig.args.iter().map(|a| a.name.to_string()).collect();
+    taken.extend(graph.names.values().cloned());
     let seed = |graph: &mut Graph, name: &str, kind: Kind, role: Role| -> Id {
         let sym: Symbol = seed_symbol(name);
         graph.vars.insert(sym, VarInfo { kind, role });
         graph.var(sym)
     };
-    let cotangent: Vec<Id> = seed_names(&sig, "v")
+    let cotangent: Vec<Id> = seed_names(&sig, "v", &taken)
         .iter()
         .enumerate()
         .map(|(b, n)| seed(&mut graph, n, Kind::Vector, Role::Cotangent { block: b }))
         .collect();
-    let tangent: Vec<Id> = seed_names(&sig, "u")
+    let tangent: Vec<Id> = seed_names(&sig, "u", &taken)
         .iter()
         .enumerate()
         .map(|(b, n)| seed(&mut graph, n, Kind::Vector, Role::Tangent { block: b }))
@@ -141,6 +160,12 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
     let (vjp_state, vjp_params) = adjoints.split_at(state_vars.len());
     let jvp_state = diff::jvp(&mut graph, &outputs, &state_vars, &tangent);
     let jvp_params = diff::jvp(&mut graph, &outputs, &param_vars, &param_tangent);
+    let reduction = if sig.block_state {
+        None
+    } else {
+        let name = unique("w".to_string(), &taken);
+        crate::restrict::reduction(&mut graph, outputs[0], state_vars[0], &param_vars, &name)
+    };
     Rule {
         sig,
         graph,
@@ -156,5 +181,6 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
         jvp_state,
         jvp_params,
         dim_checks,
+        reduction,
     }
 }

@@ -1,0 +1,293 @@
+//! The reduced backward: when the rule ends in a projection whose Jacobian lives on a
+//! support `S` (`J = E_S K E_Sᵀ`), the folded system `(I − Φᵀ) w = g` with `Φ = J M`
+//! reduces to `(I − Kᵀ M_SSᵀ) a = Kᵀ g_S` on `|S|` unknowns. This module finds that head,
+//! builds the terms the runtime's `Factored` needs, and restricts the structured
+//! Jacobian `M` to `S × S` symbolically (`(I − αQ)_SS = I − α Q[S,S]`).
+
+use crate::diff;
+use crate::graph::{Graph, VarInfo};
+use crate::ir::{seed_symbol, Kind, Node, Role};
+use egg::{Id, Language};
+
+/// The kernel `K` of the head's Jacobian on its support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `K = I`: a 0/1 mask (box, clamp, relu, max/min, soft threshold).
+    Identity,
+    /// `K = I − 11ᵀ/|S|`: simplex and capped simplex.
+    Centered,
+}
+
+/// The terms of a reduced backward.
+#[derive(Clone, Debug)]
+pub struct Reduction {
+    /// The head's 0/1 mask over the state (`S = supp(mask)`).
+    pub mask: Id,
+    /// The support `S` (an index set).
+    pub support: Id,
+    /// `K`.
+    pub kernel: Kernel,
+    /// The seed `w` of the inner products (a full-length vector).
+    pub seed: Id,
+    /// `Mᵀ w`.
+    pub inner_state: Option<Id>,
+    /// `Nᵀ w`, per parameter.
+    pub inner_params: Vec<Option<Id>>,
+    /// `Hᵀ w` per parameter, when the head's own arguments depend on parameters.
+    pub head_params: Option<Vec<Option<Id>>>,
+    /// The dense reduced matrix `I − Kᵀ M_SSᵀ`, when `M` has a structured form.
+    pub matrix: Option<Id>,
+}
+
+/// The head projection of `out` (its support mask, kernel, argument and own arguments),
+/// if the rule ends in one.
+fn head(g: &mut Graph, out: Id) -> Option<(Id, Kernel, Id, Vec<Id>)> {
+    let zero = g.num(0.0);
+    match g.node(out).clone() {
+        Node::Clamp([z, lo, hi]) => Some((
+            g.add(Node::MaskIn([z, lo, hi])),
+            Kernel::Identity,
+            z,
+            vec![lo, hi],
+        )),
+        Node::Max([z, s]) => Some((g.add(Node::Gt([z, s])), Kernel::Identity, z, vec![s])),
+        Node::Min([z, s]) => Some((g.add(Node::Lt([z, s])), Kernel::Identity, z, vec![s])),
+        Node::Relu(z) => Some((g.add(Node::Gt([z, zero])), Kernel::Identity, z, vec![])),
+        Node::SoftThreshold([z, t]) => {
+            Some((g.add(Node::Outside([z, t])), Kernel::Identity, z, vec![t]))
+        }
+        Node::ProjSimplex([z, r]) => {
+            Some((g.add(Node::Gt([out, zero])), Kernel::Centered, z, vec![r]))
+        }
+        Node::ProjCappedSimplex([z, k]) => {
+            let one = g.num(1.0);
+            Some((
+                g.add(Node::MaskIn([out, zero, one])),
+                Kernel::Centered,
+                z,
+                vec![k],
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Builds the reduced backward of a single-block rule whose output is a projection of an
+/// argument depending on the state, with head arguments independent of the state.
+pub fn reduction(
+    g: &mut Graph,
+    out: Id,
+    state: Id,
+    params: &[Id],
+    seed_name: &str,
+) -> Option<Reduction> {
+    if g.kind(out) != Kind::Vector {
+        return None;
+    }
+    let (mask, kernel, z, head_args) = head(g, out)?;
+    let dep_state = g.depends_on(|r| matches!(r, Role::State { .. }));
+    if !dep_state[usize::from(z)] || head_args.iter().any(|h| dep_state[usize::from(*h)]) {
+        return None;
+    }
+    let sym = seed_symbol(seed_name);
+    g.vars.insert(
+        sym,
+        VarInfo {
+            kind: Kind::Vector,
+            role: Role::Reduced,
+        },
+    );
+    let seed = g.var(sym);
+    let support = g.add(Node::Support(mask));
+
+    let mut wrt = vec![state];
+    wrt.extend(params);
+    let adj = diff::vjp(g, &[z], &[seed], &wrt);
+    let inner_state = adj[0];
+    let inner_params = adj[1..].to_vec();
+
+    let dep_params = g.depends_on(|r| matches!(r, Role::Param));
+    let live: Vec<Id> = head_args
+        .iter()
+        .copied()
+        .filter(|h| dep_params[usize::from(*h)])
+        .collect();
+    let head_params = if live.is_empty() {
+        None
+    } else {
+        let hbar = diff::vjp(g, &[out], &[seed], &live);
+        let (hs, bars): (Vec<Id>, Vec<Id>) = live
+            .iter()
+            .zip(hbar)
+            .filter_map(|(h, b)| b.map(|b| (*h, b)))
+            .unzip();
+        Some(diff::vjp(g, &hs, &bars, params))
+    };
+
+    let matrix = diff::jacobian(g, &[z], state)
+        .ok()
+        .and_then(|j| j[0])
+        .map(|m| reduced_matrix(g, m, support, mask, kernel));
+    Some(Reduction {
+        mask,
+        support,
+        kernel,
+        seed,
+        inner_state,
+        inner_params,
+        head_params,
+        matrix,
+    })
+}
+
+/// `I − Kᵀ M_SSᵀ`.
+fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> Id {
+    let r = restrict(g, m, s);
+    let ms = g.add(Node::GatherV([mask, s]));
+    let eye = g.add(Node::Eye(ms));
+    let rt = g.transpose(r);
+    let krt = match kernel {
+        Kernel::Identity => rt,
+        Kernel::Centered => {
+            // (I − 11ᵀ/k) Rᵀ = Rᵀ − 1 (R 1)ᵀ / k.
+            let ones = g.add(Node::Ones(ms));
+            let r1 = g.matvec(r, ones);
+            let k = g.add(Node::Card(s));
+            let r1k = g.div(r1, k);
+            let o = g.add(Node::Outer([ones, r1k]));
+            g.sub(rt, o)
+        }
+    };
+    g.sub(eye, krt)
+}
+
+/// `M[S, S]`, pushed through sums, scalings, transposes, diagonals and products.
+pub fn restrict(g: &mut Graph, m: Id, s: Id) -> Id {
+    match g.node(m).clone() {
+        Node::Add([a, b]) => {
+            let (ra, rb) = (restrict(g, a, s), restrict(g, b, s));
+            g.sum2(ra, rb)
+        }
+        Node::Neg(a) => {
+            let ra = restrict(g, a, s);
+            g.neg(ra)
+        }
+        Node::Mul([c, a]) => {
+            let ra = restrict(g, a, s);
+            g.mul(c, ra)
+        }
+        Node::Div([a, c]) => {
+            let ra = restrict(g, a, s);
+            g.div(ra, c)
+        }
+        Node::Transpose(a) => {
+            let ra = restrict(g, a, s);
+            g.transpose(ra)
+        }
+        Node::Eye(v) => {
+            let vs = g.add(Node::GatherV([v, s]));
+            g.add(Node::Eye(vs))
+        }
+        Node::Diag(d) => {
+            let ds = g.add(Node::GatherV([d, s]));
+            g.add(Node::Diag(ds))
+        }
+        Node::Outer([a, b]) => {
+            let (as_, bs) = (g.add(Node::GatherV([a, s])), g.add(Node::GatherV([b, s])));
+            g.add(Node::Outer([as_, bs]))
+        }
+        Node::Select([c, a, b]) => {
+            let (ra, rb) = (restrict(g, a, s), restrict(g, b, s));
+            g.add(Node::Select([c, ra, rb]))
+        }
+        Node::MatMul([a, b]) => match (g.node(a).clone(), g.node(b).clone()) {
+            (Node::Diag(d), _) => {
+                let ds = g.add(Node::GatherV([d, s]));
+                let dd = g.add(Node::Diag(ds));
+                let rb = restrict(g, b, s);
+                g.matmul(dd, rb)
+            }
+            (_, Node::Diag(d)) => {
+                let ds = g.add(Node::GatherV([d, s]));
+                let dd = g.add(Node::Diag(ds));
+                let ra = restrict(g, a, s);
+                g.matmul(ra, dd)
+            }
+            _ => {
+                let (ra, cb) = (rows(g, a, s), cols(g, b, s));
+                g.matmul(ra, cb)
+            }
+        },
+        _ => g.add(Node::GatherM([m, s])),
+    }
+}
+
+/// `M[S, :]`.
+fn rows(g: &mut Graph, m: Id, s: Id) -> Id {
+    match g.node(m).clone() {
+        Node::Add([a, b]) => {
+            let (ra, rb) = (rows(g, a, s), rows(g, b, s));
+            g.sum2(ra, rb)
+        }
+        Node::Neg(a) => {
+            let ra = rows(g, a, s);
+            g.neg(ra)
+        }
+        Node::Mul([c, a]) => {
+            let ra = rows(g, a, s);
+            g.mul(c, ra)
+        }
+        Node::Transpose(a) => {
+            let ca = cols(g, a, s);
+            g.transpose(ca)
+        }
+        Node::MatMul([a, b]) => {
+            let ra = rows(g, a, s);
+            g.matmul(ra, b)
+        }
+        Node::Outer([a, b]) => {
+            let as_ = g.add(Node::GatherV([a, s]));
+            g.add(Node::Outer([as_, b]))
+        }
+        _ => g.add(Node::GatherRows([m, s])),
+    }
+}
+
+/// `M[:, S]`.
+fn cols(g: &mut Graph, m: Id, s: Id) -> Id {
+    match g.node(m).clone() {
+        Node::Add([a, b]) => {
+            let (ca, cb) = (cols(g, a, s), cols(g, b, s));
+            g.sum2(ca, cb)
+        }
+        Node::Neg(a) => {
+            let ca = cols(g, a, s);
+            g.neg(ca)
+        }
+        Node::Mul([c, a]) => {
+            let ca = cols(g, a, s);
+            g.mul(c, ca)
+        }
+        Node::Transpose(a) => {
+            let ra = rows(g, a, s);
+            g.transpose(ra)
+        }
+        Node::MatMul([a, b]) => {
+            let cb = cols(g, b, s);
+            g.matmul(a, cb)
+        }
+        Node::Outer([a, b]) => {
+            let bs = g.add(Node::GatherV([b, s]));
+            g.add(Node::Outer([a, bs]))
+        }
+        _ => g.add(Node::GatherCols([m, s])),
+    }
+}
+
+/// Whether a term mentions the restriction operations (for printing).
+pub fn is_restricted(g: &Graph, id: Id) -> bool {
+    matches!(
+        g.node(id),
+        Node::GatherM(_) | Node::GatherRows(_) | Node::GatherCols(_) | Node::GatherV(_)
+    ) || g.node(id).children().iter().any(|c| is_restricted(g, *c))
+}
