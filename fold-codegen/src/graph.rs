@@ -23,6 +23,103 @@ pub fn call_output_kinds(name: &str, arg_kinds: &[Kind]) -> Vec<Kind> {
     }
 }
 
+/// What kind inference needs to know about an operand.
+pub struct ChildInfo {
+    /// Its kind.
+    pub kind: Kind,
+    /// Output kinds, for tuples.
+    pub tuple: Vec<Kind>,
+    /// Argument kinds, for opaque calls (the outputs of their VJP).
+    pub call_args: Vec<Kind>,
+    /// Its literal value, for scalars that are literals.
+    pub lit: Option<f64>,
+}
+
+/// The kind of `node` (and its output kinds when it is a tuple) from its operands'.
+pub fn infer_kind(
+    node: &Node,
+    vars: &HashMap<Symbol, VarInfo>,
+    child: &dyn Fn(Id) -> ChildInfo,
+) -> (Kind, Vec<Kind>) {
+    let k = |id: &Id| child(*id).kind;
+    let kind = match node {
+        Node::Add([a, _])
+        | Node::Div([a, _])
+        | Node::CMul([a, _])
+        | Node::CDiv([a, _])
+        | Node::AddS([a, _])
+        | Node::Powi([a, _])
+        | Node::Powf([a, _])
+        | Node::Max([a, _])
+        | Node::Min([a, _])
+        | Node::Clamp([a, _, _])
+        | Node::SoftThreshold([a, _])
+        | Node::MaskIn([a, _, _])
+        | Node::Gt([a, _])
+        | Node::Lt([a, _])
+        | Node::Ge([a, _])
+        | Node::Le([a, _])
+        | Node::Outside([a, _]) => k(a),
+        Node::Neg(a)
+        | Node::Recip(a)
+        | Node::Exp(a)
+        | Node::Ln(a)
+        | Node::Sin(a)
+        | Node::Cos(a)
+        | Node::Tanh(a)
+        | Node::Sqrt(a)
+        | Node::Abs(a)
+        | Node::Sigmoid(a)
+        | Node::Softplus(a)
+        | Node::Relu(a)
+        | Node::Sign(a)
+        | Node::Ones(a) => k(a),
+        Node::Mul([_, b]) | Node::Solve([_, b]) | Node::Select([_, b, _]) => k(b),
+        Node::Transpose(a) => {
+            if k(a) == Kind::Sparse {
+                Kind::Sparse
+            } else {
+                Kind::Matrix
+            }
+        }
+        Node::MatVec(_)
+        | Node::Softmax(_)
+        | Node::ProjSimplex(_)
+        | Node::ProjCappedSimplex(_)
+        | Node::ProjL2Ball(_)
+        | Node::GatherV(_)
+        | Node::Scatter(_) => Kind::Vector,
+        Node::MatMul(_)
+        | Node::Outer(_)
+        | Node::Eye(_)
+        | Node::Diag(_)
+        | Node::GatherM(_)
+        | Node::GatherRows(_)
+        | Node::GatherCols(_) => Kind::Matrix,
+        Node::Dot(_)
+        | Node::Sum(_)
+        | Node::Norm(_)
+        | Node::NormSq(_)
+        | Node::LogSumExp(_)
+        | Node::Card(_)
+        | Node::Num(_) => Kind::Scalar,
+        Node::Support(_) => Kind::Index,
+        Node::Zero => Kind::Zero,
+        Node::Var(s) => vars.get(s).map_or(Kind::Scalar, |v| v.kind),
+        Node::Call(name, args) => {
+            let arg_kinds: Vec<Kind> = args.iter().map(k).collect();
+            return (Kind::Tuple, call_output_kinds(name.as_str(), &arg_kinds));
+        }
+        Node::CallVjp(ch) => return (Kind::Tuple, child(ch[0]).call_args),
+        Node::CallJvp(ch) => return (Kind::Tuple, child(ch[0]).tuple),
+        Node::Get([t, i]) => {
+            let index = child(*i).lit.unwrap_or(0.0) as usize;
+            child(*t).tuple.get(index).copied().unwrap_or(Kind::Vector)
+        }
+    };
+    (kind, Vec::new())
+}
+
 /// A DAG of terms: node `i` only refers to nodes `< i`.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
@@ -92,99 +189,17 @@ impl Graph {
     }
 
     fn infer(&self, node: &Node) -> (Kind, Option<Vec<Kind>>) {
-        let k = |id: &Id| self.kind(*id);
-        let kind = match node {
-            Node::Add([a, _])
-            | Node::Div([a, _])
-            | Node::CMul([a, _])
-            | Node::CDiv([a, _])
-            | Node::AddS([a, _])
-            | Node::Powi([a, _])
-            | Node::Powf([a, _])
-            | Node::Max([a, _])
-            | Node::Min([a, _])
-            | Node::Clamp([a, _, _])
-            | Node::SoftThreshold([a, _])
-            | Node::MaskIn([a, _, _])
-            | Node::Gt([a, _])
-            | Node::Lt([a, _])
-            | Node::Ge([a, _])
-            | Node::Le([a, _])
-            | Node::Outside([a, _]) => k(a),
-            Node::Neg(a)
-            | Node::Recip(a)
-            | Node::Exp(a)
-            | Node::Ln(a)
-            | Node::Sin(a)
-            | Node::Cos(a)
-            | Node::Tanh(a)
-            | Node::Sqrt(a)
-            | Node::Abs(a)
-            | Node::Sigmoid(a)
-            | Node::Softplus(a)
-            | Node::Relu(a)
-            | Node::Sign(a)
-            | Node::Ones(a) => k(a),
-            Node::Mul([_, b]) | Node::Solve([_, b]) | Node::Select([_, b, _]) => k(b),
-            Node::Transpose(a) => {
-                if k(a) == Kind::Sparse {
-                    Kind::Sparse
-                } else {
-                    Kind::Matrix
-                }
-            }
-            Node::MatVec(_)
-            | Node::Softmax(_)
-            | Node::ProjSimplex(_)
-            | Node::ProjCappedSimplex(_)
-            | Node::ProjL2Ball(_)
-            | Node::GatherV(_)
-            | Node::Scatter(_) => Kind::Vector,
-            Node::MatMul(_)
-            | Node::Outer(_)
-            | Node::Eye(_)
-            | Node::Diag(_)
-            | Node::GatherM(_)
-            | Node::GatherRows(_)
-            | Node::GatherCols(_) => Kind::Matrix,
-            Node::Dot(_)
-            | Node::Sum(_)
-            | Node::Norm(_)
-            | Node::NormSq(_)
-            | Node::LogSumExp(_)
-            | Node::Card(_)
-            | Node::Num(_) => Kind::Scalar,
-            Node::Support(_) => Kind::Index,
-            Node::Zero => Kind::Zero,
-            Node::Var(s) => self.vars.get(s).map_or(Kind::Scalar, |v| v.kind),
-            Node::Call(name, args) => {
-                let arg_kinds: Vec<Kind> = args.iter().map(k).collect();
-                return (
-                    Kind::Tuple,
-                    Some(call_output_kinds(name.as_str(), &arg_kinds)),
-                );
-            }
-            Node::CallVjp(ch) => {
-                let call = ch[0];
-                let args: Vec<Kind> = self.node(call).children().iter().map(k).collect();
-                return (Kind::Tuple, Some(args));
-            }
-            Node::CallJvp(ch) => {
-                let outs = self.tuple_kinds(ch[0]).to_vec();
-                return (Kind::Tuple, Some(outs));
-            }
-            Node::Get([t, i]) => {
-                let index = match self.node(*i) {
-                    Node::Num(l) => l.get() as usize,
-                    _ => 0,
-                };
-                self.tuple_kinds(*t)
-                    .get(index)
-                    .copied()
-                    .unwrap_or(Kind::Vector)
-            }
+        let info = |id: Id| ChildInfo {
+            kind: self.kind(id),
+            tuple: self.tuple_kinds(id).to_vec(),
+            call_args: match self.node(id) {
+                Node::Call(_, args) => args.iter().map(|a| self.kind(*a)).collect(),
+                _ => Vec::new(),
+            },
+            lit: self.lit(id),
         };
-        (kind, None)
+        let (kind, tuple) = infer_kind(node, &self.vars, &info);
+        (kind, (kind == Kind::Tuple).then_some(tuple))
     }
 
     /// The literal value of `id`, if it is one.

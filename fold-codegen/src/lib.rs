@@ -10,6 +10,7 @@
 
 pub mod attr;
 pub mod diff;
+pub mod egraph;
 pub mod emit;
 pub mod errors;
 pub mod graph;
@@ -59,18 +60,34 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
         )
     })?;
     let rule = rule::analyze(attr, &func)?;
+    let before = work(&rule);
+    let (rule, report) = egraph::simplify(&rule);
+    let after = work(&rule);
     let derivatives = pretty::derivatives(&rule);
+    let counts = |c: [usize; 4]| {
+        let [s, v, mv, mm] = c;
+        quote!(::fold_runtime::OpCounts { scalar: #s, vector: #v, matvec: #mv, matmul: #mm })
+    };
+    let (vb, lb, va, la) = (
+        counts(before.0),
+        counts(before.1),
+        counts(after.0),
+        counts(after.1),
+    );
+    let (nodes, classes, iterations) = (report.nodes, report.classes, report.iterations);
+    let stop = report.stop_reason.clone();
+    let reduced = rule.reduction.is_some();
     let stats_of = |micros: u64| {
         quote!(::fold_runtime::CodegenStats {
-            egraph_nodes: 0,
-            egraph_classes: 0,
-            iterations: 0,
-            stop_reason: "not run",
-            vjp_before: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
-            vjp_after: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
-            linearize_before: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
-            linearize_after: ::fold_runtime::OpCounts { scalar: 0, vector: 0, matvec: 0, matmul: 0 },
-            reduced: false,
+            egraph_nodes: #nodes,
+            egraph_classes: #classes,
+            iterations: #iterations,
+            stop_reason: #stop,
+            vjp_before: #vb,
+            vjp_after: #va,
+            linearize_before: #lb,
+            linearize_after: #la,
+            reduced: #reduced,
             expansion_micros: #micros,
         })
     };
@@ -94,6 +111,24 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
         derivatives,
         source,
     })
+}
+
+/// Work of one `Φᵀv` (per-call part of the state VJP) and of one linearization (the
+/// seed-free part of every product).
+pub fn work(rule: &rule::Rule) -> ([usize; 4], [usize; 4]) {
+    let vjp: Vec<egg::Id> = rule.vjp_state.iter().flatten().copied().collect();
+    let (per_call, _) = egraph::op_counts(&rule.graph, &vjp);
+    let all: Vec<egg::Id> = rule
+        .vjp_state
+        .iter()
+        .chain(&rule.vjp_params)
+        .chain(&rule.jvp_state)
+        .chain(&rule.jvp_params)
+        .flatten()
+        .copied()
+        .collect();
+    let (_, once) = egraph::op_counts(&rule.graph, &all);
+    (per_call, once)
 }
 
 /// The module pretty-printed with prettyplease.

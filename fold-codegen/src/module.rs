@@ -2,7 +2,6 @@
 //! `linearize`, `jacobians`, `backward`, `solve`, `pack`/`unpack`, `DERIVATIVES`,
 //! `SOURCE` and `STATS` (DESIGN §3).
 
-use crate::diff;
 use crate::emit::{ident_of, Item, Scope};
 use crate::graph::Graph;
 use crate::ir::{display_name, Kind, Node};
@@ -128,7 +127,7 @@ fn fallible(g: &Graph, item: &Item) -> bool {
 /// The generated module for `rule`.
 pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     let rule = input.rule;
-    let mut g = rule.graph.clone();
+    let g = rule.graph.clone();
     let sig = &rule.sig;
     let fn_name = &sig.name;
     let vis = &sig.vis;
@@ -144,38 +143,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         }
     }
 
-    // Structured Jacobians (Φ per block pair, Ψ per vector/scalar parameter).
-    let state_jac = {
-        let mut rows: Vec<Vec<Option<Id>>> = vec![Vec::new(); nblocks];
-        let mut ok = true;
-        for &b in &sig.blocks {
-            match diff::jacobian(&mut g, &rule.outputs, rule.args[b]) {
-                Ok(cols) => {
-                    for (o, c) in cols.into_iter().enumerate() {
-                        rows[o].push(c);
-                    }
-                }
-                Err(_) => ok = false,
-            }
-        }
-        ok.then_some(rows)
-    };
-    let mut param_jac = Vec::new();
-    for &p in &sig.params {
-        let a = &sig.args[p];
-        let terms = match a.kind {
-            Kind::Vector => diff::jacobian(&mut g, &rule.outputs, rule.args[p]).ok(),
-            Kind::Scalar => {
-                let one = g.num(1.0);
-                Some(diff::jvp(&mut g, &rule.outputs, &[rule.args[p]], &[one]))
-            }
-            _ => None,
-        };
-        param_jac.push(terms);
-    }
     let jac = JacobianTerms {
-        state: state_jac,
-        params: param_jac,
+        state: rule.jac_state.clone(),
+        params: rule.jac_params.clone(),
     };
 
     // Per-call roots and staging.

@@ -142,8 +142,8 @@ pub fn reduction(
 
 /// `I − Kᵀ M_SSᵀ`.
 fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> Id {
-    let r = restrict(g, m, s);
     let ms = g.add(Node::GatherV([mask, s]));
+    let r = restrict(g, m, s, ms);
     let eye = g.add(Node::Eye(ms));
     let rt = g.transpose(r);
     let krt = match kernel {
@@ -161,33 +161,32 @@ fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> Id {
     g.sub(eye, krt)
 }
 
-/// `M[S, S]`, pushed through sums, scalings, transposes, diagonals and products.
-pub fn restrict(g: &mut Graph, m: Id, s: Id) -> Id {
+/// `M[S, S]`, pushed through sums, scalings, transposes, diagonals and products;
+/// `size` is a vector of length `|S|` (identities restrict to `I` of its size, so that
+/// they are recognised as equal).
+pub fn restrict(g: &mut Graph, m: Id, s: Id, size: Id) -> Id {
     match g.node(m).clone() {
         Node::Add([a, b]) => {
-            let (ra, rb) = (restrict(g, a, s), restrict(g, b, s));
+            let (ra, rb) = (restrict(g, a, s, size), restrict(g, b, s, size));
             g.sum2(ra, rb)
         }
         Node::Neg(a) => {
-            let ra = restrict(g, a, s);
+            let ra = restrict(g, a, s, size);
             g.neg(ra)
         }
         Node::Mul([c, a]) => {
-            let ra = restrict(g, a, s);
+            let ra = restrict(g, a, s, size);
             g.mul(c, ra)
         }
         Node::Div([a, c]) => {
-            let ra = restrict(g, a, s);
+            let ra = restrict(g, a, s, size);
             g.div(ra, c)
         }
         Node::Transpose(a) => {
-            let ra = restrict(g, a, s);
+            let ra = restrict(g, a, s, size);
             g.transpose(ra)
         }
-        Node::Eye(v) => {
-            let vs = g.add(Node::GatherV([v, s]));
-            g.add(Node::Eye(vs))
-        }
+        Node::Eye(_) => g.add(Node::Eye(size)),
         Node::Diag(d) => {
             let ds = g.add(Node::GatherV([d, s]));
             g.add(Node::Diag(ds))
@@ -197,20 +196,20 @@ pub fn restrict(g: &mut Graph, m: Id, s: Id) -> Id {
             g.add(Node::Outer([as_, bs]))
         }
         Node::Select([c, a, b]) => {
-            let (ra, rb) = (restrict(g, a, s), restrict(g, b, s));
+            let (ra, rb) = (restrict(g, a, s, size), restrict(g, b, s, size));
             g.add(Node::Select([c, ra, rb]))
         }
         Node::MatMul([a, b]) => match (g.node(a).clone(), g.node(b).clone()) {
             (Node::Diag(d), _) => {
                 let ds = g.add(Node::GatherV([d, s]));
                 let dd = g.add(Node::Diag(ds));
-                let rb = restrict(g, b, s);
+                let rb = restrict(g, b, s, size);
                 g.matmul(dd, rb)
             }
             (_, Node::Diag(d)) => {
                 let ds = g.add(Node::GatherV([d, s]));
                 let dd = g.add(Node::Diag(ds));
-                let ra = restrict(g, a, s);
+                let ra = restrict(g, a, s, size);
                 g.matmul(ra, dd)
             }
             _ => {

@@ -49,6 +49,11 @@ pub struct Rule {
     pub dim_checks: Vec<(Source, Source)>,
     /// The reduced backward, when the rule ends in a projection with a support.
     pub reduction: Option<crate::restrict::Reduction>,
+    /// Structured `Φ` blocks `[output block][state block]` (`None` without a structured form).
+    pub jac_state: Option<Vec<Vec<Option<Id>>>>,
+    /// Structured `Ψ` per parameter, one column block per output block (vector parameters:
+    /// matrices; scalar parameters: vectors; matrix parameters: `None`).
+    pub jac_params: Vec<Option<Vec<Option<Id>>>>,
 }
 
 impl Rule {
@@ -160,6 +165,33 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
     let (vjp_state, vjp_params) = adjoints.split_at(state_vars.len());
     let jvp_state = diff::jvp(&mut graph, &outputs, &state_vars, &tangent);
     let jvp_params = diff::jvp(&mut graph, &outputs, &param_vars, &param_tangent);
+    let jac_state = {
+        let mut rows: Vec<Vec<Option<Id>>> = vec![Vec::new(); outputs.len()];
+        let mut ok = true;
+        for &b in &state_vars {
+            match diff::jacobian(&mut graph, &outputs, b) {
+                Ok(cols) => {
+                    for (o, c) in cols.into_iter().enumerate() {
+                        rows[o].push(c);
+                    }
+                }
+                Err(_) => ok = false,
+            }
+        }
+        ok.then_some(rows)
+    };
+    let jac_params = sig
+        .params
+        .iter()
+        .map(|&p| match sig.args[p].kind {
+            Kind::Vector => diff::jacobian(&mut graph, &outputs, args[p]).ok(),
+            Kind::Scalar => {
+                let one = graph.num(1.0);
+                Some(diff::jvp(&mut graph, &outputs, &[args[p]], &[one]))
+            }
+            _ => None,
+        })
+        .collect();
     let reduction = if sig.block_state {
         None
     } else {
@@ -182,5 +214,7 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
         jvp_params,
         dim_checks,
         reduction,
+        jac_state,
+        jac_params,
     }
 }

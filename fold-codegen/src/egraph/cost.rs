@@ -1,0 +1,114 @@
+//! The cost model: floating-point work by kind (scalar 1, vector n, matrix·vector n²,
+//! matrix·matrix n³) with `n` a symbolic size taken large, per-call work weighted far
+//! above once-per-linearization work.
+
+use super::analysis::{Data, FoldEGraph};
+use crate::ir::{Kind, Node};
+use egg::{CostFunction, Id, Language};
+
+/// The size `n` stands for when costs are compared.
+pub const N: f64 = 1e4;
+/// How much more a flop per product counts than a flop per linearization.
+pub const PER_CALL_WEIGHT: f64 = 100.0;
+
+/// Work of one operation, by kind: `[scalar, vector, matvec, matmul]`.
+pub fn op_counts(node: &Node, kind: Kind, child: &dyn Fn(Id) -> Kind) -> [usize; 4] {
+    let arrays = |id: Id| child(id).is_array();
+    let elementwise = if kind == Kind::Matrix {
+        [0, 0, 1, 0]
+    } else if kind == Kind::Vector {
+        [0, 1, 0, 0]
+    } else {
+        [1, 0, 0, 0]
+    };
+    match node {
+        Node::Num(_)
+        | Node::Var(_)
+        | Node::Zero
+        | Node::Get(_)
+        | Node::Support(_)
+        | Node::Card(_) => [0; 4],
+        // Views: read through by the products that use them.
+        Node::Transpose(_) => [0; 4],
+        Node::Mul([_, x]) | Node::Neg(x) if child(*x) == Kind::Matrix => [0; 4],
+        Node::Eye(_) | Node::Diag(_) | Node::Ones(_) => [0, 1, 0, 0],
+        Node::MatVec([a, _]) => {
+            if child(*a) == Kind::Sparse {
+                [0, 4, 0, 0]
+            } else {
+                [0, 0, 1, 0]
+            }
+        }
+        Node::MatMul(_) => [0, 0, 0, 1],
+        Node::Outer(_) => [0, 0, 1, 0],
+        Node::Dot([a, _]) | Node::Sum(a) | Node::Norm(a) | Node::NormSq(a) => {
+            if child(*a) == Kind::Matrix {
+                [0, 0, 1, 0]
+            } else if arrays(*a) {
+                [0, 1, 0, 0]
+            } else {
+                [1, 0, 0, 0]
+            }
+        }
+        Node::Softmax(_) | Node::LogSumExp(_) => [0, 3, 0, 0],
+        Node::ProjSimplex(_) | Node::ProjCappedSimplex(_) => [0, 10, 0, 0],
+        Node::ProjL2Ball(_) => [0, 2, 0, 0],
+        Node::Solve(_) => [0, 0, 1, 0],
+        Node::GatherV(_) => [0, 1, 0, 0],
+        Node::GatherM(_) | Node::GatherRows(_) | Node::GatherCols(_) => [0, 0, 1, 0],
+        Node::Scatter(_) => [0, 1, 0, 0],
+        Node::Call(..) | Node::CallVjp(_) | Node::CallJvp(_) => [0, 0, 1, 0],
+        _ => elementwise,
+    }
+}
+
+/// Flops of counts at size [`N`].
+pub fn weight(counts: [usize; 4]) -> f64 {
+    counts[0] as f64
+        + counts[1] as f64 * N
+        + counts[2] as f64 * N * N
+        + counts[3] as f64 * N * N * N
+}
+
+/// Extraction cost: flops, per-call work weighted by [`PER_CALL_WEIGHT`].
+pub struct FlopCost<'a> {
+    /// The e-graph being extracted from.
+    pub egraph: &'a FoldEGraph,
+}
+
+impl FlopCost<'_> {
+    fn data(&self, id: Id) -> &Data {
+        &self.egraph[id].data
+    }
+}
+
+impl CostFunction<Node> for FlopCost<'_> {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, enode: &Node, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let per_call = match enode {
+            Node::Var(s) => self
+                .egraph
+                .analysis
+                .vars
+                .get(s)
+                .is_some_and(|v| v.role.is_seed()),
+            other => other.children().iter().any(|c| self.data(*c).per_call),
+        };
+        let child = |id: Id| self.data(id).kind;
+        let kind = match enode {
+            Node::Num(_) => Kind::Scalar,
+            other => {
+                // The node's own kind is its class's; find it through any child-free path.
+                super::node_kind(self.egraph, other)
+            }
+        };
+        let own = weight(op_counts(enode, kind, &child));
+        let own = if per_call { own * PER_CALL_WEIGHT } else { own };
+        // A tiny charge per node prefers smaller terms among equal-flop ones.
+        enode.fold(own + 1e-3, |sum, id| sum + costs(id))
+    }
+}

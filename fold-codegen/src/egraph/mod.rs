@@ -1,0 +1,258 @@
+//! Equality saturation: every term of a rule (primal, VJP, JVP, Jacobians, reduced
+//! system) goes into one e-graph, is rewritten in bounded phases, and the cheapest
+//! equivalent DAG is extracted back, shared subterms once.
+
+pub mod analysis;
+pub mod cost;
+pub mod rules;
+
+use crate::graph::{infer_kind, ChildInfo, Graph};
+use crate::ir::{Kind, Node};
+use crate::rule::Rule;
+use analysis::{FoldAnalysis, FoldEGraph};
+use egg::{Extractor, Id, Language, Runner, StopReason};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Saturation limits: an expansion must stay well under a second.
+pub const NODE_LIMIT: usize = 20_000;
+/// Iterations per phase.
+pub const ITER_LIMIT: usize = 12;
+/// Wall time per phase.
+pub const TIME_LIMIT: Duration = Duration::from_millis(150);
+
+/// What saturation did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// E-nodes when the last phase stopped.
+    pub nodes: usize,
+    /// E-classes when the last phase stopped.
+    pub classes: usize,
+    /// Iterations over all phases.
+    pub iterations: usize,
+    /// Why the last phase stopped.
+    pub stop_reason: String,
+    /// Time spent saturating and extracting.
+    pub time: Duration,
+}
+
+/// The kind of an e-node from its children's classes.
+pub fn node_kind(eg: &FoldEGraph, node: &Node) -> Kind {
+    let child = |id: Id| {
+        let d = &eg[id].data;
+        ChildInfo {
+            kind: d.kind,
+            tuple: d.tuple.clone(),
+            call_args: d.call_args.clone(),
+            lit: d.constant,
+        }
+    };
+    infer_kind(node, &eg.analysis.vars, &child).0
+}
+
+fn stop_reason(r: &Option<StopReason>) -> String {
+    match r {
+        Some(StopReason::Saturated) => "saturated".to_string(),
+        Some(StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
+        Some(StopReason::NodeLimit(n)) => format!("node limit ({n})"),
+        Some(StopReason::TimeLimit(t)) => format!("time limit ({t:.3}s)"),
+        Some(StopReason::Other(s)) => s.clone(),
+        None => "not run".to_string(),
+    }
+}
+
+/// Every term id a rule refers to, in a fixed order (so they can be mapped back).
+fn rule_ids(rule: &Rule) -> Vec<Option<Id>> {
+    let mut ids: Vec<Option<Id>> = Vec::new();
+    ids.extend(rule.outputs.iter().map(|x| Some(*x)));
+    ids.extend(rule.args.iter().map(|x| Some(*x)));
+    ids.extend(rule.seeds.cotangent.iter().map(|x| Some(*x)));
+    ids.extend(rule.seeds.tangent.iter().map(|x| Some(*x)));
+    ids.extend(rule.seeds.param_tangent.iter().map(|x| Some(*x)));
+    ids.extend(rule.vjp_state.iter().copied());
+    ids.extend(rule.vjp_params.iter().copied());
+    ids.extend(rule.jvp_state.iter().copied());
+    ids.extend(rule.jvp_params.iter().copied());
+    if let Some(rows) = &rule.jac_state {
+        for row in rows {
+            ids.extend(row.iter().copied());
+        }
+    }
+    for p in rule.jac_params.iter().flatten() {
+        ids.extend(p.iter().copied());
+    }
+    if let Some(r) = &rule.reduction {
+        ids.push(Some(r.mask));
+        ids.push(Some(r.support));
+        ids.push(Some(r.seed));
+        ids.push(r.inner_state);
+        ids.extend(r.inner_params.iter().copied());
+        if let Some(h) = &r.head_params {
+            ids.extend(h.iter().copied());
+        }
+        ids.push(r.matrix);
+    }
+    ids
+}
+
+/// Writes mapped ids back into a rule, in the order of [`rule_ids`].
+fn set_rule_ids(rule: &mut Rule, ids: &[Option<Id>]) {
+    let mut k = 0;
+    let mut next = || {
+        let v = ids.get(k).copied().flatten();
+        k += 1;
+        v
+    };
+    let mut slots: Vec<&mut Option<Id>> = Vec::new();
+    let mut required: Vec<&mut Id> = Vec::new();
+    required.extend(rule.outputs.iter_mut());
+    required.extend(rule.args.iter_mut());
+    required.extend(rule.seeds.cotangent.iter_mut());
+    required.extend(rule.seeds.tangent.iter_mut());
+    required.extend(rule.seeds.param_tangent.iter_mut());
+    for x in required {
+        if let Some(v) = next() {
+            *x = v;
+        }
+    }
+    slots.extend(rule.vjp_state.iter_mut());
+    slots.extend(rule.vjp_params.iter_mut());
+    slots.extend(rule.jvp_state.iter_mut());
+    slots.extend(rule.jvp_params.iter_mut());
+    if let Some(rows) = &mut rule.jac_state {
+        for row in rows {
+            slots.extend(row.iter_mut());
+        }
+    }
+    for p in rule.jac_params.iter_mut().flatten() {
+        slots.extend(p.iter_mut());
+    }
+    for x in slots {
+        *x = next();
+    }
+    if let Some(r) = &mut rule.reduction {
+        for x in [&mut r.mask, &mut r.support, &mut r.seed] {
+            if let Some(v) = next() {
+                *x = v;
+            }
+        }
+        let mut slots: Vec<&mut Option<Id>> = vec![&mut r.inner_state];
+        slots.extend(r.inner_params.iter_mut());
+        if let Some(h) = &mut r.head_params {
+            slots.extend(h.iter_mut());
+        }
+        slots.push(&mut r.matrix);
+        for x in slots {
+            *x = next();
+        }
+    }
+}
+
+/// Simplifies every term of `rule` and returns the rule over the extracted graph.
+pub fn simplify(rule: &Rule) -> (Rule, Report) {
+    let start = Instant::now();
+    let g = &rule.graph;
+    let mut eg = FoldEGraph::new(FoldAnalysis {
+        vars: g.vars.clone(),
+    });
+    let mut class_of: Vec<Id> = Vec::with_capacity(g.len());
+    for node in g.nodes() {
+        let n = node.clone().map_children(|c| class_of[usize::from(c)]);
+        class_of.push(eg.add(n));
+    }
+    eg.rebuild();
+    let mut report = Report::default();
+    let mut eg = eg;
+    for rules in [rules::simplify(), rules::distribute(), rules::simplify()] {
+        let runner = Runner::default()
+            .with_egraph(eg)
+            .with_node_limit(NODE_LIMIT)
+            .with_iter_limit(ITER_LIMIT)
+            .with_time_limit(TIME_LIMIT)
+            .run(&rules);
+        report.iterations += runner.iterations.len();
+        report.stop_reason = stop_reason(&runner.stop_reason);
+        eg = runner.egraph;
+    }
+    report.nodes = eg.total_number_of_nodes();
+    report.classes = eg.number_of_classes();
+
+    let extractor = Extractor::new(&eg, cost::FlopCost { egraph: &eg });
+    let mut out = Graph::new(g.vars.clone());
+    let mut built: HashMap<Id, Id> = HashMap::new();
+    let ids = rule_ids(rule);
+    let mut mapped = Vec::with_capacity(ids.len());
+    for id in ids {
+        mapped.push(id.map(|old| {
+            build(
+                &eg,
+                &extractor,
+                eg.find(class_of[usize::from(old)]),
+                &mut out,
+                &mut built,
+            )
+        }));
+    }
+    for (old, name) in &g.names {
+        if let Some(new) = built.get(&eg.find(class_of[usize::from(*old)])) {
+            out.names.entry(*new).or_insert_with(|| name.clone());
+        }
+    }
+    let mut simplified = rule.clone();
+    simplified.graph = out;
+    set_rule_ids(&mut simplified, &mapped);
+    report.time = start.elapsed();
+    (simplified, report)
+}
+
+/// Adds the best node of `class` (and its operands') to `out`.
+fn build(
+    eg: &FoldEGraph,
+    ex: &Extractor<cost::FlopCost, Node, FoldAnalysis>,
+    class: Id,
+    out: &mut Graph,
+    built: &mut HashMap<Id, Id>,
+) -> Id {
+    // Iterative post-order: deep DAGs must not overflow the macro's stack.
+    let mut stack = vec![(class, false)];
+    while let Some((c, expanded)) = stack.pop() {
+        let c = eg.find(c);
+        if built.contains_key(&c) {
+            continue;
+        }
+        let node = ex.find_best_node(c).clone();
+        if expanded {
+            let n = node.map_children(|ch| built[&eg.find(ch)]);
+            let id = out.add(n);
+            built.insert(c, id);
+        } else {
+            stack.push((c, true));
+            for ch in node.children() {
+                if !built.contains_key(&eg.find(*ch)) {
+                    stack.push((*ch, false));
+                }
+            }
+        }
+    }
+    built[&eg.find(class)]
+}
+
+/// Work of the terms reachable from `roots` in `g`, each shared node once, split into what
+/// depends on a per-call seed and what does not: `(per_call, once)`.
+pub fn op_counts(g: &Graph, roots: &[Id]) -> ([usize; 4], [usize; 4]) {
+    let reach = g.reachable(roots);
+    let dep = g.depends_on(crate::ir::Role::is_seed);
+    let mut per_call = [0usize; 4];
+    let mut once = [0usize; 4];
+    for (i, node) in g.nodes().iter().enumerate() {
+        if !reach[i] {
+            continue;
+        }
+        let c = cost::op_counts(node, g.kind(Id::from(i)), &|id| g.kind(id));
+        let acc = if dep[i] { &mut per_call } else { &mut once };
+        for k in 0..4 {
+            acc[k] += c[k];
+        }
+    }
+    (per_call, once)
+}
