@@ -629,3 +629,24 @@ proptest! {
         prop_assert!((&y - &reference).amax() <= 1e-8, "{} vs {}", y, reference);
     }
 }
+
+#[test]
+fn extreme_magnitudes_give_errors_or_finite_values_never_nan() {
+    // ‖v‖² overflows, ‖v‖ does not.
+    let v = dvector![3e200, 4e200];
+    let y = try_proj_l2_ball(&v, 1.0).unwrap();
+    assert_close("huge ball", &y, &dvector![0.6, 0.8], 1e-15);
+    // Sums overflow in the simplex threshold: an error, not a NaN projection.
+    let huge = DVector::from_element(4, f64::MAX);
+    match try_proj_simplex(&huge, 1.0) {
+        Ok(y) => assert!(y.iter().all(|x| x.is_finite())),
+        Err(e) => assert!(matches!(e, FoldError::NonFinite { .. }), "{e:?}"),
+    }
+    // Supports and kernels for the reduced backward pass.
+    let lin = ProjBoxLin::new(&dvector![-2.0, 0.5, 3.0], 0.0, 1.0).unwrap();
+    assert_eq!(lin.support(), vec![1]);
+    assert_eq!(lin.kernel(), fold_runtime::SupportKernel::Identity);
+    let lin = ProjSimplexLin::new(&dvector![1.0, 0.9, -3.0], 1.0).unwrap();
+    assert_eq!(lin.support(), &[0, 1]);
+    assert_eq!(lin.kernel(), fold_runtime::SupportKernel::Centered);
+}

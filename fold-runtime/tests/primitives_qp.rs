@@ -630,3 +630,13 @@ fn primitive_trait_for_qp_and_polyhedron() {
     assert!(matches!(&out[0], Value::Vector(x) if x.iter().all(|e| e.is_nan())));
     assert!(ProjPolyhedron.linearize(&pargs[..4]).is_err());
 }
+
+#[test]
+fn nonconvex_hessian_is_rejected() {
+    let hm = DMatrix::from_diagonal(&dvector![1.0, -1.0]);
+    let (none, b0) = (DMatrix::zeros(0, 2), DVector::zeros(0));
+    match try_qp_solve(&hm, &dvector![0.0, 0.0], &none, &b0, &none, &b0) {
+        Err(FoldError::PrimitiveFailed { primitive, .. }) => assert_eq!(primitive, "qp_solve"),
+        other => panic!("expected PrimitiveFailed, got {other:?}"),
+    }
+}

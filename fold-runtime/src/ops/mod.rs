@@ -1,9 +1,22 @@
 //! Differentiable primitives an update rule may call.
 //!
 //! Every primitive comes as a value function (`proj_simplex(&v, r)`), a fallible variant
-//! (`try_proj_simplex`) that reports infeasible or non-finite input as a [`crate::FoldError`],
-//! a linearization (`ProjSimplexLin`) holding what its Jacobian products need, and a unit
-//! struct implementing [`crate::Primitive`] (`ProjSimplex`) for the uniform interface.
+//! (`try_proj_simplex`) that reports infeasible or non-finite input as a [`crate::FoldError`]
+//! (the value function then returns NaN, never panics), a linearization
+//! (`ProjSimplexLin`) holding what its Jacobian products need, and a unit struct
+//! implementing [`crate::Primitive`] (`ProjSimplex`) for the uniform interface.
+//!
+//! Kink conventions (the one-sided derivative each primitive uses):
+//!
+//! | primitive | at the kink |
+//! |---|---|
+//! | `clamp`, `proj_box`, `relu`, `max`, `min`, `proj_nonneg` | a tie with a bound is *at the bound*: `∂/∂x = 0`, the bound gets the derivative |
+//! | `soft_threshold(v, t)` | `\|vᵢ\| = t` is thresholded: derivative 0 |
+//! | `proj_simplex(v, r)` | `vᵢ = τ` gives `yᵢ = 0`, outside the support `S = {y > 0}` |
+//! | `proj_capped_simplex(v, k)` | `yᵢ ∈ {0, 1}` is outside the free set `F = {0 < y < 1}`; `F = ∅` gives 0 |
+//! | `proj_l2_ball(v, r)` | `‖v‖ = r` counts as inside: `J = I`, `∂y/∂r = 0` |
+//! | `proj_polyhedron`, `qp_solve` | a weakly active constraint (zero dual) counts as inactive; degenerate active sets use the KKT pseudo-inverse ([`qp`]) |
+//! | `softmax`, `log_sum_exp`, `proj_hyperplane`, `proj_affine` | smooth |
 
 pub mod elementwise;
 mod kkt;

@@ -83,6 +83,9 @@ pub struct PolyhedronCotangent {
 
 /// [`proj_polyhedron`] linearized at its inputs: the projection, the active set and one
 /// KKT factorization that every JVP and VJP reuses.
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct ProjPolyhedronLin {
     core: QpCore,

@@ -2,7 +2,7 @@
 //! a hyperplane and an affine subspace.
 
 use super::util::{self, impl_linearization, LinCore};
-use crate::{Arg, FoldError, Primitive, Value};
+use crate::{Arg, FoldError, Primitive, SupportKernel, Value};
 use nalgebra::{DMatrix, DVector};
 use std::sync::OnceLock;
 
@@ -38,6 +38,9 @@ pub fn try_proj_box(v: &DVector<f64>, lo: f64, hi: f64) -> Result<DVector<f64>, 
 /// [`crate::ops::proj_box`] linearized at `(v, lo, hi)`: `∂y/∂v = diag(1[lo < vᵢ < hi])`;
 /// a coordinate at or below `lo` follows `lo`, one at or above `hi` follows `hi` (a tie
 /// counts as at the bound).
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct ProjBoxLin {
     y: DVector<f64>,
@@ -71,6 +74,18 @@ impl ProjBoxLin {
     /// The projection.
     pub fn value(&self) -> &DVector<f64> {
         &self.y
+    }
+
+    /// The free coordinates `lo < vᵢ < hi`, increasing.
+    pub fn support(&self) -> Vec<usize> {
+        (0..self.sides.len())
+            .filter(|&i| self.sides[i] == Side::Free)
+            .collect()
+    }
+
+    /// The Jacobian's kernel on the support: `I` (a 0/1 mask).
+    pub fn kernel(&self) -> SupportKernel {
+        SupportKernel::Identity
     }
 
     /// `1[lo < vᵢ < hi]`: the diagonal of `∂y/∂v`.
@@ -180,6 +195,9 @@ pub fn try_soft_threshold(v: &DVector<f64>, t: f64) -> Result<DVector<f64>, Fold
 /// [`crate::ops::soft_threshold`] linearized at `(v, t)`: `∂y/∂v = diag(1[|vᵢ| > t])`,
 /// `∂yᵢ/∂t = −sign(vᵢ) 1[|vᵢ| > t]`; at `|vᵢ| = t` the coordinate counts as thresholded
 /// to zero (derivative 0).
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct SoftThresholdLin {
     y: DVector<f64>,
@@ -211,6 +229,18 @@ impl SoftThresholdLin {
     /// The thresholded vector.
     pub fn value(&self) -> &DVector<f64> {
         &self.y
+    }
+
+    /// The coordinates with `|vᵢ| > t`, increasing.
+    pub fn support(&self) -> Vec<usize> {
+        (0..self.sign.len())
+            .filter(|&i| self.sign[i] != 0.0)
+            .collect()
+    }
+
+    /// The Jacobian's kernel on the support: `I` (a 0/1 mask).
+    pub fn kernel(&self) -> SupportKernel {
+        SupportKernel::Identity
     }
 
     fn jvp_opt(&self, dv: Option<&DVector<f64>>, dt: f64) -> DVector<f64> {
@@ -297,6 +327,9 @@ pub fn try_proj_l2_ball(v: &DVector<f64>, r: f64) -> Result<DVector<f64>, FoldEr
 }
 
 /// [`proj_l2_ball`] linearized at `(v, r)`.
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct ProjL2BallLin {
     y: DVector<f64>,
@@ -316,7 +349,12 @@ impl ProjL2BallLin {
                 format!("infeasible: radius r = {r} is negative"),
             ));
         }
-        let norm = v.norm();
+        let mut norm = v.norm();
+        if !norm.is_finite() {
+            // Squares of entries above ~1e154 overflow; rescale.
+            let scale = v.amax();
+            norm = scale * (v / scale).norm();
+        }
         let (y, outside) = if norm <= r {
             (v.clone(), None)
         } else {
@@ -437,6 +475,9 @@ pub fn try_proj_hyperplane(
 }
 
 /// [`proj_hyperplane`] linearized at `(v, a, b)`.
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct ProjHyperplaneLin {
     y: DVector<f64>,
@@ -594,6 +635,9 @@ pub fn try_proj_affine(
 
 /// [`proj_affine`] linearized at `(v, A, b)`; keeps the QR factors `Aᵀ = QR` so every
 /// product costs O(mn).
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct ProjAffineLin {
     y: DVector<f64>,

@@ -471,6 +471,9 @@ pub struct QpCotangent {
 
 /// [`qp_solve`] linearized at its inputs: the solution, the active set and one KKT
 /// factorization that every JVP and VJP reuses.
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct QpSolveLin {
     core: QpCore,
@@ -493,6 +496,13 @@ impl QpSolveLin {
         util::finite_mat(QP, "H", hm)?;
         util::finite_vec(QP, "p", p)?;
         check_constraints(QP, n, a, b, g, h)?;
+        if let Some(i) = (0..n).find(|&i| hm[(i, i)] < 0.0) {
+            // A cheap necessary condition; clarabel assumes convexity.
+            return Err(FoldError::primitive(
+                QP,
+                format!("H is not positive semidefinite (H[{i},{i}] < 0)"),
+            ));
+        }
         let hs = (hm + hm.transpose()) * 0.5;
         let core = QpCore::solve(QP, Hess::Dense(&hs), p, a, b, g, h)?;
         Ok(QpSolveLin {

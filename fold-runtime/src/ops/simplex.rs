@@ -3,7 +3,7 @@
 //! Jacobians are `diag(s) − ssᵀ/|S|` on the free coordinates `S`.
 
 use super::util::{self, impl_linearization, LinCore};
-use crate::{Arg, FoldError, Primitive, Value};
+use crate::{Arg, FoldError, Primitive, SupportKernel, Value};
 use nalgebra::DVector;
 use std::sync::OnceLock;
 
@@ -110,7 +110,10 @@ pub fn proj_simplex(v: &DVector<f64>, r: f64) -> DVector<f64> {
 pub fn try_proj_simplex(v: &DVector<f64>, r: f64) -> Result<DVector<f64>, FoldError> {
     check_simplex(v, r)?;
     let tau = simplex_threshold(v.as_slice(), r);
-    Ok(v.map(|x| (x - tau).max(0.0)))
+    let y = v.map(|x| (x - tau).max(0.0));
+    // Sums of values near f64::MAX overflow.
+    util::finite_vec(SIMPLEX, "the projection", &y)?;
+    Ok(y)
 }
 
 /// The threshold τ with `Σ clamp(vᵢ − τ, 0, 1) = k`, `0 ≤ k ≤ n`: a scan over the sorted
@@ -206,7 +209,9 @@ pub fn try_proj_capped_simplex(v: &DVector<f64>, k: f64) -> Result<DVector<f64>,
     if n_free > 0 {
         tau = (free_sum + n_up - k) / n_free as f64;
     }
-    Ok(v.map(|x| (x - tau).clamp(0.0, 1.0)))
+    let y = v.map(|x| (x - tau).clamp(0.0, 1.0));
+    util::finite_vec(CAPPED, "the projection", &y)?;
+    Ok(y)
 }
 
 /// The Jacobian `diag(s) − ssᵀ/|S|` of a thresholded projection, and `s/|S|` for the
@@ -251,7 +256,10 @@ macro_rules! centered_lin {
     ($lin:ident, $prim:ident, $name:expr, $try_fn:ident, $val:literal, $scalar:ident,
      $support:literal, $upper:expr) => {
         #[doc = concat!("[`", $val, "`] linearized at `(v, ", stringify!($scalar), ")`: ",
-                            "`J = diag(s) − ssᵀ/|S|` on ", $support, ".")]
+                                    "`J = diag(s) − ssᵀ/|S|` on ", $support, ".")]
+        ///
+        /// The products index by the argument's length: a (co)tangent of another length
+        /// panics (a caller bug); the [`Primitive`] trait's products return NaN instead.
         #[derive(Debug)]
         pub struct $lin {
             y: DVector<f64>,
@@ -261,7 +269,7 @@ macro_rules! centered_lin {
 
         impl $lin {
             #[doc = concat!("Evaluates at `(v, ", stringify!($scalar), ")`; fails like [`",
-                                stringify!($try_fn), "`].")]
+                                        stringify!($try_fn), "`].")]
             pub fn new(v: &DVector<f64>, $scalar: f64) -> Result<Self, FoldError> {
                 let y = $try_fn(v, $scalar)?;
                 let support = (0..y.len())
@@ -285,6 +293,11 @@ macro_rules! centered_lin {
             /// The free coordinates `S`, increasing.
             pub fn support(&self) -> &[usize] {
                 &self.centered.support
+            }
+
+            /// The Jacobian's kernel on the support: `I − 11ᵀ/|S|`.
+            pub fn kernel(&self) -> SupportKernel {
+                SupportKernel::Centered
             }
 
             #[doc = concat!("`J dv + (s/|S|) d", stringify!($scalar), "`.")]
@@ -325,7 +338,7 @@ macro_rules! centered_lin {
         impl_linearization!($lin);
 
         #[doc = concat!("[`", $val, "`] as a [`Primitive`]: arguments `(v, ",
-                            stringify!($scalar), ")`, one output.")]
+                                    stringify!($scalar), ")`, one output.")]
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $prim;
 

@@ -50,6 +50,9 @@ pub fn try_log_sum_exp(v: &DVector<f64>) -> Result<f64, FoldError> {
 }
 
 /// [`softmax`] linearized at `v`: `J = diag(s) − ssᵀ` (symmetric).
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct SoftmaxLin {
     s: DVector<f64>,
@@ -126,6 +129,9 @@ impl Primitive for Softmax {
 }
 
 /// [`log_sum_exp`] linearized at `v`: gradient `s = softmax(v)`.
+///
+/// Products with a (co)tangent of the wrong shape panic (a caller bug); the
+/// [`Primitive`] trait's products return NaN instead.
 #[derive(Debug)]
 pub struct LogSumExpLin {
     value: f64,
