@@ -65,7 +65,10 @@ impl<'a> Printer<'a> {
                 continue;
             }
             let id = Id::from(i);
-            if roots.contains(&id) && g.names.get(&id).is_none() {
+            if roots.contains(&id)
+                && g.names.get(&id).is_none()
+                && !matches!(node, Node::Support(_))
+            {
                 continue;
             }
             let mask_arg = g
@@ -292,6 +295,15 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
         lines.push((block_label("Ψδθ", b), *r));
     }
     roots.extend(lines.iter().filter_map(|(_, r)| *r));
+    let red = rule.reduction.as_ref();
+    if let Some(r) = red {
+        roots.push(r.support);
+        roots.extend(r.matrix);
+        roots.extend(r.inner_params.iter().flatten());
+        if let Some(h) = &r.head_params {
+            roots.extend(h.iter().flatten());
+        }
+    }
     let p = Printer::new(&rule.graph, &roots);
     let mut out = String::new();
     for d in p.definitions(&roots) {
@@ -301,6 +313,32 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
     for (label, r) in lines {
         let rhs = r.map_or_else(|| "0".to_string(), |id| p.term(id));
         out.push_str(&format!("{label} = {rhs}\n"));
+    }
+    if let Some(r) = red {
+        let set = p.term(r.support);
+        let w = crate::ir::display_name(match rule.graph.node(r.seed) {
+            crate::ir::Node::Var(s) => *s,
+            _ => egg::Symbol::from("w"),
+        });
+        let rhs = match r.kernel {
+            crate::restrict::Kernel::Identity => format!("g[{set}]"),
+            crate::restrict::Kernel::Centered => format!("(I − 𝟙𝟙ᵀ/|{set}|) g[{set}]"),
+        };
+        out.push_str(&format!("reduced backward (Method::Auto) on {set}:\n"));
+        match r.matrix {
+            Some(m) => out.push_str(&format!("  solve ({}) a = {rhs}\n", p.term(m))),
+            None => out.push_str(&format!(
+                "  solve (I − Kᵀ M[{set},{set}]ᵀ) a = {rhs} matrix-free\n"
+            )),
+        }
+        out.push_str(&format!("  {w} = scatter(a) on {set}\n"));
+        for (name, t) in rule.param_names().iter().zip(&r.inner_params) {
+            let rhs = t.map_or_else(|| "0".to_string(), |id| p.term(id));
+            out.push_str(&format!("  Ψ_{name}ᵀw = {rhs}\n"));
+        }
+        if r.head_params.is_some() {
+            out.push_str("  (+ the projection's own parameter terms at w = g + Mᵀ scatter(a))\n");
+        }
     }
     out
 }
