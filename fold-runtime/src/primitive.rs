@@ -83,7 +83,9 @@ fn kind_error(what: &str, found: &Value) -> FoldError {
 /// A differentiable function with hand-written derivatives, usable inside `#[fold]` rules.
 ///
 /// `linearize` evaluates at a point and keeps what the derivatives need (a factorization,
-/// an active set), so that products reuse it.
+/// an active set), so that products reuse it. The built-in primitives of [`crate::ops`]
+/// implement it on unit structs named after them (`QpSolve`, `ProjPolyhedron`,
+/// `ProjSimplex`, …), taking their arguments in the value function's order.
 pub trait Primitive {
     /// The primitive evaluated and linearized at a point.
     type Linearization: PrimitiveLinearization;

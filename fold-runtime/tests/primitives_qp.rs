@@ -92,6 +92,7 @@ fn assert_kkt(inst: &Instance, x: &DVector<f64>, y: &DVector<f64>, z: &DVector<f
 fn qp_solve_satisfies_kkt_and_matches_finite_differences_in_every_input() {
     let mut rng = StdRng::seed_from_u64(11);
     let mut checked = 0;
+    let mut active_seen = 0;
     while checked < 8 {
         let (n, m, q) = (
             rng.random_range(2..7),
@@ -109,6 +110,7 @@ fn qp_solve_satisfies_kkt_and_matches_finite_differences_in_every_input() {
             continue; // too close to a kink for finite differences
         }
         checked += 1;
+        active_seen += lin.active_set().len();
         assert!(!lin.is_degenerate());
 
         let d = Instance {
@@ -193,12 +195,17 @@ fn qp_solve_satisfies_kkt_and_matches_finite_differences_in_every_input() {
         assert_adjoint("qp", lhs, rhs);
         assert!((&ct.hm - ct.hm.transpose()).amax() <= 1e-14, "H̄ symmetric");
     }
+    assert!(
+        active_seen >= 8,
+        "too few active constraints exercised: {active_seen}"
+    );
 }
 
 #[test]
 fn polyhedron_matches_finite_differences_in_every_input() {
     let mut rng = StdRng::seed_from_u64(12);
     let mut checked = 0;
+    let mut active_seen = 0;
     while checked < 8 {
         let (n, m, q) = (
             rng.random_range(2..8),
@@ -225,6 +232,7 @@ fn polyhedron_matches_finite_differences_in_every_input() {
             continue;
         }
         checked += 1;
+        active_seen += lin.active_set().len();
         let (dv, da, db) = (
             randn(&mut rng, n),
             randn_mat(&mut rng, m, n),
@@ -287,6 +295,10 @@ fn polyhedron_matches_finite_differences_in_every_input() {
             ct.v.dot(&dv) + dot_m(&ct.a, &da) + ct.b.dot(&db) + dot_m(&ct.g, &dg) + ct.h.dot(&dh);
         assert_adjoint("polyhedron", w.dot(&lin.jvp(&all)), rhs);
     }
+    assert!(
+        active_seen >= 8,
+        "too few active constraints exercised: {active_seen}"
+    );
 }
 
 #[test]
@@ -639,4 +651,29 @@ fn nonconvex_hessian_is_rejected() {
         Err(FoldError::PrimitiveFailed { primitive, .. }) => assert_eq!(primitive, "qp_solve"),
         other => panic!("expected PrimitiveFailed, got {other:?}"),
     }
+}
+
+#[test]
+fn dependent_active_rows_keep_valid_duals() {
+    // x ≤ 1, y ≤ 1, x + y ≤ 2 at the vertex (1, 1) with v − x = (2, 0.2): the
+    // minimum-norm multipliers (1.27, −0.53, 0.73) have a wrong sign, so the layer keeps
+    // the solver's nonnegative ones; the primal solution is still polished.
+    let g = DMatrix::from_row_slice(3, 2, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+    let h = dvector![1.0, 1.0, 2.0];
+    let v = dvector![3.0, 1.2];
+    let (none, b0) = (DMatrix::zeros(0, 2), DVector::zeros(0));
+    let lin = ProjPolyhedronLin::new(&v, &none, &b0, &g, &h).unwrap();
+    assert_close("value", lin.value(), &dvector![1.0, 1.0], 1e-12);
+    let z = lin.z();
+    assert!(z.min() >= 0.0, "duals {z}");
+    let stat = lin.value() - &v + g.transpose() * z;
+    assert!(stat.amax() <= 1e-6, "stationarity {stat}");
+    assert!(lin.is_degenerate());
+    let u = dvector![0.1, 0.05];
+    let jv = lin.jvp(&PolyhedronTangent {
+        v: Some(&u),
+        ..Default::default()
+    });
+    assert_close("d/dv at the vertex", &jv, &DVector::zeros(2), 1e-10);
+    assert_adjoint_polyhedron(&lin, 3);
 }
