@@ -163,9 +163,14 @@ fn max_abs(a: &DMatrix<f64>) -> f64 {
     a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
 }
 
-/// A reciprocal condition number below this (with the pivot test) means "numerically
-/// singular": the solution would carry no correct digit.
-const RCOND_MIN: f64 = f64::EPSILON;
+/// An estimated reciprocal condition number below `max(n, 16) ε` means "numerically
+/// singular": `n ε` is LU's backward-error scale, so no digit of the solution is
+/// trustworthy, and the factor absorbs the estimate's looseness (it can overestimate
+/// `rcond` by a small factor). Exactly singular matrices rounded to `f64` land at
+/// `rcond ≈ ε`, just above plain `ε`.
+fn rcond_min(n: usize) -> f64 {
+    n.max(16) as f64 * f64::EPSILON
+}
 
 /// An LU factorization with partial pivoting, `P A = L U`, stored packed.
 #[derive(Debug, Clone)]
@@ -182,7 +187,7 @@ impl Lu {
     /// Factors a square matrix.
     ///
     /// `Singular` when a pivot is below `n ε max|aᵢⱼ|` or the estimated reciprocal
-    /// 1-norm condition number is below `ε`; `NonFinite` / `DimensionMismatch` on bad input.
+    /// 1-norm condition number is below `max(n, 16) ε`; `NonFinite` / `DimensionMismatch` on bad input.
     pub fn factor(a: &DMatrix<f64>) -> Result<Lu, FoldError> {
         let n = check_square(a, "matrix to factor")?;
         let (scale, anorm) = scale_and_norm1(a, "matrix to factor")?;
@@ -228,7 +233,7 @@ impl Lu {
             Some(inv) if inv > 0.0 => 1.0 / (anorm * inv),
             _ => 0.0,
         };
-        if this.rcond.is_nan() || this.rcond < RCOND_MIN {
+        if this.rcond.is_nan() || this.rcond < rcond_min(n) {
             return Err(FoldError::Singular);
         }
         Ok(this)

@@ -81,6 +81,12 @@ pub trait Factored {
     /// The head's own parameter terms `Hᵀ w` (bounds, radius, threshold that depend on θ),
     /// or `None` when the head's arguments are constants.
     fn head_vjp_params(&self, w: &DVector<f64>) -> Option<Self::Grads>;
+    /// Whether the head has parameter terms at all. When `false` the backward pass skips
+    /// forming the full adjoint `w = g + Mᵀ E_S a` (one full-size product) that only
+    /// [`Factored::head_vjp_params`] needs. The default `true` is always correct.
+    fn head_has_params(&self) -> bool {
+        true
+    }
     /// The dense reduced matrix `I − Kᵀ M_SSᵀ` (|S| × |S|), when the rule's structure lets it
     /// be formed without full-size products.
     fn reduced_matrix(&self) -> Option<DMatrix<f64>>;

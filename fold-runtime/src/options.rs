@@ -79,7 +79,9 @@ pub struct Solution {
 pub struct SolveStats {
     /// The method that produced the answer (after any fallback).
     pub method: Method,
-    /// Matrix-vector products (or 0 for a direct solve).
+    /// Matrix-vector products with the system's operator, summed over a fallback; for
+    /// Direct, the columns assembled (0 when a dense `Φ` was supplied) plus the residual
+    /// checks.
     pub iterations: usize,
     /// Final relative true residual.
     pub residual: f64,

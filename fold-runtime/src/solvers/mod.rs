@@ -1,1 +1,135 @@
-//! Linear solvers for `(I − Φᵀ) w = g`, one file per method.
+//! Linear solvers for `A x = b`, one file per method, on a matrix-free [`Operator`].
+//!
+//! The folded backward hands them `A = I − Φᵀ` (or the reduced operator); the forward
+//! mode hands them `A = I − Φ`. Every solver returns `Ok` only after it has checked the
+//! **true** residual `‖b − A x‖ ≤ tol ‖b‖` with a fresh product: Krylov methods "solve"
+//! singular or inconsistent systems quietly, and a silently wrong gradient is the one
+//! failure the runtime must not have.
+
+pub mod bicgstab;
+pub mod dense;
+pub mod direct;
+pub mod gmres;
+pub mod lfpi;
+
+pub use bicgstab::bicgstab;
+pub use dense::DenseOperator;
+pub use direct::{assemble, direct, DenseFactor};
+pub use gmres::gmres;
+pub use lfpi::lfpi;
+
+use crate::FoldError;
+use nalgebra::DVector;
+
+/// Krylov dimension of GMRES when `Method::Auto` picks it.
+pub const DEFAULT_RESTART: usize = 30;
+
+/// A square linear operator `x ↦ A x`.
+pub trait Operator {
+    /// Dimension `n` of `A` (n × n).
+    fn dim(&self) -> usize;
+    /// `y ← A x`; `x` and `y` have length [`Operator::dim`]. Fails with `NonFinite` or
+    /// `DimensionMismatch` when a user-supplied product misbehaves.
+    fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError>;
+}
+
+impl<A: Operator + ?Sized> Operator for &A {
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+    fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
+        (**self).apply(x, y)
+    }
+}
+
+/// Stopping rule shared by the iterative solvers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stop {
+    /// Relative tolerance on the true residual, `‖b − A x‖ ≤ tol ‖b‖`.
+    pub tol: f64,
+    /// Cap on products with `A` (including the final residual check).
+    pub max_iter: usize,
+}
+
+/// A verified solution of `A x = b`.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    /// The solution.
+    pub x: DVector<f64>,
+    /// Products with `A` spent (including residual checks).
+    pub iterations: usize,
+    /// Final relative true residual `‖b − A x‖ / ‖b‖`.
+    pub residual: f64,
+}
+
+impl Solved {
+    /// The answer for `b = 0`: `x = 0`, no work.
+    pub(crate) fn zero(n: usize) -> Solved {
+        Solved {
+            x: DVector::zeros(n),
+            iterations: 0,
+            residual: 0.0,
+        }
+    }
+}
+
+/// `r ← b − A x` and returns `‖r‖`.
+pub(crate) fn residual_into<A: Operator + ?Sized>(
+    a: &A,
+    x: &DVector<f64>,
+    b: &DVector<f64>,
+    r: &mut DVector<f64>,
+) -> Result<f64, FoldError> {
+    a.apply(x, r)?;
+    // r = b − A x, in place.
+    r.zip_apply(b, |ri, bi| *ri = bi - *ri);
+    Ok(r.norm())
+}
+
+/// Checks the operands every solver shares; `Ok(‖b‖)`.
+pub(crate) fn check_system<A: Operator + ?Sized>(
+    a: &A,
+    b: &DVector<f64>,
+    stop: &Stop,
+) -> Result<f64, FoldError> {
+    crate::check::same_dim("right-hand side", a.dim(), b.len())?;
+    crate::check::finite_vector(b, "right-hand side")?;
+    if stop.tol.is_nan() {
+        return Err(FoldError::non_finite("tol"));
+    }
+    Ok(b.norm())
+}
+
+/// The error for a solve that stopped with relative true residual `residual`.
+pub(crate) fn not_converged(iterations: usize, residual: f64, tol: f64) -> FoldError {
+    FoldError::NotConverged {
+        iterations,
+        residual,
+        tol,
+    }
+}
+
+/// `x · y` with four independent accumulators, so it vectorizes.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (p, q) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += p[k] * q[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `y += s x` on slices of equal length.
+pub(crate) fn axpy(y: &mut [f64], s: f64, x: &[f64]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += s * xi;
+    }
+}
