@@ -1,4 +1,7 @@
 //! The root package of the Fold workspace: it hosts the examples (`examples/`) and the
-//! integration tests (`tests/`). The library itself is `fold_runtime`.
+//! integration tests (`tests/`), and the helpers they share. The library itself is
+//! `fold_runtime`.
+
+pub mod benchdata;
 
 pub use fold_runtime;

@@ -17,10 +17,15 @@ pub struct Printer<'a> {
 }
 
 fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+    let s = if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v.abs() as i64)
     } else {
-        format!("{v}")
+        format!("{}", v.abs())
+    };
+    if v < 0.0 {
+        format!("−{s}")
+    } else {
+        s
     }
 }
 
@@ -37,10 +42,15 @@ impl<'a> Printer<'a> {
     pub fn new(g: &'a Graph, roots: &[Id]) -> Self {
         let reach = g.reachable(roots);
         let mut uses = vec![0usize; g.len()];
+        // Terms only used for their size (`I`, `𝟙` of their length) print as nothing.
+        let mut size_only = vec![true; g.len()];
         for (i, node) in g.nodes().iter().enumerate() {
             if reach[i] {
                 for c in node.children() {
                     uses[usize::from(*c)] += 1;
+                    if !matches!(node, Node::Eye(_) | Node::Ones(_)) {
+                        size_only[usize::from(*c)] = false;
+                    }
                 }
             }
         }
@@ -84,7 +94,7 @@ impl<'a> Printer<'a> {
                 Some(fresh("F", &mut taken))
             } else if mask_arg && !trivial(g, id) {
                 Some(fresh("z", &mut taken))
-            } else if uses[i] >= 2 && !trivial(g, id) {
+            } else if uses[i] >= 2 && !trivial(g, id) && !size_only[i] {
                 Some(fresh("w", &mut taken))
             } else {
                 None
@@ -128,6 +138,31 @@ impl<'a> Printer<'a> {
         self.body(id, prec)
     }
 
+    /// A product as its sign and its factors: `−α (Qᵀ w)` reads `(true, "α Qᵀ w")`.
+    fn factors(&self, id: Id) -> (bool, String) {
+        if self.names.contains_key(&id) {
+            return (false, self.at(id, UNARY));
+        }
+        self.factors_of_body(id)
+    }
+
+    /// [`Printer::factors`] of the node's own definition (even when it has a name).
+    fn factors_of_body(&self, id: Id) -> (bool, String) {
+        match self.g.node(id) {
+            Node::Neg(x) => {
+                let (n, t) = self.factors(*x);
+                (!n, t)
+            }
+            Node::Num(l) if l.get() < 0.0 => (true, num(-l.get())),
+            Node::Mul([a, b]) | Node::MatVec([a, b]) | Node::MatMul([a, b]) => {
+                let (na, ta) = self.factors(*a);
+                let (nb, tb) = self.factors(*b);
+                (na != nb, format!("{ta} {tb}"))
+            }
+            _ => (false, self.body(id, UNARY)),
+        }
+    }
+
     fn body(&self, id: Id, prec: u8) -> String {
         let g = self.g;
         let node = g.node(id);
@@ -147,20 +182,23 @@ impl<'a> Printer<'a> {
             Node::Var(s) => display_name(*s),
             Node::Add([a, b]) => {
                 let rhs = match g.node(*b) {
-                    Node::Neg(x) if !self.names.contains_key(b) => {
-                        format!(" − {}", self.at(*x, PROD))
-                    }
                     Node::Num(l) if l.get() < 0.0 => format!(" − {}", num(-l.get())),
-                    _ => format!(" + {}", self.at(*b, SUM)),
+                    _ => match self.factors(*b) {
+                        (true, t) => format!(" − {t}"),
+                        (false, _) => format!(" + {}", self.at(*b, SUM)),
+                    },
                 };
                 wrap(format!("{}{rhs}", self.at(*a, SUM)), SUM)
             }
-            Node::Neg(_) => wrap(format!("−{}", c(0, PROD)), PROD),
-            Node::Mul(_) => wrap(format!("{} {}", c(0, UNARY), c(1, PROD)), PROD),
+            Node::Neg(_) | Node::Mul(_) => match self.factors_of_body(id) {
+                (true, t) => wrap(format!("−{t}"), PROD),
+                (false, t) => wrap(t, PROD),
+            },
             Node::Div(_) => wrap(format!("{} / {}", c(0, PROD), c(1, UNARY)), PROD),
-            Node::MatVec(_) | Node::MatMul(_) => {
-                wrap(format!("{} {}", c(0, UNARY), c(1, UNARY)), PROD)
-            }
+            Node::MatVec(_) | Node::MatMul(_) => match self.factors_of_body(id) {
+                (true, t) => wrap(format!("−{t}"), PROD),
+                (false, t) => wrap(t, PROD),
+            },
             Node::Transpose(_) => format!("{}ᵀ", c(0, ATOM)),
             Node::Outer(_) => wrap(format!("{} {}ᵀ", c(0, UNARY), c(1, ATOM)), PROD),
             Node::Dot(_) => format!("⟨{}, {}⟩", c(0, 0), c(1, 0)),
@@ -169,13 +207,12 @@ impl<'a> Printer<'a> {
             Node::NormSq(_) => format!("‖{}‖²", c(0, 0)),
             Node::CMul(_) => wrap(format!("{} ⊙ {}", c(0, PROD), c(1, UNARY)), PROD),
             Node::CDiv(_) => wrap(format!("{} ⊘ {}", c(0, PROD), c(1, UNARY)), PROD),
-            Node::AddS(_) => {
-                let b = node.children()[1];
-                match g.lit(b) {
-                    Some(v) if v < 0.0 => wrap(format!("{} − {}", c(0, SUM), num(-v)), SUM),
-                    _ => wrap(format!("{} + {}", c(0, SUM), c(1, PROD)), SUM),
-                }
-            }
+            Node::AddS([a, b]) => match (g.lit(*b), self.factors(*a)) {
+                (Some(v), _) if v < 0.0 => wrap(format!("{} − {}", c(0, SUM), num(-v)), SUM),
+                // s + (−x) reads s − x.
+                (_, (true, t)) => wrap(format!("{} − {t}", c(1, SUM)), SUM),
+                _ => wrap(format!("{} + {}", c(0, SUM), c(1, PROD)), SUM),
+            },
             Node::Recip(_) => wrap(format!("1 / {}", c(0, UNARY)), PROD),
             Node::Exp(_) => f1("exp"),
             Node::Ln(_) => f1("ln"),
@@ -326,18 +363,20 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
         };
         out.push_str(&format!("reduced backward (Method::Auto) on {set}:\n"));
         match r.matrix {
-            Some(m) => out.push_str(&format!("  solve ({}) a = {rhs}\n", p.term(m))),
+            Some(m) => out.push_str(&format!("  solve ({}) ξ = {rhs}\n", p.term(m))),
             None => out.push_str(&format!(
-                "  solve (I − Kᵀ M[{set},{set}]ᵀ) a = {rhs} matrix-free\n"
+                "  solve (I − Kᵀ M[{set},{set}]ᵀ) ξ = {rhs} matrix-free\n"
             )),
         }
-        out.push_str(&format!("  {w} = scatter(a) on {set}\n"));
+        out.push_str(&format!("  {w} = scatter(ξ) on {set}\n"));
         for (name, t) in rule.param_names().iter().zip(&r.inner_params) {
             let rhs = t.map_or_else(|| "0".to_string(), |id| p.term(id));
-            out.push_str(&format!("  Ψ_{name}ᵀw = {rhs}\n"));
+            out.push_str(&format!("  Ψ_{name}ᵀ{w} = {rhs}\n"));
         }
         if r.head_params.is_some() {
-            out.push_str("  (+ the projection's own parameter terms at w = g + Mᵀ scatter(a))\n");
+            out.push_str(&format!(
+                "  (+ the projection's own parameter terms at g + Mᵀ {w})\n"
+            ));
         }
     }
     out

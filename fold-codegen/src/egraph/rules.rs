@@ -18,10 +18,10 @@ fn is_mask(v: &str) -> impl Fn(&mut FoldEGraph, Id, &Subst) -> bool {
     move |eg, _, s| eg[s[v]].data.mask
 }
 
-/// `?v` is a scalar constant.
-fn is_const(v: &str) -> impl Fn(&mut FoldEGraph, Id, &Subst) -> bool {
+/// `?v` is a scalar.
+fn is_scalar(v: &str) -> impl Fn(&mut FoldEGraph, Id, &Subst) -> bool {
     let v = var(v);
-    move |eg, _, s| eg[s[v]].data.constant.is_some()
+    move |eg, _, s| eg[s[v]].data.kind == crate::ir::Kind::Scalar
 }
 
 /// Identity, zero-free cancellation, transpose pushing, scalar factoring, diagonal and mask
@@ -40,7 +40,15 @@ pub fn simplify() -> Vec<R> {
         rw!("gather-T"; "(gm (T ?a) ?s)" => "(T (gm ?a ?s))"),
         rw!("cancel-left"; "(+ ?a (neg (+ ?a ?b)))" => "(neg ?b)"),
         rw!("cancel-right"; "(+ (+ ?a ?b) (neg ?a))" => "?b"),
-        rw!("neg-const-scale"; "(neg (* ?s ?a))" => "(* (neg ?s) ?a)" if is_const("?s")),
+        rw!("cancel-nested"; "(+ ?a (neg (+ (+ ?a ?b) ?c)))" => "(neg (+ ?b ?c))"),
+        rw!("neg-sum-of-negs"; "(neg (+ (neg ?a) (neg ?b)))" => "(+ ?a ?b)"),
+        rw!("neg-sum-neg-left"; "(neg (+ (neg ?a) ?b))" => "(+ ?a (neg ?b))"),
+        rw!("add-zero-scaled"; "(+ ?a (* 0 ?b))" => "?a"),
+        rw!("add-zero-scaled-left"; "(+ (* 0 ?b) ?a)" => "?a"),
+        rw!("scalar-times-zero"; "(* ?a 0)" => "0"),
+        rw!("zero-times-scalar"; "(* 0 ?a)" => "0" if is_scalar("?a")),
+        // A sign moves onto the scalar factor: one scalar negation instead of n.
+        rw!("neg-scale"; "(neg (* ?s ?a))" => "(* (neg ?s) ?a)"),
         rw!("scale-scale"; "(* ?s (* ?t ?a))" => "(* (* ?s ?t) ?a)"),
         rw!("scale-one"; "(* 1 ?a)" => "?a"),
         rw!("scale-minus-one"; "(* -1 ?a)" => "(neg ?a)"),
