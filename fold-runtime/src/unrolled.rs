@@ -9,7 +9,8 @@ use crate::{Cotangent, FoldError, Linearized};
 use nalgebra::DVector;
 
 /// `dL/dθ` of `L(x_K)` through `x_{k+1} = U(x_k, θ)`, given `x₀ … x_K`, a way to
-/// linearize `U` at each iterate, and `grad = ∂L/∂x_K`.
+/// linearize `U` at each iterate, and `grad = ∂L/∂x_K`. The linearizations may borrow the
+/// iterates (a generated `Linearization<'a>` does).
 ///
 /// With `K = 0` (only `x₀`), `x_K` does not depend on `θ`: the result is the zero
 /// gradient, shaped by linearizing once at `x₀`.
@@ -17,14 +18,14 @@ use nalgebra::DVector;
 /// Errors: `DimensionMismatch` for no iterates, iterates of different lengths, a
 /// linearization or product of the wrong size; `NonFinite` for a NaN/∞ in `grad`, an
 /// iterate, a product or the result; or what `linearize` returns.
-pub fn unrolled_backward<L, F>(
-    iterates: &[DVector<f64>],
+pub fn unrolled_backward<'a, L, F>(
+    iterates: &'a [DVector<f64>],
     mut linearize: F,
     grad: &DVector<f64>,
 ) -> Result<L::Grads, FoldError>
 where
     L: Linearized,
-    F: FnMut(&DVector<f64>) -> Result<L, FoldError>,
+    F: FnMut(&'a DVector<f64>) -> Result<L, FoldError>,
 {
     let n = check_iterates(iterates, grad)?;
     let k = iterates.len() - 1;
@@ -59,14 +60,14 @@ where
 /// Linearizes each iterate once and keeps the linearizations, then runs one reverse pass
 /// per `K`: `K(K+1)/2` products in all. This is what the paper's convergence plots need
 /// (unrolled gradient error against `K`).
-pub fn unrolled_backward_each<L, F, G>(
-    iterates: &[DVector<f64>],
+pub fn unrolled_backward_each<'a, L, F, G>(
+    iterates: &'a [DVector<f64>],
     mut linearize: F,
     mut loss_grad: G,
 ) -> Result<Vec<L::Grads>, FoldError>
 where
     L: Linearized,
-    F: FnMut(&DVector<f64>) -> Result<L, FoldError>,
+    F: FnMut(&'a DVector<f64>) -> Result<L, FoldError>,
     G: FnMut(&DVector<f64>) -> DVector<f64>,
 {
     let first = iterates
@@ -123,10 +124,14 @@ fn check_iterates(iterates: &[DVector<f64>], grad: &DVector<f64>) -> Result<usiz
     Ok(n)
 }
 
-fn checked_linearize<L, F>(linearize: &mut F, x: &DVector<f64>, n: usize) -> Result<L, FoldError>
+fn checked_linearize<'a, L, F>(
+    linearize: &mut F,
+    x: &'a DVector<f64>,
+    n: usize,
+) -> Result<L, FoldError>
 where
     L: Linearized,
-    F: FnMut(&DVector<f64>) -> Result<L, FoldError>,
+    F: FnMut(&'a DVector<f64>) -> Result<L, FoldError>,
 {
     let lin = linearize(x)?;
     crate::check::same_dim("state_dim of a linearization", n, lin.state_dim())?;
