@@ -32,19 +32,23 @@ use std::cell::RefCell;
 
 /// `Auto` solves full systems of at most this size by Direct, larger ones by GMRES.
 ///
-/// Measured on the dense benchmark (`benches/solvers.rs`, `Φ = diag(m)(I − αQ)`,
-/// products through `vjp_state`): Direct is n products plus a factorization, GMRES a
-/// few tens of products; Direct is exact and robust to poor conditioning, so it is kept
-/// while its cost stays within a small factor of GMRES.
-pub const AUTO_DIRECT_MAX: usize = 200;
+/// Measured (`cargo bench -p fold-runtime --bench solvers -- threshold`, dense box-QP
+/// `Φ = diag(m)(I − αQ)`, products through `vjp_state`): Direct (n products + LU) against
+/// GMRES(30) took 19 vs 10 µs at n = 25, 68 vs 59 µs at n = 50, 0.30 vs 0.16 ms at
+/// n = 100 and 2.7 vs 0.45 ms at n = 200. Direct is kept up to the crossover because it
+/// is exact and indifferent to conditioning; GMRES failures fall back to it anyway.
+pub const AUTO_DIRECT_MAX: usize = 50;
 
 /// When GMRES fails under `Auto`, systems up to this size fall back to Direct
 /// (≈ 0.15 s of LU at n = 3000); larger ones to BiCGSTAB.
 pub const AUTO_FALLBACK_DIRECT_MAX: usize = 3000;
 
 /// `Auto` on the reduced path factors a dense reduced matrix up to this size and runs
-/// GMRES on it above (a factorization is `|S|³/3` flops, a GMRES product `2|S|²`).
-pub const REDUCED_DENSE_MAX: usize = 300;
+/// GMRES on it above. Measured on `αQ` (SPD, condition ≈ 15; same benchmark): Cholesky
+/// against GMRES(30) took 0.67 vs 0.92 ms at 300, 2.4 vs 2.8 ms at 500, 5.3 vs 5.0 ms at
+/// 700, 16 vs 9 ms at 1000. Worse conditioning only slows GMRES, so the crossover is
+/// taken at its low end.
+pub const REDUCED_DENSE_MAX: usize = 600;
 
 /// Solves `(I − Φ)ᵀ w = g` and returns `(Ψᵀ w, stats)`.
 ///
