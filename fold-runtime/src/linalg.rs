@@ -185,9 +185,8 @@ fn rcond_min(n: usize) -> f64 {
 pub struct Lu {
     /// Unit-lower `L` below the diagonal, `U` on and above it.
     lu: DMatrix<f64>,
-    /// Row permutation: row `i` of `P A` is row `perm[i]` of `A`.
-    perm: Vec<usize>,
-    perm_inv: Vec<usize>,
+    /// Row permutation of `P A` as swaps: see [`swaps_of`].
+    swaps: Vec<usize>,
     rcond: f64,
 }
 
@@ -221,8 +220,7 @@ impl Lu {
         }
         let mut this = Lu {
             lu,
-            perm,
-            perm_inv,
+            swaps: swaps_of(&perm),
             rcond: 0.0,
         };
         if n == 0 {
@@ -249,7 +247,7 @@ impl Lu {
 
     /// Dimension of the factored matrix.
     pub fn dim(&self) -> usize {
-        self.perm.len()
+        self.swaps.len()
     }
 
     /// Estimated reciprocal condition number `1 / (‖A‖₁ ‖A⁻¹‖₁)` (Hager–Higham).
@@ -283,7 +281,9 @@ impl Lu {
     /// If `x.len()` differs from the matrix dimension.
     pub fn solve_in_place(&self, x: &mut DVector<f64>) {
         assert_eq!(x.len(), self.dim(), "Lu::solve: right-hand side length");
-        apply_perm(x.as_mut_slice(), &self.perm);
+        for (i, &j) in self.swaps.iter().enumerate() {
+            x.swap_rows(i, j);
+        }
         lower_solve(&self.lu, x.as_mut_slice(), true);
         upper_solve(&self.lu, x.as_mut_slice());
     }
@@ -301,7 +301,9 @@ impl Lu {
         // Aᵀ = Uᵀ Lᵀ P, so x ← Pᵀ L⁻ᵀ U⁻ᵀ x.
         upper_transpose_solve(&self.lu, x.as_mut_slice());
         lower_transpose_solve(&self.lu, x.as_mut_slice(), true);
-        apply_perm(x.as_mut_slice(), &self.perm_inv);
+        for (i, &j) in self.swaps.iter().enumerate().rev() {
+            x.swap_rows(i, j);
+        }
     }
 
     /// Hager–Higham estimate of `‖A⁻¹‖₁` from a few solves with `A` and `Aᵀ`.
@@ -417,21 +419,22 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// `x ← x[perm]` (gathers through one scratch copy on the stack for small `n`).
-fn apply_perm(x: &mut [f64], perm: &[usize]) {
-    const STACK: usize = 64;
-    if x.len() <= STACK {
-        let mut tmp = [0.0f64; STACK];
-        tmp[..x.len()].copy_from_slice(x);
-        for (xi, &p) in x.iter_mut().zip(perm) {
-            *xi = tmp[p];
-        }
-    } else {
-        let tmp = x.to_vec();
-        for (xi, &p) in x.iter_mut().zip(perm) {
-            *xi = tmp[p];
-        }
+/// The row permutation `x ← x[perm]` as a sequence of swaps (LAPACK's `ipiv`): applying
+/// `x.swap(i, swaps[i])` for `i = 0, 1, …` permutes in place, without a scratch vector.
+fn swaps_of(perm: &[usize]) -> Vec<usize> {
+    let n = perm.len();
+    let mut at: Vec<usize> = (0..n).collect(); // at[p]: original index now at position p
+    let mut pos: Vec<usize> = (0..n).collect(); // pos[o]: position of original index o
+    let mut swaps = vec![0; n];
+    for i in 0..n {
+        let j = pos[perm[i]];
+        swaps[i] = j;
+        let (ai, aj) = (at[i], at[j]);
+        at.swap(i, j);
+        pos[aj] = i;
+        pos[ai] = j;
     }
+    swaps
 }
 
 /// A Cholesky factorization `A = L Lᵀ` of a symmetric positive definite matrix.
