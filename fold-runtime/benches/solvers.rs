@@ -120,8 +120,9 @@ impl Linearized for BoxQp {
             for i in 0..n {
                 phi[(i, i)] += 1.0;
             }
-            for (i, mut row) in phi.row_iter_mut().enumerate() {
-                row *= self.mask[i];
+            // diag(m) Φ: scale rows, walking contiguous columns.
+            for mut col in phi.column_iter_mut() {
+                col.component_mul_assign(&self.mask);
             }
             phi
         })

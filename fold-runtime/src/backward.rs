@@ -298,7 +298,7 @@ where
         match method {
             Method::Direct | Method::Auto => {
                 let (m, transposed, built) = dense()?;
-                let factor = DenseFactor::factor(&m, true)?;
+                let factor = DenseFactor::factor_owned(m, true)?;
                 Ok((direct(op, b, &factor, transposed, &stop)?, built))
             }
             Method::Gmres { restart } => Ok((gmres(op, b, restart, &stop)?, 0)),
@@ -456,8 +456,7 @@ fn reduced_solve<G: Cotangent>(
             if k > AUTO_FALLBACK_DIRECT_MAX {
                 return Err(solvers::not_converged(0, f64::INFINITY, stop.tol));
             }
-            let m = assemble(&op)?;
-            let factor = DenseFactor::factor(&m, true)?;
+            let factor = DenseFactor::factor_owned(assemble(&op)?, true)?;
             let mut s = direct(&op, &rhs, &factor, false, &stop)?;
             s.iterations += k;
             Ok(s)

@@ -196,9 +196,14 @@ impl Lu {
     /// `Singular` when a pivot is below `n ε max|aᵢⱼ|` or the estimated reciprocal
     /// 1-norm condition number is below `max(n, 16) ε`; `NonFinite` / `DimensionMismatch` on bad input.
     pub fn factor(a: &DMatrix<f64>) -> Result<Lu, FoldError> {
-        let n = check_square(a, "matrix to factor")?;
-        let (scale, anorm) = scale_and_norm1(a, "matrix to factor")?;
-        let mut lu = a.clone();
+        Lu::factor_owned(a.clone())
+    }
+
+    /// [`Lu::factor`] reusing the matrix's storage for the factors (no copy).
+    pub fn factor_owned(a: DMatrix<f64>) -> Result<Lu, FoldError> {
+        let n = check_square(&a, "matrix to factor")?;
+        let (scale, anorm) = scale_and_norm1(&a, "matrix to factor")?;
+        let mut lu = a;
         let mut perm = vec![0usize; n];
         let mut perm_inv = vec![0usize; n];
         {

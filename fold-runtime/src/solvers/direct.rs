@@ -32,6 +32,17 @@ impl DenseFactor {
         Lu::factor(a).map(DenseFactor::Lu)
     }
 
+    /// [`DenseFactor::factor`] reusing `a`'s storage for an LU (no copy unless Cholesky
+    /// is attempted).
+    pub fn factor_owned(a: DMatrix<f64>, try_cholesky: bool) -> Result<DenseFactor, FoldError> {
+        if try_cholesky && linalg::is_symmetric(&a, linalg::SYMMETRY_TOL) {
+            if let Ok(ch) = Cholesky::factor(&a) {
+                return Ok(DenseFactor::Cholesky(ch));
+            }
+        }
+        Lu::factor_owned(a).map(DenseFactor::Lu)
+    }
+
     /// Which factorization this is.
     pub fn kind(&self) -> DenseFactorization {
         match self {
