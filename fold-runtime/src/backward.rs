@@ -44,11 +44,11 @@ pub const AUTO_DIRECT_MAX: usize = 50;
 pub const AUTO_FALLBACK_DIRECT_MAX: usize = 3000;
 
 /// `Auto` on the reduced path factors a dense reduced matrix up to this size and runs
-/// GMRES on it above. Measured on `αQ` (SPD, condition ≈ 15; same benchmark): Cholesky
-/// against GMRES(30) took 0.67 vs 0.92 ms at 300, 2.4 vs 2.8 ms at 500, 5.3 vs 5.0 ms at
-/// 700, 16 vs 9 ms at 1000. Worse conditioning only slows GMRES, so the crossover is
-/// taken at its low end.
-pub const REDUCED_DENSE_MAX: usize = 600;
+/// GMRES on it above. Measured on `αQ` (SPD, condition ≈ 15; `-- threshold`), Cholesky
+/// against GMRES(30), two runs: 0.67/0.69 vs 0.92/0.70 ms at 300, 2.4/2.6 vs 2.8/2.3 ms
+/// at 500, 5.3/6.3 vs 5.0/4.5 ms at 700. The crossover lies between 400 and 700; worse
+/// conditioning only slows GMRES, so the threshold sits at the middle of that range.
+pub const REDUCED_DENSE_MAX: usize = 500;
 
 /// Solves `(I − Φ)ᵀ w = g` and returns `(Ψᵀ w, stats)`.
 ///
@@ -310,7 +310,10 @@ where
         Method::Auto => {
             let first = auto_first(n);
             match run(first) {
-                Ok((s, extra)) => Ok((s.x.clone(), stats(first, &s, extra))),
+                Ok((s, extra)) => {
+                    let st = stats(first, &s, extra);
+                    Ok((s.x, st))
+                }
                 Err(FoldError::NotConverged { iterations, .. }) => {
                     let second = match first {
                         Method::Direct => Method::Gmres {
@@ -320,14 +323,16 @@ where
                         _ => Method::BiCgStab,
                     };
                     let (s, extra) = run(second).map_err(|e| add_iterations(e, iterations))?;
-                    Ok((s.x.clone(), stats(second, &s, extra + iterations)))
+                    let st = stats(second, &s, extra + iterations);
+                    Ok((s.x, st))
                 }
                 Err(e) => Err(e),
             }
         }
         method => {
             let (s, extra) = run(method)?;
-            Ok((s.x.clone(), stats(method, &s, extra)))
+            let st = stats(method, &s, extra);
+            Ok((s.x, st))
         }
     }
 }
