@@ -43,22 +43,14 @@ pub struct Expansion {
 pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     match try_expand(attr, item.clone()) {
         Ok(e) => e.tokens,
-        Err(err) => {
-            let errors = err.to_compile_error();
-            quote!(#item #errors)
-        }
+        Err(err) => errors::fallback(&item, err),
     }
 }
 
 /// Expands, returning the pieces or the collected errors.
 pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion> {
     let start = Instant::now();
-    let func: syn::ItemFn = syn::parse2(item.clone()).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "#[fold] applies to a function: one iteration of a solver",
-        )
-    })?;
+    let func = errors::parse_function(item.clone())?;
     let rule = rule::analyze(attr, &func)?;
     let before = work(&rule);
     let (rule, report) = egraph::simplify(&rule);

@@ -2,9 +2,10 @@
 //! and of what kind.
 
 use crate::attr::{FoldAttr, PrimitiveDecl};
-use crate::errors::Errors;
+use crate::errors::{suggestion, Errors};
 use crate::ir::{Kind, Role};
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
@@ -49,33 +50,52 @@ impl Signature {
     }
 }
 
-const TYPES: &str =
-    "supported argument types: f64, DVector<f64>, DMatrix<f64>, CsrMatrix<f64>, by value or by shared reference";
+const TYPES: &str = "a #[fold] function takes f64, DVector<f64>, DMatrix<f64> or CsrMatrix<f64> arguments, by value or by shared reference (`&`)";
 
 /// Checks the signature against the attribute; errors go to `errors`.
 pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Signature> {
     let sig = &item.sig;
     if !sig.generics.params.is_empty() {
-        errors.push(
-            sig.generics.span(),
-            "#[fold] functions cannot be generic: the update rule is differentiated for f64 nalgebra types",
+        errors.push_spanned(
+            &sig.generics,
+            "#[fold] functions cannot be generic: the update rule is differentiated for f64 nalgebra types; write it with f64, DVector<f64> and DMatrix<f64>",
+        );
+    } else if let Some(w) = &sig.generics.where_clause {
+        errors.push_spanned(
+            w,
+            "#[fold] functions cannot have a `where` clause: the update rule is written with concrete f64 nalgebra types",
         );
     }
     if let Some(a) = &sig.asyncness {
-        errors.push(a.span(), "#[fold] functions cannot be async");
+        errors.push(
+            a.span(),
+            "#[fold] functions cannot be `async`: the update rule is a plain function of its arguments",
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push_spanned(
+            v,
+            "variadic arguments are not supported; name every argument",
+        );
     }
     let mut args = Vec::new();
+    // Arguments whose type was rejected: already reported, so naming them in
+    // `state`/`params` must not add a second, misleading "not an argument" error.
+    let mut rejected: Vec<Ident> = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => errors.push(
-                r.span(),
-                "#[fold] applies to free functions; `self` is not supported — pass the data as arguments",
+            FnArg::Receiver(r) => errors.push_spanned(
+                r,
+                "#[fold] applies to free functions; `self` is not supported: pass the data as arguments",
             ),
             FnArg::Typed(pt) => {
                 let name = match &*pt.pat {
                     Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
                     other => {
-                        errors.push(other.span(), "arguments of a #[fold] function must be plain names");
+                        errors.push_spanned(
+                            other,
+                            "arguments of a #[fold] function must be plain names (`x: &DVector<f64>`): `state` and `params` refer to them by name",
+                        );
                         continue;
                     }
                 };
@@ -87,26 +107,31 @@ pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Si
                         role: Role::Const,
                         span: pt.ty.span(),
                     }),
-                    Err((span, msg)) => errors.push(span, msg),
+                    Err(e) => {
+                        errors.add(e);
+                        rejected.push(name);
+                    }
                 }
             }
         }
     }
-    let names: Vec<String> = args.iter().map(|a| a.name.to_string()).collect();
-    let list = names.join(", ");
+    let fn_name = &sig.ident;
     let mut blocks = Vec::new();
     for (b, s) in attr.state.iter().enumerate() {
         match args.iter().position(|a| a.name == *s) {
             Some(i) => {
                 if args[i].role != Role::Const {
-                    errors.push(s.span(), format!("`{s}` is named twice in `state`"));
+                    errors.push(
+                        s.span(),
+                        format!("`{s}` is named twice in `state`; name each state block once"),
+                    );
                     continue;
                 }
                 if args[i].kind != Kind::Vector {
-                    errors.push(
-                        args[i].span,
+                    errors.push_spanned(
+                        arg_type_of(sig, s),
                         format!(
-                            "the state `{s}` must be a DVector<f64> (found {})",
+                            "the state `{s}` must be a DVector<f64> (found {}): the solver iterates a vector; for several vectors use block state `state = (x, z, …)`",
                             args[i].kind.describe()
                         ),
                     );
@@ -114,12 +139,10 @@ pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Si
                 args[i].role = Role::State { block: b };
                 blocks.push(i);
             }
+            None if rejected.contains(s) => {}
             None => errors.push(
                 s.span(),
-                format!(
-                    "`{s}` is not an argument of `{}`; the state must be one of: {list}",
-                    sig.ident
-                ),
+                not_an_argument(s, fn_name, &args, false, "the state"),
             ),
         }
     }
@@ -129,28 +152,26 @@ pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Si
             Some(i) => match args[i].role {
                 Role::State { .. } => errors.push(
                     p.span(),
-                    format!("`{p}` is the state; a parameter must be another argument"),
+                    format!("`{p}` is the state, so it cannot also be a parameter: `params(…)` names the other arguments whose gradients `backward` returns"),
                 ),
-                Role::Param => errors.push(p.span(), format!("`{p}` is listed twice in `params`")),
+                Role::Param => errors.push(p.span(), format!("`{p}` is listed twice in `params`; list each parameter once")),
                 _ if args[i].kind == Kind::Sparse => errors.push(
                     p.span(),
-                    format!("`{p}` is a sparse matrix: sparse arguments are constants and cannot be differentiated"),
+                    format!("`{p}` is a sparse matrix: sparse arguments are constants and cannot be differentiated; remove it from `params(…)`, or pass it as a DMatrix<f64>"),
                 ),
                 _ => {
                     args[i].role = Role::Param;
                     params.push(i);
                 }
             },
+            None if rejected.contains(p) => {}
             None => errors.push(
                 p.span(),
-                format!(
-                    "`{p}` is not an argument of `{}`; parameters must be among: {list}",
-                    sig.ident
-                ),
+                not_an_argument(p, fn_name, &args, true, "a parameter"),
             ),
         }
     }
-    check_return(&sig.output, attr, errors);
+    check_return(sig, attr, errors);
     Some(Signature {
         name: sig.ident.clone(),
         vis: item.vis.clone(),
@@ -162,80 +183,185 @@ pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Si
     })
 }
 
-fn check_return(output: &ReturnType, attr: &FoldAttr, errors: &mut Errors) {
+/// The declared type of argument `name`, to underline it whole.
+fn arg_type_of<'a>(sig: &'a syn::Signature, name: &Ident) -> Option<&'a Type> {
+    sig.inputs.iter().find_map(|input| match input {
+        FnArg::Typed(pt) => match &*pt.pat {
+            Pat::Ident(p) if p.ident == *name => Some(&*pt.ty),
+            _ => None,
+        },
+        FnArg::Receiver(_) => None,
+    })
+}
+
+/// "`y` is not an argument of `step` …", with a typo suggestion and the candidates.
+fn not_an_argument(
+    name: &Ident,
+    fn_name: &Ident,
+    args: &[Arg],
+    exclude_state: bool,
+    what: &str,
+) -> String {
+    let is_state = |a: &&Arg| matches!(a.role, Role::State { .. });
+    let names: Vec<String> = args
+        .iter()
+        .filter(|a| !(exclude_state && is_state(a)))
+        .map(|a| a.name.to_string())
+        .collect();
+    let hint = suggestion(&name.to_string(), names.iter().map(String::as_str));
+    if args.is_empty() {
+        return format!(
+            "`{name}` is not an argument of `{fn_name}`, which has none; {what} must be an argument of the function"
+        );
+    }
+    if names.is_empty() {
+        let others: Vec<String> = args
+            .iter()
+            .filter(is_state)
+            .map(|a| format!("`{}`", a.name))
+            .collect();
+        return format!(
+            "`{name}` is not an argument of `{fn_name}`, whose only argument is the state {}; {what} must be another argument of the function",
+            others.join(", ")
+        );
+    }
+    let list = names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("`{name}` is not an argument of `{fn_name}`{hint}; {what} must be one of its arguments: {list}")
+}
+
+fn check_return(sig: &syn::Signature, attr: &FoldAttr, errors: &mut Errors) {
+    let n = attr.state.len();
     let expected = if attr.state_is_tuple {
+        let names: Vec<String> = attr.state.iter().map(Ident::to_string).collect();
         format!(
-            "a tuple of {} DVector<f64> (one per state block)",
-            attr.state.len()
+            "a tuple of {n} DVector<f64>, one per state block in the order of `state = ({})`",
+            names.join(", ")
         )
     } else {
-        "DVector<f64> (the next state)".to_string()
+        "DVector<f64>, the next state".to_string()
     };
-    let ok = match output {
-        ReturnType::Default => false,
-        ReturnType::Type(_, ty) => {
-            if attr.state_is_tuple {
-                match &**ty {
-                    Type::Tuple(t) => {
-                        t.elems.len() == attr.state.len()
-                            && t.elems
-                                .iter()
-                                .all(|e| matches!(arg_type(e), Ok((Kind::Vector, false))))
-                    }
-                    _ => false,
-                }
+    let ty = match &sig.output {
+        ReturnType::Default => {
+            let fix = if attr.state_is_tuple {
+                format!("-> ({})", vec!["DVector<f64>"; n].join(", "))
             } else {
-                matches!(arg_type(ty), Ok((Kind::Vector, false)))
-            }
+                "-> DVector<f64>".to_string()
+            };
+            errors.push(
+                sig.paren_token.span.close(),
+                format!("the update rule must return {expected}: add `{fix}` after the arguments"),
+            );
+            return;
         }
+        ReturnType::Type(_, ty) => ty,
     };
-    if !ok {
-        let span = match output {
-            ReturnType::Default => attr.span,
-            ReturnType::Type(_, ty) => ty.span(),
-        };
-        errors.push(span, format!("the update rule must return {expected}"));
+    let vector = |t: &Type| matches!(arg_type(t), Ok((Kind::Vector, false)));
+    let found = match (&**ty, attr.state_is_tuple) {
+        (Type::Tuple(t), true) if t.elems.len() == n && t.elems.iter().all(vector) => return,
+        (Type::Tuple(t), true) if t.elems.len() != n => {
+            format!("a tuple of {}", t.elems.len())
+        }
+        (t, false) if vector(t) => return,
+        (Type::Tuple(t), false) => {
+            format!("a tuple of {}, but the state is one block", t.elems.len())
+        }
+        (Type::Reference(_), _) => format!("`{}`; return an owned value", type_text(ty)),
+        _ => format!("`{}`", type_text(ty)),
+    };
+    errors.push_spanned(
+        ty,
+        format!("the update rule must return {expected} (found {found})"),
+    );
+}
+
+/// A type as written, without the spaces of token printing (`DMatrix<f64>`).
+fn type_text(ty: &Type) -> String {
+    let mut out = ty.to_token_stream().to_string();
+    for (spaced, tight) in [
+        (" < ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        (" :: ", "::"),
+        ("& ", "&"),
+        ("( ", "("),
+        (" )", ")"),
+    ] {
+        out = out.replace(spaced, tight);
     }
+    out
 }
 
 /// The kind of a supported argument type and whether it is a reference.
-pub fn arg_type(ty: &Type) -> Result<(Kind, bool), (Span, String)> {
+pub fn arg_type(ty: &Type) -> Result<(Kind, bool), syn::Error> {
+    let bad = |what: &dyn ToTokens, why: String| Err(syn::Error::new_spanned(what, why));
     match ty {
         Type::Reference(r) => {
             if r.mutability.is_some() {
-                return Err((
-                    r.span(),
-                    format!("`&mut` arguments are not supported; {TYPES}"),
-                ));
+                return bad(
+                    r,
+                    "`&mut` arguments are not supported: the update rule only reads its arguments and returns the next state; take a shared reference `&` instead".to_string(),
+                );
             }
             let (kind, inner_ref) = arg_type(&r.elem)?;
             if inner_ref {
-                return Err((r.span(), TYPES.to_string()));
+                return bad(r, format!("references to references are not supported; {TYPES}"));
             }
             Ok((kind, true))
         }
         Type::Paren(p) => arg_type(&p.elem),
+        Type::Group(g) => arg_type(&g.elem),
         Type::Path(p) if p.qself.is_none() => {
             let Some(last) = p.path.segments.last() else {
-                return Err((p.span(), TYPES.to_string()));
+                return bad(p, format!("unsupported argument type; {TYPES}"));
             };
             let name = last.ident.to_string();
-            let f64_arg = match &last.arguments {
+            let elem = match &last.arguments {
                 PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
-                    GenericArgument::Type(Type::Path(t)) => t.path.is_ident("f64"),
-                    _ => false,
+                    GenericArgument::Type(t) => Some(t),
+                    _ => None,
                 },
-                _ => false,
+                _ => None,
             };
+            let f64_arg = matches!(elem, Some(Type::Path(t)) if t.path.is_ident("f64"));
             let no_args = matches!(last.arguments, PathArguments::None);
             match name.as_str() {
                 "f64" if no_args => Ok((Kind::Scalar, false)),
                 "DVector" if f64_arg => Ok((Kind::Vector, false)),
                 "DMatrix" if f64_arg => Ok((Kind::Matrix, false)),
                 "CsrMatrix" if f64_arg => Ok((Kind::Sparse, false)),
-                _ => Err((p.span(), format!("unsupported argument type; {TYPES}"))),
+                "DVector" | "DMatrix" | "CsrMatrix" => bad(
+                    p,
+                    format!("`{name}` arguments must hold f64 (`{name}<f64>`): the rule is differentiated in f64; {TYPES}"),
+                ),
+                "f32" | "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32"
+                | "u64" | "u128" | "usize" => bad(
+                    p,
+                    format!("`{name}` arguments are not supported: every number in a #[fold] rule is f64; {TYPES}"),
+                ),
+                "Vec" | "VecDeque" => bad(
+                    p,
+                    format!("`{name}` arguments are not supported: use DVector<f64> for vectors; {TYPES}"),
+                ),
+                "Option" | "Box" | "Rc" | "Arc" | "Cow" => bad(
+                    p,
+                    format!("`{name}` arguments are not supported: pass the value itself; {TYPES}"),
+                ),
+                _ => bad(p, format!("unsupported argument type; {TYPES}")),
             }
         }
-        other => Err((other.span(), format!("unsupported argument type; {TYPES}"))),
+        Type::Array(_) | Type::Slice(_) => bad(
+            ty,
+            format!("arrays and slices are not supported: use DVector<f64> for vectors; {TYPES}"),
+        ),
+        Type::ImplTrait(_) => bad(
+            ty,
+            format!("`impl Trait` arguments are not supported: the rule is written for concrete types; {TYPES}"),
+        ),
+        other => bad(other, format!("unsupported argument type; {TYPES}")),
     }
 }
