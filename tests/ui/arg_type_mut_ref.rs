@@ -1,0 +1,8 @@
+use fold_runtime::prelude::*;
+
+#[fold(state = x, params(c))]
+fn step(x: &mut DVector<f64>, c: &DVector<f64>) -> DVector<f64> {
+    &*x + c
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use fold_runtime::prelude::*;
+
+#[fold(state = x, params(c))]
+fn step(x: &DVector<f64>, c: &DVector<f64>) -> DVector<f64> {
+    let mut y = x + c;
+    y *= 0.5;
+    y
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use fold_runtime::prelude::*;
+
+#[fold(state = x, params(c))]
+fn step(x: &DVector<f64>, c: &DVector<f64>) -> DVector<f64> {
+    loop {
+        break x + c;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use fold_runtime::prelude::*;
+
+#[fold(state = x)]
+fn step() {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use fold_runtime::prelude::*;
+
+#[fold(state = x, params(x, c))]
+fn step(x: &DVector<f64>, c: &DVector<f64>) -> DVector<f64> {
+    x + c
+}
+
+fn main() {}

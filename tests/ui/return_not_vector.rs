@@ -1,0 +1,8 @@
+use fold_runtime::prelude::*;
+
+#[fold(state = x, params(c))]
+fn step(x: &DVector<f64>, c: &DVector<f64>) -> DVector<f64> {
+    x.dot(c) * 1.0
+}
+
+fn main() {}
