@@ -99,7 +99,7 @@ pub fn fallback(item: &TokenStream, error: syn::Error) -> TokenStream {
             let (attrs, vis, sig) = (&f.attrs, &f.vis, &f.sig);
             quote! {
                 #(#attrs)*
-                #[allow(unused_variables, clippy::diverging_sub_expression)]
+                #[allow(unused_variables)]
                 #vis #sig {
                     ::core::unimplemented!("#[fold] rejected this function")
                 }
