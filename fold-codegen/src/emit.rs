@@ -39,10 +39,18 @@ pub struct Scope<'a> {
     local_factors: HashSet<Id>,
     /// Locals that are references already (seeds passed by reference).
     ref_locals: HashSet<Id>,
+    /// Locals bound before the body (seeds and their blocks).
+    bound: HashSet<Id>,
     /// Whether `?` may be used.
     fallible: bool,
     /// Opaque primitives: call name → implementing type path.
     prims: &'a HashMap<String, TokenStream>,
+    /// Matrix arguments whose finiteness the first full product checks (`mv_checked`):
+    /// argument term → its name.
+    deferred: HashMap<Id, String>,
+    /// Remaining reads of each local while a body is emitted: an owned local read for
+    /// the last time is moved (its buffer reused) instead of borrowed.
+    remaining: std::cell::RefCell<HashMap<Id, usize>>,
 }
 
 /// The identifier of a computed term.
@@ -56,6 +64,18 @@ pub fn ident_of(names: &HashMap<Id, Ident>, id: Id) -> Ident {
 /// The identifier of the factorization of term `id`.
 pub fn factor_ident(names: &HashMap<Id, Ident>, id: Id) -> Ident {
     format_ident!("lu_{}", ident_of(names, id))
+}
+
+/// `(a * b * …)`.
+fn product(factors: &[TokenStream]) -> TokenStream {
+    let mut t = TokenStream::new();
+    for (i, f) in factors.iter().enumerate() {
+        if i > 0 {
+            t.extend(quote!(*));
+        }
+        t.extend(f.clone());
+    }
+    quote!((#t))
 }
 
 /// An `f64` literal (negative values parenthesized).
@@ -86,8 +106,45 @@ impl<'a> Scope<'a> {
             locals: HashSet::new(),
             local_factors: HashSet::new(),
             ref_locals: HashSet::new(),
+            bound: HashSet::new(),
             fallible,
             prims,
+            deferred: HashMap::new(),
+            remaining: std::cell::RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Matrix arguments whose finiteness is checked by their first product here.
+    pub fn with_deferred_checks(mut self, deferred: HashMap<Id, String>) -> Self {
+        self.deferred = deferred;
+        self
+    }
+
+    /// The owned local `id` by value, when this is its last read; `None` otherwise.
+    fn take(&self, id: Id) -> Option<TokenStream> {
+        let owned = self.locals.contains(&id)
+            && !self.ref_locals.contains(&id)
+            && self.g.kind(id).is_array();
+        if owned && self.remaining.borrow().get(&id).copied() == Some(1) {
+            let name = ident_of(self.names, id);
+            Some(quote!(#name))
+        } else {
+            None
+        }
+    }
+
+    /// An owned copy of term `id` (moved when this is its last read).
+    pub fn owned(&self, id: Id) -> TokenStream {
+        if let Some(v) = self.take(id) {
+            // Moved: any further read must copy.
+            self.remaining.borrow_mut().insert(id, 0);
+            return v;
+        }
+        let acc = self.access(id);
+        if self.g.kind(id) == Kind::Scalar {
+            acc
+        } else {
+            quote!((#acc).clone())
         }
     }
 
@@ -102,11 +159,23 @@ impl<'a> Scope<'a> {
     pub fn bind_ref(&mut self, id: Id) {
         self.locals.insert(id);
         self.ref_locals.insert(id);
+        self.bound.insert(id);
     }
 
     /// Declares an owned local (a block of a seed).
     pub fn bind_owned(&mut self, id: Id) {
         self.locals.insert(id);
+        self.bound.insert(id);
+    }
+
+    /// Whether `id` is readable before this function computes anything (a field, an
+    /// argument, a seed, a literal). Structural choices (views, fused kernels) depend on this
+    /// alone, so that they do not change while the body is emitted.
+    fn preset(&self, id: Id) -> bool {
+        self.fields.contains(&id)
+            || self.args.contains_key(&id)
+            || self.bound.contains(&id)
+            || matches!(self.g.node(id), Node::Num(_))
     }
 
     /// Whether the value of `id` can be read without computing it.
@@ -203,9 +272,9 @@ impl<'a> Scope<'a> {
 
     /// What computing `id` reads: its children, with matrix operands seen through views
     /// and solves through factorizations.
-    fn operands(&self, id: Id) -> Vec<Item> {
+    pub fn operands(&self, id: Id) -> Vec<Item> {
         let g = self.g;
-        let avail = |x: Id| self.available(x);
+        let avail = |x: Id| self.preset(x);
         let view = |x: Id, out: &mut Vec<Item>| {
             if g.kind(x) == Kind::Scalar {
                 out.push(Item::Node(x));
@@ -219,6 +288,19 @@ impl<'a> Scope<'a> {
             }
         };
         let mut out = Vec::new();
+        if let Some((v, gathered, set)) = self.gather_view(id) {
+            out.extend(v.coef.iter().map(|c| Item::Node(*c)));
+            out.push(Item::Node(gathered));
+            out.push(Item::Node(set));
+            return out;
+        }
+        if let Some((other, diag)) = self.plus_diagonal(id) {
+            out.push(Item::Node(other));
+            if let Some(d) = diag {
+                out.push(Item::Node(d));
+            }
+            return out;
+        }
         match g.node(id) {
             Node::Add([a, b]) if self.negated(*b).is_some() => {
                 out.push(Item::Node(*a));
@@ -269,16 +351,79 @@ impl<'a> Scope<'a> {
         out
     }
 
+    /// A matrix term that reads `op(A)[S, S]` through views: the total view (with `base`
+    /// the gathered matrix `A`), `A`'s term and `S`. One gather then does it all.
+    fn gather_view(&self, id: Id) -> Option<(crate::stage::View, Id, Id)> {
+        let g = self.g;
+        if g.kind(id) != Kind::Matrix {
+            return None;
+        }
+        let outer = peel(g, id, &|y| y != id && self.preset(y));
+        let Node::GatherM([a, set]) = g.node(outer.base) else {
+            return None;
+        };
+        if outer.base != id && self.preset(outer.base) {
+            return None;
+        }
+        let inner = peel(g, *a, &|y| self.preset(y));
+        let mut v = inner.clone();
+        v.coef.extend(outer.coef);
+        v.negated ^= outer.negated;
+        v.transposed ^= outer.transposed;
+        Some((v, inner.base, *set))
+    }
+
+    /// `A ± diag(d)` or `A + I` with the diagonal not computed: `(A, Some(d))` / `(A, None)`.
+    fn plus_diagonal(&self, id: Id) -> Option<(Id, Option<Id>)> {
+        let g = self.g;
+        let Node::Add([a, b]) = g.node(id) else {
+            return None;
+        };
+        for (x, y) in [(*a, *b), (*b, *a)] {
+            if self.preset(y) {
+                continue;
+            }
+            match g.node(y) {
+                Node::Diag(d) => return Some((x, Some(*d))),
+                Node::Eye(_) => return Some((x, None)),
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// `Some(x)` when `id` is `−x` and not computed itself (so `a + (−x)` is emitted `a − x`).
     fn negated(&self, id: Id) -> Option<Id> {
         match self.g.node(id) {
-            Node::Neg(x) if !self.available(id) => Some(*x),
+            Node::Neg(x) if !self.preset(id) => Some(*x),
             _ => None,
         }
     }
 
     /// `let` statements computing `items` (from [`Scope::schedule`]); each becomes a local.
     pub fn compute(&mut self, items: &[Item]) -> TokenStream {
+        self.compute_returning(items, &[])
+    }
+
+    /// [`Scope::compute`], counting `returns` as reads after the last item (so that they
+    /// are not moved before being returned).
+    pub fn compute_returning(&mut self, items: &[Item], returns: &[Id]) -> TokenStream {
+        {
+            let mut rem = self.remaining.borrow_mut();
+            rem.clear();
+            for item in items {
+                if let Item::Node(id) = item {
+                    for op in self.operands(*id) {
+                        if let Item::Node(c) = op {
+                            *rem.entry(c).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+            for r in returns {
+                *rem.entry(*r).or_insert(0) += 1;
+            }
+        }
         let mut out = TokenStream::new();
         for &item in items {
             match item {
@@ -291,7 +436,21 @@ impl<'a> Scope<'a> {
                 }
                 Item::Node(id) => {
                     let name = ident_of(self.names, id);
-                    let e = self.expr(id);
+                    let e = match self.checked_product(id) {
+                        Some(e) => e,
+                        None => self.expr(id),
+                    };
+                    let ops = self.operands(id);
+                    {
+                        let mut rem = self.remaining.borrow_mut();
+                        for op in ops {
+                            if let Item::Node(c) = op {
+                                if let Some(k) = rem.get_mut(&c) {
+                                    *k = k.saturating_sub(1);
+                                }
+                            }
+                        }
+                    }
                     let mutable = if self.g.kind(id) == Kind::Tuple && self.per_call_tuple(id) {
                         quote!(mut)
                     } else {
@@ -303,6 +462,21 @@ impl<'a> Scope<'a> {
             }
         }
         out
+    }
+
+    /// `mv_checked` for the first product with a matrix argument whose check is deferred.
+    fn checked_product(&mut self, id: Id) -> Option<TokenStream> {
+        let Node::MatVec([m, x]) = self.g.node(id).clone() else {
+            return None;
+        };
+        if !self.fallible {
+            return None;
+        }
+        let (coef, base, tr) = self.view_tokens(m);
+        let what = self.deferred.remove(&base)?;
+        let b = self.access(base);
+        let xv = self.access(x);
+        Some(quote!(::fold_runtime::kernels::mv_checked(#coef, #b, #xv, #tr, #what)?))
     }
 
     fn per_call_tuple(&self, id: Id) -> bool {
@@ -321,12 +495,12 @@ impl<'a> Scope<'a> {
 
     /// An operand of a product: its view's coefficient tokens, base access, transposition.
     fn view_tokens(&self, x: Id) -> (TokenStream, Id, bool) {
-        let v = peel(self.g, x, &|y| self.available(y));
+        let v = peel(self.g, x, &|y| self.preset(y));
         let cs: Vec<TokenStream> = v.coef.iter().map(|c| self.access(*c)).collect();
         let coef = match cs.len() {
             0 => quote!(1.0),
             1 => cs[0].clone(),
-            _ => quote!((#(#cs)**)),
+            _ => product(&cs),
         };
         let coef = if v.negated { quote!(-#coef) } else { coef };
         (coef, v.base, v.transposed)
@@ -362,33 +536,66 @@ impl<'a> Scope<'a> {
         } else {
             TokenStream::new()
         };
+        if let Some((v, base, set)) = self.gather_view(id) {
+            let cs: Vec<TokenStream> = v.coef.iter().map(|c| self.access(*c)).collect();
+            let coef = match cs.len() {
+                0 => quote!(1.0),
+                _ => product(&cs),
+            };
+            let coef = if v.negated { quote!(-#coef) } else { coef };
+            let (b, st, tr) = (self.access(base), self.access(set), v.transposed);
+            return quote!(::fold_runtime::kernels::gather_sub_view(#coef, #b, #st, #tr));
+        }
+        if let Some((other, diag)) = self.plus_diagonal(id) {
+            let m = self.owned(other);
+            return match diag {
+                Some(d) => {
+                    let d = self.access(d);
+                    quote!(::fold_runtime::kernels::plus_diag(#m, #d))
+                }
+                None => quote!(::fold_runtime::kernels::plus_identity(#m, 1.0)),
+            };
+        }
+        let arr = |k: usize| self.take(ch[k]).unwrap_or_else(|| self.access(ch[k]));
         match node {
             Node::Num(l) => lit(l.get()),
             Node::Var(_) | Node::Zero => quote!(()),
             Node::Add([l, rr]) => match self.negated(rr) {
                 Some(inner) => {
-                    let (x, y) = (self.access(l), self.access(inner));
+                    let x = self.take(l).unwrap_or_else(|| self.access(l));
+                    let y = self.access(inner);
                     quote!(#x - #y)
                 }
-                None => {
-                    let (x, y) = (a(0), a(1));
-                    quote!(#x + #y)
-                }
+                None => match (self.take(l), self.take(rr)) {
+                    (Some(x), _) => {
+                        let y = a(1);
+                        quote!(#x + #y)
+                    }
+                    (None, Some(y)) => {
+                        let x = a(0);
+                        quote!(#y + #x)
+                    }
+                    _ => {
+                        let (x, y) = (a(0), a(1));
+                        quote!(#x + #y)
+                    }
+                },
             },
             Node::Neg(_) => {
-                let x = a(0);
+                let x = arr(0);
                 quote!(-#x)
             }
             Node::Mul(_) => {
-                let (s, x) = (a(0), a(1));
                 if scalar {
+                    let (s, x) = (a(0), a(1));
                     quote!(#s * #x)
                 } else {
+                    let (s, x) = (a(0), arr(1));
                     quote!(#x * #s)
                 }
             }
             Node::Div(_) => {
-                let (x, s) = (a(0), a(1));
+                let (x, s) = (arr(0), a(1));
                 quote!(#x / #s)
             }
             Node::MatVec([m, x]) => {
@@ -421,11 +628,11 @@ impl<'a> Scope<'a> {
                     }
                 };
                 match (g.node(bl), g.node(br)) {
-                    (Node::Diag(d), _) if !self.available(bl) && !tr => {
+                    (Node::Diag(d), _) if !self.preset(bl) && !tr => {
                         let (d, m) = (self.access(*d), self.access(br));
                         scaled(quote!(::fold_runtime::kernels::scale_rows(#d, #m)))
                     }
-                    (_, Node::Diag(d)) if !self.available(br) && !tl => {
+                    (_, Node::Diag(d)) if !self.preset(br) && !tl => {
                         let (d, m) = (self.access(*d), self.access(bl));
                         scaled(quote!(::fold_runtime::kernels::scale_cols(#m, #d)))
                     }
@@ -597,7 +804,8 @@ impl<'a> Scope<'a> {
                     if v.negated {
                         c.push(quote!((-1.0)));
                     }
-                    quote!(#solve / (#(#c)**))
+                    let p = product(&c);
+                    quote!(#solve / #p)
                 }
             }
             Node::MaskIn(_) => mask("between", &[a(1), a(2)]),

@@ -357,18 +357,16 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
             quote!(::fold_runtime::check::same_dim(#what, #ea, #eb)?;)
         })
         .collect();
-    let finite_checks: Vec<TokenStream> = (0..sig.args.len())
-        .map(|i| {
-            let n = &arg_names[i];
-            let what = n.to_string();
-            match sig.args[i].kind {
-                Kind::Scalar => quote!(::fold_runtime::check::finite_scalar(#n, #what)?;),
-                Kind::Vector => quote!(::fold_runtime::check::finite_vector(#n, #what)?;),
-                Kind::Matrix => quote!(::fold_runtime::check::finite_matrix(#n, #what)?;),
-                _ => quote!(::fold_runtime::check::finite(#n.values(), #what)?;),
-            }
-        })
-        .collect();
+    let finite_check = |i: usize| -> TokenStream {
+        let n = &arg_names[i];
+        let what = n.to_string();
+        match sig.args[i].kind {
+            Kind::Scalar => quote!(::fold_runtime::check::finite_scalar(#n, #what)?;),
+            Kind::Vector => quote!(::fold_runtime::check::finite_vector(#n, #what)?;),
+            Kind::Matrix => quote!(::fold_runtime::check::finite_matrix(#n, #what)?;),
+            _ => quote!(::fold_runtime::check::finite(#n.values(), #what)?;),
+        }
+    };
 
     // --- stage -----------------------------------------------------------------------
     let mut stage_scope = Scope::new(&g, &names, &prims, args_map(&free_access), true);
@@ -396,7 +394,44 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         }
         order
     };
-    let stage_body = stage_scope.compute(&stage_roots);
+    // A dense matrix argument whose first use in staging is a full product is checked for
+    // non-finite entries by that product (`mv_checked`) instead of by a separate pass.
+    let deferred: HashMap<Id, String> = {
+        let mut first_use: HashMap<Id, bool> = HashMap::new();
+        for it in &stage_roots {
+            let Item::Node(id) = it else { continue };
+            let product_base = match g.node(*id) {
+                Node::MatVec([m, _]) => Some(stage::peel(&g, *m, &|_| false).base),
+                _ => None,
+            };
+            for op in stage_scope.operands(*id) {
+                let Item::Node(c) = op else { continue };
+                if let Some(i) = rule.args.iter().position(|a| *a == c) {
+                    if sig.args[i].kind == Kind::Matrix {
+                        first_use.entry(c).or_insert(product_base == Some(c));
+                    }
+                }
+            }
+        }
+        first_use
+            .into_iter()
+            .filter(|(_, by_product)| *by_product)
+            .map(|(c, _)| {
+                let i = rule.args.iter().position(|a| *a == c).unwrap_or(0);
+                (c, sig.args[i].name.to_string())
+            })
+            .collect()
+    };
+    let deferred_args: HashSet<usize> = (0..sig.args.len())
+        .filter(|i| deferred.contains_key(&rule.args[*i]))
+        .collect();
+    let mut stage_scope = stage_scope.with_deferred_checks(deferred);
+    let finite_checks: Vec<TokenStream> = (0..sig.args.len()).map(finite_check).collect();
+    let lazy_checks: Vec<TokenStream> = (0..sig.args.len())
+        .filter(|i| !deferred_args.contains(i))
+        .map(finite_check)
+        .collect();
+    let stage_body = stage_scope.compute_returning(&stage_roots, &fields);
     let field_idents: Vec<Ident> = fields.iter().map(|f| ident_of(&names, *f)).collect();
     let field_tys: Vec<TokenStream> = fields
         .iter()
@@ -450,14 +485,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     let method_scope = || {
         Scope::new(&g, &names, &prims, args_map(&self_access), false).with_fields(&fields, &factors)
     };
-    let owned = |scope: &Scope, id: Id| -> TokenStream {
-        let acc = scope.access(id);
-        if g.kind(id) == Kind::Scalar {
-            acc
-        } else {
-            quote!((#acc).clone())
-        }
-    };
+    let owned = |scope: &Scope, id: Id| -> TokenStream { scope.owned(id) };
     // Seeds of block `b` from a concatenated vector parameter.
     let bind_blocks = |scope: &mut Scope, seeds: &[Id], param: &Ident| -> TokenStream {
         if !block_state {
@@ -514,7 +542,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
         let roots: Vec<Id> = rule.vjp_state.iter().flatten().copied().collect();
         let items = sc.schedule(&roots);
-        let body = sc.compute(&items);
+        let body = sc.compute_returning(&items, &roots);
         let out = pack_blocks(&sc, &rule.vjp_state);
         quote!(#bind #body #out)
     };
@@ -523,7 +551,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         let bind = bind_blocks(&mut sc, &rule.seeds.tangent, &u_param);
         let roots: Vec<Id> = rule.jvp_state.iter().flatten().copied().collect();
         let items = sc.schedule(&roots);
-        let body = sc.compute(&items);
+        let body = sc.compute_returning(&items, &roots);
         let out = pack_blocks(&sc, &rule.jvp_state);
         quote!(#bind #body #out)
     };
@@ -564,7 +592,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
         let roots: Vec<Id> = rule.vjp_params.iter().flatten().copied().collect();
         let items = sc.schedule(&roots);
-        let body = sc.compute(&items);
+        let body = sc.compute_returning(&items, &roots);
         let grads = grads_of(&sc, &rule.vjp_params);
         quote!(#bind #body #grads)
     };
@@ -585,7 +613,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         }
         let roots: Vec<Id> = rule.jvp_params.iter().flatten().copied().collect();
         let items = sc.schedule(&roots);
-        let body = sc.compute(&items);
+        let body = sc.compute_returning(&items, &roots);
         let out = pack_blocks(&sc, &rule.jvp_params);
         quote!(#bind #body #out)
     };
@@ -596,7 +624,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         let mut sc = method_scope();
         let roots: Vec<Id> = terms.iter().flatten().flatten().copied().collect();
         let items = sc.schedule(&roots);
-        let body = sc.compute(&items);
+        let body = sc.compute_returning(&items, &roots);
         let mut fills = TokenStream::new();
         let mut row_off = quote!(0);
         for (o, row) in terms.iter().enumerate() {
@@ -691,7 +719,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                 sc.bind_ref(r.seed);
                 let roots: Vec<Id> = r.inner_state.into_iter().collect();
                 let items = sc.schedule(&roots);
-                let body = sc.compute(&items);
+                let body = sc.compute_returning(&items, &roots);
                 let out = match r.inner_state {
                     Some(id) => owned(&sc, id),
                     None => quote!(::fold_runtime::nalgebra::DVector::zeros(self.blocks[0])),
@@ -703,7 +731,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                 sc.bind_ref(r.seed);
                 let roots: Vec<Id> = r.inner_params.iter().flatten().copied().collect();
                 let items = sc.schedule(&roots);
-                let body = sc.compute(&items);
+                let body = sc.compute_returning(&items, &roots);
                 let grads = grads_of(&sc, &r.inner_params);
                 quote!(#body #grads)
             };
@@ -714,7 +742,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                     sc.bind_ref(r.seed);
                     let roots: Vec<Id> = hp.iter().flatten().copied().collect();
                     let items = sc.schedule(&roots);
-                    let body = sc.compute(&items);
+                    let body = sc.compute_returning(&items, &roots);
                     let grads = grads_of(&sc, hp);
                     quote!({ #body Some(#grads) })
                 }
@@ -725,7 +753,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                 Some(m) => {
                     let mut sc = method_scope();
                     let items = sc.schedule(&[m]);
-                    let body = sc.compute(&items);
+                    let body = sc.compute_returning(&items, &[m]);
                     let out = owned(&sc, m);
                     quote!({ #body Some(#out) })
                 }
@@ -815,7 +843,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     let step_body = {
         let mut sc = Scope::new(&g, &names, &prims, args_map(&internal_access), true);
         let items = sc.schedule(&rule.outputs);
-        let body = sc.compute(&items);
+        let body = sc.compute_returning(&items, &rule.outputs);
         let outs: Vec<TokenStream> = rule.outputs.iter().map(|o| owned(&sc, *o)).collect();
         if block_state {
             quote!(#body Ok((#(#outs),*)))
@@ -1020,6 +1048,13 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
             Ok(())
         }
 
+        /// [`check_finite`] without the matrices that staging checks inside their first
+        /// product (one pass over them instead of two).
+        fn check_finite_unstaged(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+            #(#lazy_checks)*
+            Ok(())
+        }
+
         #[allow(clippy::too_many_arguments)]
         fn stage<'a>(#(#user_params),*) -> ::std::result::Result<Staged<'a>, ::fold_runtime::FoldError> {
             check_dims(#(#internal_args_in_free),*)?;
@@ -1170,7 +1205,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
         /// [`backward`], also reporting what the linear solver did.
         #[allow(clippy::too_many_arguments)]
         pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<(Grads, ::fold_runtime::SolveStats), ::fold_runtime::FoldError> {
-            check_finite(#(#internal_args_in_free),*)?;
+            check_finite_unstaged(#(#internal_args_in_free),*)?;
             ::fold_runtime::check::finite_vector(#grad_id, "grad")?;
             let lin = linearize(#(#arg_names),*);
             ::fold_runtime::Linearized::check(&lin)?;

@@ -1,13 +1,14 @@
+//! Prints the expansion of a rule given in `FOLD_RULE` (or the box-QP step): a debugging aid.
 use quote::quote;
 
 #[test]
 fn boxqp_source_prints() {
     let e = fold_codegen::try_expand(
-        quote!(state = x, params(c)),
+        quote!(state = x, params(lambda, y)),
         quote! {
-            fn pgd_step(x: &DVector<f64>, c: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
-                let grad = q * x + c;
-                proj_box(&(x - grad * alpha), 0.0, 1.0)
+            fn ridge_step(x: &DVector<f64>, lambda: f64, y: &DVector<f64>, a: &DMatrix<f64>, eta: f64) -> DVector<f64> {
+                let residual = a * x - y;
+                x - (a.transpose() * residual + x * lambda) * eta
             }
         },
     )

@@ -20,6 +20,36 @@ pub fn mtv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     y
 }
 
+/// `α A x` (or `α Aᵀ x` when `transposed`), failing with `NonFinite { what }` when `A` has
+/// a NaN or infinite entry — without a separate pass over `A`.
+///
+/// Generated `backward`s must reject non-finite matrix arguments, and reading a large
+/// matrix twice (check, then product) costs as much as the product itself. Every entry of
+/// `A` enters the product (`NaN·0` and `∞·0` are NaN), so a non-finite `A` always makes the
+/// result non-finite; only then is `A` scanned, to tell a bad entry from an overflow.
+pub fn mv_checked(
+    alpha: f64,
+    a: &DMatrix<f64>,
+    x: &DVector<f64>,
+    transposed: bool,
+    what: &str,
+) -> Result<DVector<f64>, FoldError> {
+    let y = if transposed {
+        mtv(alpha, a, x)
+    } else {
+        mv(alpha, a, x)
+    };
+    if crate::check::all_finite(y.as_slice()) {
+        return Ok(y);
+    }
+    if !crate::check::all_finite(a.as_slice()) {
+        return Err(FoldError::non_finite(what));
+    }
+    Err(FoldError::non_finite(format!(
+        "a product with `{what}` (overflow)"
+    )))
+}
+
 /// `y + α A x` (or `y + α Aᵀ x` when `transposed`), reusing `y`'s storage.
 pub fn mv_acc(
     mut y: DVector<f64>,
@@ -100,7 +130,48 @@ pub fn gather(v: &DVector<f64>, s: &[usize]) -> DVector<f64> {
 
 /// `A[S, S]`.
 pub fn gather_sub(a: &DMatrix<f64>, s: &[usize]) -> DMatrix<f64> {
-    DMatrix::from_fn(s.len(), s.len(), |i, j| a[(s[i], s[j])])
+    gather_sub_view(1.0, a, s, false)
+}
+
+/// `α op(A)[S, S]` in one pass, `op` transposing when asked (no transposed copy of `A`).
+pub fn gather_sub_view(
+    alpha: f64,
+    a: &DMatrix<f64>,
+    s: &[usize],
+    transposed: bool,
+) -> DMatrix<f64> {
+    let k = s.len();
+    let mut out = DMatrix::zeros(k, k);
+    for (jj, &j) in s.iter().enumerate() {
+        if transposed {
+            // Column j of op(A) is row j of A.
+            for (ii, &i) in s.iter().enumerate() {
+                out[(ii, jj)] = alpha * a[(j, i)];
+            }
+        } else {
+            let col = a.column(j);
+            for (ii, &i) in s.iter().enumerate() {
+                out[(ii, jj)] = alpha * col[i];
+            }
+        }
+    }
+    out
+}
+
+/// `A + diag(d)`, in place.
+pub fn plus_diag(mut a: DMatrix<f64>, d: &DVector<f64>) -> DMatrix<f64> {
+    for (i, v) in d.iter().enumerate().take(a.nrows().min(a.ncols())) {
+        a[(i, i)] += v;
+    }
+    a
+}
+
+/// `A + c I`, in place.
+pub fn plus_identity(mut a: DMatrix<f64>, c: f64) -> DMatrix<f64> {
+    for i in 0..a.nrows().min(a.ncols()) {
+        a[(i, i)] += c;
+    }
+    a
 }
 
 /// `A[S, :]`.
@@ -355,6 +426,77 @@ mod tests {
         let csr = CsrMatrix::from(&coo);
         assert_eq!(sparse_mv(1.0, &csr, &x), &a * &x);
         assert_eq!(sparse_mtv(3.0, &csr, &y), a.transpose() * &y * 3.0);
+    }
+
+    #[test]
+    fn checked_products_see_every_entry() {
+        for (n, m) in [(7usize, 5usize), (8, 8), (33, 9), (1, 1), (5, 0), (64, 64)] {
+            let a = DMatrix::from_fn(n, m, |i, j| ((i * 7 + j * 3) as f64).sin());
+            let x = DVector::from_fn(m, |i, _| (i as f64).cos());
+            let y = DVector::from_fn(n, |i, _| (i as f64 + 0.5).sin());
+            let p = mv_checked(2.0, &a, &x, false, "a").unwrap();
+            assert!((p - (&a * &x) * 2.0).norm() < 1e-12);
+            let p = mv_checked(-1.0, &a, &y, true, "a").unwrap();
+            assert!((p + a.transpose() * &y).norm() < 1e-12);
+            for i in 0..n {
+                for j in 0..m {
+                    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                        let mut b = a.clone();
+                        b[(i, j)] = bad;
+                        // A zero in x must not hide the bad entry.
+                        let mut xz = x.clone();
+                        xz[j] = 0.0;
+                        assert!(mv_checked(1.0, &b, &xz, false, "a").is_err());
+                        let mut yz = y.clone();
+                        yz[i] = 0.0;
+                        assert!(mv_checked(1.0, &b, &yz, true, "a").is_err());
+                    }
+                }
+            }
+        }
+        // Large sizes take the blocked kernels: one bad entry in a column x ignores.
+        let n = 1000;
+        let a = DMatrix::from_fn(n, n, |i, j| ((i + 2 * j) as f64).cos());
+        let mut x = DVector::from_element(n, 1.0);
+        for (i, j) in [(0usize, 0usize), (999, 999), (500, 3), (17, 998)] {
+            for bad in [f64::NAN, f64::INFINITY] {
+                let mut b = a.clone();
+                b[(i, j)] = bad;
+                x[j] = 0.0;
+                let e = mv_checked(1.0, &b, &x, false, "q").unwrap_err();
+                assert_eq!(e, FoldError::non_finite("q"));
+                x[j] = 1.0;
+                let mut y = DVector::from_element(n, 1.0);
+                y[i] = 0.0;
+                assert!(mv_checked(1.0, &b, &y, true, "q").is_err());
+            }
+        }
+        // Finite data that overflows is reported as such, not as a bad argument.
+        let big = DMatrix::from_element(4, 4, 1e300);
+        let e = mv_checked(1.0, &big, &DVector::from_element(4, 1e300), false, "q").unwrap_err();
+        assert!(matches!(e, FoldError::NonFinite { what } if what.contains("overflow")));
+    }
+
+    #[test]
+    fn gathered_views_and_diagonals() {
+        let a = dmatrix![1.0, 2.0, 3.0; 4.0, 5.0, 6.0; 7.0, 8.0, 9.0];
+        let s = [0usize, 2];
+        assert_eq!(
+            gather_sub_view(2.0, &a, &s, false),
+            dmatrix![2.0, 6.0; 14.0, 18.0]
+        );
+        assert_eq!(
+            gather_sub_view(1.0, &a, &s, true),
+            dmatrix![1.0, 7.0; 3.0, 9.0]
+        );
+        assert_eq!(
+            plus_diag(dmatrix![1.0, 2.0; 3.0, 4.0], &dvector![1.0, -1.0]),
+            dmatrix![2.0, 2.0; 3.0, 3.0]
+        );
+        assert_eq!(
+            plus_identity(dmatrix![1.0, 2.0; 3.0, 4.0], 2.0),
+            dmatrix![3.0, 2.0; 3.0, 6.0]
+        );
     }
 
     #[test]
