@@ -953,36 +953,38 @@ impl Lowerer<'_> {
         if self.elementwise.is_some() {
             return self.err_at(p, format!("function calls are not supported inside `.map(|e| …)`, where `e` is a scalar: use scalar methods such as `e.exp()`, or apply `{name}` to the whole vector outside the closure"));
         }
+        let user = segs.len() == 1 && self.sig.primitives.iter().any(|pd| pd.name == name);
+        // An unknown callee is reported before its arguments are lowered: their errors
+        // (an integer size, say) would only distract from it.
+        if !user {
+            if matches!(
+                prefix.last(),
+                Some(&("DVector" | "DMatrix" | "OVector" | "OMatrix" | "Matrix" | "CsrMatrix"))
+            ) {
+                return self.err_at(
+                    p,
+                    format!("`{path}` is not supported: a #[fold] rule does not construct vectors or matrices; they come in as arguments, and operations produce new ones"),
+                );
+            }
+            if !runtime_path || !PRIMITIVE_NAMES.contains(&name.as_str()) {
+                return self.unknown_function(p, &path, &name);
+            }
+        }
         // Lower every argument, so that each one's errors are reported.
         let args: Vec<Option<Id>> = c.args.iter().map(|a| self.term(a)).collect();
         let args: Vec<Id> = args.into_iter().collect::<Option<_>>()?;
-        if segs.len() == 1 {
-            if let Some(pd) = self.sig.primitives.iter().find(|pd| pd.name == name) {
-                let name = pd.name.to_string();
-                if args.is_empty() {
-                    return self.err_at(
-                        c,
-                        format!(
-                            "user primitive `{name}` needs at least one argument: its input vector"
-                        ),
-                    );
-                }
-                let call = self.g.add(Node::Call(Symbol::from(name), args));
-                let zero = self.scalar(0.0);
-                return Some(Val::Term(self.g.add(Node::Get([call, zero]))));
+        if user {
+            if args.is_empty() {
+                return self.err_at(
+                    c,
+                    format!(
+                        "user primitive `{name}` needs at least one argument: its input vector"
+                    ),
+                );
             }
-        }
-        if matches!(
-            prefix.last(),
-            Some(&("DVector" | "DMatrix" | "OVector" | "OMatrix" | "Matrix" | "CsrMatrix"))
-        ) {
-            return self.err_at(
-                p,
-                format!("`{path}` is not supported: a #[fold] rule does not construct vectors or matrices; they come in as arguments, and operations produce new ones"),
-            );
-        }
-        if !runtime_path || !PRIMITIVE_NAMES.contains(&name.as_str()) {
-            return self.unknown_function(p, &path, &name);
+            let call = self.g.add(Node::Call(Symbol::from(name.as_str()), args));
+            let zero = self.scalar(0.0);
+            return Some(Val::Term(self.g.add(Node::Get([call, zero]))));
         }
         let exprs: Vec<&Expr> = c.args.iter().collect();
         self.primitive(&name, &args, &exprs, c)
@@ -1196,10 +1198,22 @@ fn construct_error(e: &Expr) -> Option<(proc_macro2::TokenStream, String)> {
             t(x),
             format!("assignment is not supported: bindings are immutable; bind a new name with `let` ({STRAIGHT_LINE})"),
         ),
-        Expr::Binary(x) if is_compound_assign(&x.op) => (
-            t(x),
-            format!("compound assignment is not supported: bindings are immutable; write `let y = y * 2.0;` instead ({STRAIGHT_LINE})"),
-        ),
+        Expr::Binary(x) if is_compound_assign(&x.op) => {
+            // `y *= 0.5` → `let y = y * 0.5;` when both sides print simply.
+            let op = x.op.to_token_stream().to_string();
+            let simple = |e: &Expr| matches!(e, Expr::Path(_) | Expr::Lit(_));
+            let fix = match (&*x.left, op.strip_suffix('=')) {
+                (Expr::Path(l), Some(op)) if simple(&x.right) => {
+                    let (l, r) = (l.to_token_stream(), x.right.to_token_stream());
+                    format!("`let {l} = {l} {op} {r};`")
+                }
+                _ => "`let y = y * 2.0;`".to_string(),
+            };
+            (
+                t(x),
+                format!("compound assignment is not supported: bindings are immutable; write {fix} instead ({STRAIGHT_LINE})"),
+            )
+        }
         Expr::Return(x) => (
             t(x),
             "`return` is not supported: the body ends with the next state as its tail expression, without `return`".to_string(),
