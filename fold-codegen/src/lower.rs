@@ -781,7 +781,7 @@ impl Lowerer<'_> {
                     "recip" => self.g.add(Node::Recip(recv)),
                     "powi" => {
                         let Some(k) = int_literal(&m.args[0]) else {
-                            return self.err(m.args[0].span(), "`.powi(k)` needs an integer literal exponent");
+                            return self.err_at(&m.args[0], "`.powi(k)` needs an integer literal exponent that fits in i32, such as `2` or `-1`; for a real exponent use `.powf(p)`");
                         };
                         let kk = self.scalar(k as f64);
                         self.g.add(Node::Powi([recv, kk]))
