@@ -934,6 +934,7 @@ impl<'a> Scope<'a> {
                             }
                             None => quote!(None),
                         };
+                        let tuple = self.recv(t);
                         quote!(::fold_runtime::kernels::#fi(&mut #tuple, #k, #like))
                     }
                     _ => quote!(()),

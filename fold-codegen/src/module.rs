@@ -171,9 +171,11 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     let mut plan = stage::plan(&g, &per_call);
     if let Some(r) = &red {
         plan.fields.push(r.support);
-        plan.fields.sort();
-        plan.fields.dedup();
     }
+    // Opaque calls are stored as their linearizations.
+    plan.fields.extend(plan.calls.clone());
+    plan.fields.sort();
+    plan.fields.dedup();
 
     // Names: the printer's, shared with DERIVATIVES.
     let mut all_roots = per_call.clone();
@@ -369,7 +371,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     };
 
     // --- stage -----------------------------------------------------------------------
-    let mut stage_scope = Scope::new(&g, &names, &prims, args_map(&free_access), true);
+    let stage_scope = Scope::new(&g, &names, &prims, args_map(&free_access), true);
     let stage_roots: Vec<Item> = {
         let mut order = Vec::new();
         let mut seen = HashSet::new();

@@ -301,7 +301,7 @@ impl<'a> Printer<'a> {
 /// Whether a term is too small to deserve a name of its own.
 fn trivial(g: &Graph, id: Id) -> bool {
     match g.node(id) {
-        Node::Var(_) | Node::Num(_) | Node::Ones(_) | Node::Eye(_) => true,
+        Node::Var(_) | Node::Num(_) | Node::Ones(_) | Node::Eye(_) | Node::Zero => true,
         Node::Neg(x) | Node::Transpose(x) => trivial(g, *x),
         _ => g.kind(id) == Kind::Scalar && g.node(id).children().iter().all(|c| trivial(g, *c)),
     }

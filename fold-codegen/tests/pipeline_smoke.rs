@@ -1,14 +1,14 @@
-//! Prints the expansion of a rule given in `FOLD_RULE` (or the box-QP step): a debugging aid.
+//! Prints the expansion of a rule: a debugging aid kept as a smoke test.
 use quote::quote;
 
 #[test]
-fn boxqp_source_prints() {
+fn polyhedron_rule_expands() {
     let e = fold_codegen::try_expand(
-        quote!(state = x, params(lambda, y)),
+        quote!(state = y, params(p)),
         quote! {
-            fn ridge_step(x: &DVector<f64>, lambda: f64, y: &DVector<f64>, a: &DMatrix<f64>, eta: f64) -> DVector<f64> {
-                let residual = a * x - y;
-                x - (a.transpose() * residual + x * lambda) * eta
+            fn ncvx_step(y: &DVector<f64>, p: &DVector<f64>, q: &DMatrix<f64>, a: &DMatrix<f64>, b: &DVector<f64>, g: &DMatrix<f64>, h: &DVector<f64>, alpha: f64) -> DVector<f64> {
+                let grad = q * y + p.component_mul(&cos(y));
+                proj_polyhedron(&(y - grad * alpha), a, b, g, h)
             }
         },
     )

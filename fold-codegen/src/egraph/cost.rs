@@ -106,7 +106,18 @@ impl CostFunction<Node> for FlopCost<'_> {
                 super::node_kind(self.egraph, other)
             }
         };
-        let own = weight(op_counts(enode, kind, &child));
+        let mut own = weight(op_counts(enode, kind, &child));
+        // A transpose is free on an argument (products read it transposed) or a gather
+        // (which gathers transposed); of any other computed matrix it is a copy.
+        if let Node::Transpose(x) = enode {
+            let cheap = self.egraph[*x]
+                .nodes
+                .iter()
+                .any(|n| matches!(n, Node::Var(_) | Node::GatherM(_) | Node::Transpose(_)));
+            if !cheap && self.data(*x).kind == Kind::Matrix {
+                own += 0.5 * N * N;
+            }
+        }
         let own = if per_call { own * PER_CALL_WEIGHT } else { own };
         // A tiny charge per node prefers smaller terms among equal-flop ones.
         enode.fold(own + 1e-3, |sum, id| sum + costs(id))
