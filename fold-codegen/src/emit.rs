@@ -627,13 +627,29 @@ impl<'a> Scope<'a> {
                         quote!(#e * (#coef))
                     }
                 };
+                // A diagonal factor scales rows or columns of the other (read transposed
+                // when its view is).
+                let dense = |base: Id, transposed: bool| {
+                    let m = self.access(base);
+                    if transposed {
+                        quote!(&(#m).transpose())
+                    } else {
+                        m
+                    }
+                };
                 match (g.node(bl), g.node(br)) {
-                    (Node::Diag(d), _) if !self.preset(bl) && !tr => {
-                        let (d, m) = (self.access(*d), self.access(br));
+                    (Node::Diag(d), Node::Diag(e)) if !self.preset(bl) && !self.preset(br) => {
+                        let (d, e) = (self.access(*d), self.access(*e));
+                        scaled(
+                            quote!(::fold_runtime::nalgebra::DMatrix::from_diagonal(&(#d).component_mul(#e))),
+                        )
+                    }
+                    (Node::Diag(d), _) if !self.preset(bl) => {
+                        let (d, m) = (self.access(*d), dense(br, tr));
                         scaled(quote!(::fold_runtime::kernels::scale_rows(#d, #m)))
                     }
-                    (_, Node::Diag(d)) if !self.preset(br) && !tl => {
-                        let (d, m) = (self.access(*d), self.access(bl));
+                    (_, Node::Diag(d)) if !self.preset(br) => {
+                        let (d, m) = (self.access(*d), dense(bl, tl));
                         scaled(quote!(::fold_runtime::kernels::scale_cols(#m, #d)))
                     }
                     _ => {

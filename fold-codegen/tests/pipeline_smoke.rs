@@ -2,13 +2,12 @@
 use quote::quote;
 
 #[test]
-fn polyhedron_rule_expands() {
+fn rule_expands() {
     let e = fold_codegen::try_expand(
-        quote!(state = y, params(p)),
+        quote!(state = x, params(b, lam)),
         quote! {
-            fn ncvx_step(y: &DVector<f64>, p: &DVector<f64>, q: &DMatrix<f64>, a: &DMatrix<f64>, b: &DVector<f64>, g: &DMatrix<f64>, h: &DVector<f64>, alpha: f64) -> DVector<f64> {
-                let grad = q * y + p.component_mul(&cos(y));
-                proj_polyhedron(&(y - grad * alpha), a, b, g, h)
+            fn ista(x: &DVector<f64>, b: &DVector<f64>, lam: f64, a: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
+                soft_threshold(&(x - a.transpose() * (a * x - b) * alpha), lam * alpha)
             }
         },
     )
