@@ -21,6 +21,7 @@ pub mod module;
 pub mod pretty;
 pub mod restrict;
 pub mod rule;
+pub mod samples;
 pub mod shape;
 pub mod signature;
 pub mod stage;
