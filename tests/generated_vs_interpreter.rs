@@ -259,7 +259,7 @@ fold_rule! {
     #[fold(state = x, params(w, r))]
     fn mixed_step(x: &DVector<f64>, w: &DMatrix<f64>, c: &DVector<f64>, r: f64) -> DVector<f64> {
         let p = softmax(&(w * x + c));
-        let l = log_sum_exp(&x);
+        let l = log_sum_exp(x);
         let y = proj_l2_ball(&(x * 0.5 - p), r);
         clamp(&y, -r, r * 0.8).add_scalar(l * 0.1)
     }
