@@ -2188,7 +2188,7 @@ fn generator_coverage() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "prints sample rules to read the generator's output"]
 fn print_samples() {
     let mut runner = TestRunner::new(Config {
         rng_seed: RngSeed::Fixed(11),
