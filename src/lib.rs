@@ -5,3 +5,7 @@
 pub mod benchdata;
 
 pub use fold_runtime;
+
+/// The README, whose Rust code blocks run as doctests.
+#[doc = include_str!("../README.md")]
+pub mod readme {}
