@@ -218,6 +218,7 @@ fn three_block_admm_matches_the_prox_closed_form() {
     assert!((grads.lam - dl).abs() < 1e-9 * dl.abs().max(1.0));
 }
 
+#[allow(clippy::too_many_arguments)]
 /// A primal-dual (Arrow–Hurwicz) step for  min ½xᵀQx + cᵀx  s.t.  Ax = b.
 #[fold(state = (x, lam), params(c, b))]
 fn primal_dual(

@@ -457,9 +457,9 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
     for (v, s) in vars.iter().zip(seeds) {
         tan.insert(*v, *s);
     }
-    for i in 0..=top {
+    for (i, &active) in act.iter().enumerate().take(top + 1) {
         let y = Id::from(i);
-        if !act[i] || tan.contains_key(&y) {
+        if !active || tan.contains_key(&y) {
             continue;
         }
         let node = g.node(y).clone();

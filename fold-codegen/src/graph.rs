@@ -224,8 +224,8 @@ impl Graph {
     pub fn sum2(&mut self, a: Id, b: Id) -> Id {
         match (self.lit(a), self.lit(b)) {
             (Some(x), Some(y)) => return self.num(x + y),
-            (Some(x), _) if x == 0.0 => return b,
-            (_, Some(y)) if y == 0.0 => return a,
+            (Some(0.0), _) => return b,
+            (_, Some(0.0)) => return a,
             _ => {}
         }
         self.add(Node::Add([a, b]))
@@ -267,8 +267,8 @@ impl Graph {
         }
         match (self.lit(s), self.lit(x)) {
             (Some(a), Some(b)) => return self.num(a * b),
-            (Some(a), _) if a == 1.0 => return x,
-            (Some(a), _) if a == -1.0 => return self.neg(x),
+            (Some(1.0), _) => return x,
+            (Some(-1.0), _) => return self.neg(x),
             _ => {}
         }
         if let (Some(a), Node::Mul([t, y])) = (self.lit(s), self.node(x).clone()) {
@@ -294,7 +294,7 @@ impl Graph {
     pub fn div(&mut self, x: Id, s: Id) -> Id {
         match (self.lit(x), self.lit(s)) {
             (Some(a), Some(b)) if b != 0.0 => return self.num(a / b),
-            (_, Some(b)) if b == 1.0 => return x,
+            (_, Some(1.0)) => return x,
             _ => {}
         }
         self.add(Node::Div([x, s]))

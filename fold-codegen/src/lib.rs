@@ -134,15 +134,19 @@ fn pretty_source(module: &TokenStream) -> String {
 
 /// Appends `pub const SOURCE: &str` inside the generated module.
 fn add_source(module: TokenStream, source: &str) -> TokenStream {
-    let Ok(mut m) = syn::parse2::<syn::ItemMod>(module.clone()) else {
+    let Ok(mut file) = syn::parse2::<syn::File>(module.clone()) else {
         return module;
     };
     let item: syn::Item = syn::parse_quote! {
         /// The generated code of this module, pretty-printed.
         pub const SOURCE: &str = #source;
     };
-    if let Some((_, items)) = &mut m.content {
-        items.push(item);
+    for it in &mut file.items {
+        if let syn::Item::Mod(m) = it {
+            if let Some((_, items)) = &mut m.content {
+                items.push(item.clone());
+            }
+        }
     }
-    quote!(#m)
+    quote!(#file)
 }

@@ -76,7 +76,7 @@ impl<'a> Printer<'a> {
             }
             let id = Id::from(i);
             if roots.contains(&id)
-                && g.names.get(&id).is_none()
+                && !g.names.contains_key(&id)
                 && !matches!(node, Node::Support(_))
             {
                 continue;
@@ -115,9 +115,9 @@ impl<'a> Printer<'a> {
     pub fn definitions(&self, roots: &[Id]) -> Vec<String> {
         let reach = self.g.reachable(roots);
         let mut out = Vec::new();
-        for i in 0..self.g.len() {
+        for (i, &reached) in reach.iter().enumerate() {
             let id = Id::from(i);
-            if reach[i] {
+            if reached {
                 if let Some(n) = self.names.get(&id) {
                     out.push(format!("{n} = {}", self.body(id, 0)));
                 }
