@@ -1967,6 +1967,154 @@ fn check_rule(spec: &Spec, seed: u64, st: &mut Stats) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Simplification never changes a value.
+// ---------------------------------------------------------------------------------------
+
+/// Every term a rule refers to (outputs, products, Jacobians, reduced-backward terms), in
+/// a fixed order, so that the original and the simplified rule can be compared entry by
+/// entry.
+fn all_terms(r: &Rule) -> Vec<Option<Id>> {
+    let mut ids: Vec<Option<Id>> = r.outputs.iter().map(|o| Some(*o)).collect();
+    ids.extend(
+        r.vjp_state
+            .iter()
+            .chain(&r.vjp_params)
+            .chain(&r.jvp_state)
+            .chain(&r.jvp_params),
+    );
+    for row in r.jac_state.iter().flatten() {
+        ids.extend(row);
+    }
+    for p in r.jac_params.iter().flatten() {
+        ids.extend(p);
+    }
+    if let Some(red) = &r.reduction {
+        ids.push(Some(red.mask));
+        ids.push(Some(red.support));
+        ids.push(red.inner_state);
+        ids.extend(&red.inner_params);
+        if let Some(h) = &red.head_params {
+            ids.extend(h);
+        }
+        ids.push(red.matrix);
+    }
+    ids
+}
+
+/// Evaluates the original and the e-graph-simplified rule at random points with random
+/// seeds; every term must agree to rounding.
+fn check_simplified(spec: &Spec, seed: u64) -> Result<(), String> {
+    let checker = Checker::new(spec).map_err(|e| fail(spec, e))?;
+    let (simple, _) = fold_codegen::egraph::simplify(&checker.rule);
+    let (before, after) = (all_terms(&checker.rule), all_terms(&simple));
+    if before.len() != after.len()
+        || before
+            .iter()
+            .zip(&after)
+            .any(|(a, b)| a.is_some() != b.is_some())
+    {
+        return Err(fail(
+            spec,
+            "simplification changed which terms exist".into(),
+        ));
+    }
+    let mut rng = Rng(seed);
+    let mut compared = 0;
+    for _ in 0..12 {
+        if compared == 3 {
+            break;
+        }
+        let args: Vec<Value> = spec
+            .args
+            .iter()
+            .map(|a| rng.value(spec, a.ty, a.positive, false))
+            .collect();
+        match checker.outputs(&args) {
+            Ok(u) if u.iter().all(|x| x.is_finite() && x.abs() < 1e6) => {}
+            Ok(_) => continue,
+            Err(e) => return Err(fail(spec, format!("interpreter error: {e}"))),
+        }
+        let mut env = checker.env(&args);
+        // Random seeds: the products are then nonzero.
+        let g = &checker.rule.graph;
+        let mut seeds: Vec<Id> = checker.rule.seeds.cotangent.clone();
+        seeds.extend(&checker.rule.seeds.tangent);
+        seeds.extend(&checker.rule.seeds.param_tangent);
+        seeds.extend(checker.rule.reduction.as_ref().map(|r| r.seed));
+        for id in seeds {
+            let sym = symbol_of(g, id);
+            let like = env
+                .get(&sym)
+                .cloned()
+                .unwrap_or_else(|| Value::Vector(DVector::zeros(checker.out_lens[0])));
+            let e: Vec<f64> = like.entries().iter().map(|_| rng.signed()).collect();
+            env.insert(sym, like.with_entries(&e));
+        }
+        let mut old = Interpreter::new(&checker.rule.graph, &env);
+        let mut new = Interpreter::new(&simple.graph, &env);
+        for (k, (a, b)) in before.iter().zip(&after).enumerate() {
+            let (Some(a), Some(b)) = (a, b) else { continue };
+            let (va, vb) = (old.eval(*a), new.eval(*b));
+            let (va, vb) = match (va, vb) {
+                (Ok(x), Ok(y)) => (x, y),
+                (Err(e), _) | (_, Err(e)) => return Err(fail(spec, format!("term {k}: {e}"))),
+            };
+            if let (Value::Index(x), Value::Index(y)) = (&va, &vb) {
+                if x != y {
+                    return Err(fail(
+                        spec,
+                        format!("term {k}: supports differ {x:?} vs {y:?}"),
+                    ));
+                }
+                continue;
+            }
+            let (ea, eb) = (va.entries(), vb.entries());
+            let scale = inf_norm(&ea).max(1.0);
+            if ea.len() != eb.len()
+                || ea.iter().zip(&eb).any(|(x, y)| {
+                    !((x - y).abs() <= 1e-9 * scale || (x.is_nan() && y.is_nan()) || x == y)
+                })
+            {
+                return Err(fail(spec, format!("term {k} changed by simplification:\n  before {ea:?}\n  after  {eb:?}\n  inputs: {args:?}")));
+            }
+        }
+        compared += 1;
+    }
+    Ok(())
+}
+
+fn run_simplification(family: Family, n: u32, seed: u64) {
+    let config = Config {
+        cases: n,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        max_shrink_iters: 2000,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    if let Err(e) = runner.run(&cases(family), |case| {
+        check_simplified(&case.spec, case.seed).map_err(TestCaseError::fail)
+    }) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn simplification_preserves_single_block_rules() {
+    run_simplification(Family::Single, 300, 0x51AB);
+}
+
+#[test]
+fn simplification_preserves_two_block_rules() {
+    run_simplification(Family::TwoBlock, 150, 0x51AC);
+}
+
+#[test]
+fn simplification_preserves_matrix_parameter_rules() {
+    run_simplification(Family::MatrixParam, 150, 0x51AD);
+}
+
+// ---------------------------------------------------------------------------------------
 // The proptest harness.
 // ---------------------------------------------------------------------------------------
 
