@@ -23,8 +23,9 @@
 //! For every iteration count we record the forward error ‖x_k − x*‖/‖x*‖ (k steps from
 //! x₀ = 0), the unrolled gradient error ‖∇_K − ∇*‖/‖∇*‖ (reverse through x₀ … x_K), and
 //! the folded LFPI and GMRES errors after j products with `Φᵀ` at `x*`; `∇*` is the exact
-//! folded gradient (dense LU of the full system). Writes `out/convergence.csv` and
-//! `out/convergence.png` (log-scale errors) and prints the fitted linear rates.
+//! folded gradient `Ψᵀ (I − Φ)⁻ᵀ g` (dense Jacobians from the macro, nalgebra's LU).
+//! Writes `out/convergence.csv` and `out/convergence.png` (log-scale errors) and prints
+//! the fitted linear rates.
 
 use fold_runtime::prelude::*;
 use fold_runtime::unrolled::unrolled_backward_each;
@@ -87,11 +88,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     let q = (&q + q.transpose()) * 0.5;
     let lmax = q.clone().symmetric_eigen().eigenvalues.max();
     let g = DVector::from_fn(n, |_, _| normal());
-    let exact = BackwardOptions {
-        method: Method::Direct,
-        tol: 1e-14,
-        max_iter: 1000,
-    };
 
     // Box-QP: c = −Q x₀ + noise with x₀ spread over [−0.5, 1.5], so that about half the
     // coordinates end strictly inside the box and the others on a bound.
@@ -103,7 +99,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let phi = |x: &DVector<f64>| boxqp_step::jacobians(x, &c, &q, alpha).state;
         let xstar = fixed_point_exact(&step, &phi, n)?;
         let xs = forward_iterates(&step, &xstar);
-        let grad_star = boxqp_step::backward(&xstar, &c, &q, alpha, &g, &exact)?.c;
+        let jac = boxqp_step::jacobians(&xstar, &c, &q, alpha);
+        let grad_star = exact_gradient(&jac.state, &jac.c, &g)?;
         let (auto, st) = boxqp_step::backward_with_stats(
             &xstar,
             &c,
@@ -119,7 +116,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             &grad_star,
             |x| boxqp_step::linearize(x, &c, &q, alpha),
             |gr: &boxqp_step::Grads| gr.c.clone(),
-            phi(&xstar),
+            jac.state,
         )?;
         cv.name = "convex box-QP";
         cv.note = "(Φ depends on x only through the active set: once that settles, unrolling \
@@ -138,7 +135,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let phi = |x: &DVector<f64>| ncvx_step::jacobians(x, &p, &q, alpha_p).state;
         let xstar = fixed_point_exact(&step, &phi, n)?;
         let xs = forward_iterates(&step, &xstar);
-        let grad_star = ncvx_step::backward(&xstar, &p, &q, alpha_p, &g, &exact)?.p;
+        let jac = ncvx_step::jacobians(&xstar, &p, &q, alpha_p);
+        let grad_star = exact_gradient(&jac.state, &jac.p, &g)?;
         let (auto, st) = ncvx_step::backward_with_stats(
             &xstar,
             &p,
@@ -154,7 +152,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             &grad_star,
             |x| ncvx_step::linearize(x, &p, &q, alpha_p),
             |gr: &ncvx_step::Grads| gr.p.clone(),
-            phi(&xstar),
+            jac.state,
         )?;
         cv.name = "nonconvex QP";
         cv.note = "(Φ varies smoothly with x: the unrolled recursion carries the forward \
@@ -190,6 +188,19 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 fn rel_err(a: &DVector<f64>, b: &DVector<f64>) -> f64 {
     (a - b).norm() / b.norm()
+}
+
+/// The reference `∇* = Ψᵀ (I − Φ)⁻ᵀ g` from the dense Jacobians and nalgebra's LU
+/// (independent of the runtime's solvers).
+fn exact_gradient(
+    phi: &DMatrix<f64>,
+    psi: &DMatrix<f64>,
+    g: &DVector<f64>,
+) -> Result<DVector<f64>, Box<dyn Error>> {
+    let n = phi.nrows();
+    let a = (DMatrix::identity(n, n) - phi).transpose();
+    let w = a.lu().solve(g).ok_or("I − Φ is singular at x*")?;
+    Ok(psi.tr_mul(&w))
 }
 
 fn count_free(x: &DVector<f64>, lo: f64, hi: f64) -> usize {
