@@ -565,33 +565,6 @@ pub fn is_symmetric(a: &DMatrix<f64>, rel_tol: f64) -> bool {
     true
 }
 
-/// Whether `a` passes [`is_symmetric`] on rows and columns `0`, `n/2` and `n − 1` (O(n)).
-///
-/// Structured reduced systems are either symmetric throughout (a masked rule with a
-/// symmetric matrix) or visibly not (a centered kernel's rank-one term touches every row),
-/// so the probe tells them apart at a fraction of the full check's cost. It is only ever
-/// used where a wrong guess costs time, not accuracy: solves verify their true residual.
-pub fn looks_symmetric(a: &DMatrix<f64>, rel_tol: f64) -> bool {
-    let (m, n) = a.shape();
-    if m != n {
-        return false;
-    }
-    if n == 0 {
-        return true;
-    }
-    let s = a.as_slice();
-    let mut scale = 0.0f64;
-    let mut gap = 0.0f64;
-    for j in [0, n / 2, n - 1] {
-        for i in 0..n {
-            let (x, y) = (s[i + j * n], s[j + i * n]);
-            scale = scale.max(x.abs()).max(y.abs());
-            gap = gap.max((x - y).abs());
-        }
-    }
-    gap <= rel_tol * scale
-}
-
 /// Relative asymmetry below which [`solve_dense`] treats a matrix as symmetric.
 pub const SYMMETRY_TOL: f64 = 1e-14;
 
@@ -632,17 +605,6 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
-    }
-
-    #[test]
-    fn the_symmetry_probe_reads_three_rows() {
-        let mut a = DMatrix::from_fn(6, 6, |i, j| (i + j) as f64);
-        assert!(looks_symmetric(&a, 1e-14) && is_symmetric(&a, 1e-14));
-        a[(0, 4)] += 1.0;
-        assert!(!looks_symmetric(&a, 1e-14));
-        a[(0, 4)] -= 1.0;
-        a[(1, 4)] += 1.0; // off the probed rows: only the full check sees it
-        assert!(looks_symmetric(&a, 1e-14) && !is_symmetric(&a, 1e-14));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! A reduced matrix that looks symmetric to the O(n) probe but is not: the Cholesky it
-//! tempts is rejected by the true-residual check, and the answer is still exact.
+//! A reduced matrix that is symmetric except for one interior pair of entries: the dense
+//! solve must notice (and not factor it by Cholesky), and the answer must be exact.
 
 use fold_runtime::nalgebra::{DMatrix, DVector};
 use fold_runtime::{folded_backward, BackwardOptions, Factored, Linearized, SupportKernel};
@@ -59,9 +59,9 @@ impl Factored for Plain {
 }
 
 #[test]
-fn a_matrix_that_only_looks_symmetric_is_still_solved_exactly() {
+fn an_almost_symmetric_reduced_matrix_is_solved_exactly() {
     let n = 7;
-    // I − Mᵀ symmetric positive definite except for one pair off rows 0, n/2, n − 1.
+    // I − Mᵀ symmetric positive definite except for one interior pair of entries.
     let mut a = DMatrix::from_fn(n, n, |i, j| {
         if i == j {
             3.0

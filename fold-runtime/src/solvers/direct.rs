@@ -21,13 +21,14 @@ pub enum DenseFactor {
 }
 
 impl DenseFactor {
-    /// Cholesky when `try_cholesky`, `a` looks symmetric ([`linalg::looks_symmetric`]) and
-    /// the factorization succeeds; LU otherwise. `Singular` when LU finds `a` singular.
+    /// Cholesky when `try_cholesky`, `a` is symmetric (to [`linalg::SYMMETRY_TOL`]) and the
+    /// factorization succeeds; LU otherwise. `Singular` when LU finds `a` singular.
     ///
-    /// The symmetry test is a probe, not a proof: callers verify the true residual of every
-    /// solve, which rejects a Cholesky of a matrix that only looked symmetric.
+    /// The full symmetry check costs O(n²) against the factorization's O(n³); a cheaper
+    /// probe of a few rows is not enough: `I − Φᵀ` of a masked rule can look symmetric on
+    /// them and not be.
     pub fn factor(a: &DMatrix<f64>, try_cholesky: bool) -> Result<DenseFactor, FoldError> {
-        if try_cholesky && linalg::looks_symmetric(a, linalg::SYMMETRY_TOL) {
+        if try_cholesky && linalg::is_symmetric(a, linalg::SYMMETRY_TOL) {
             if let Ok(ch) = Cholesky::factor(a) {
                 return Ok(DenseFactor::Cholesky(ch));
             }
@@ -38,7 +39,7 @@ impl DenseFactor {
     /// [`DenseFactor::factor`] reusing `a`'s storage for an LU (no copy unless Cholesky
     /// is attempted).
     pub fn factor_owned(a: DMatrix<f64>, try_cholesky: bool) -> Result<DenseFactor, FoldError> {
-        if try_cholesky && linalg::looks_symmetric(&a, linalg::SYMMETRY_TOL) {
+        if try_cholesky && linalg::is_symmetric(&a, linalg::SYMMETRY_TOL) {
             if let Ok(ch) = Cholesky::factor(&a) {
                 return Ok(DenseFactor::Cholesky(ch));
             }
