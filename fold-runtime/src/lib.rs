@@ -4,6 +4,25 @@
 //! generated derivative code; this crate holds what that code links to: the folded
 //! backward solvers, the forward fixed-point driver, the unrolled baseline and the
 //! differentiable primitives.
+//!
+//! ```
+//! use fold_runtime::prelude::*;
+//!
+//! /// One projected-gradient step for  min ½xᵀQx + cᵀx  s.t.  0 ≤ x ≤ 1.
+//! #[fold(state = x, params(c))]
+//! fn pgd_step(x: &DVector<f64>, c: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
+//!     proj_box(&(x - (q * x + c) * alpha), 0.0, 1.0)
+//! }
+//!
+//! let q = DMatrix::from_row_slice(2, 2, &[2.0, 0.5, 0.5, 1.0]);
+//! let c = DVector::from_vec(vec![-1.0, 0.4]);
+//! let x = pgd_step::solve(&DVector::zeros(2), &c, &q, 0.4, &ForwardOptions::default())?.x;
+//! // x₀ is free (0 < x₀ < 1), x₁ sits at its lower bound: dL/dc = −Q_FF⁻¹ g_F on F = {0}.
+//! let g = DVector::from_vec(vec![1.0, 1.0]);
+//! let grads = pgd_step::backward(&x, &c, &q, 0.4, &g, &BackwardOptions::default())?;
+//! assert!((grads.c[0] + 0.5).abs() < 1e-12 && grads.c[1] == 0.0);
+//! # Ok::<(), FoldError>(())
+//! ```
 
 extern crate self as fold_runtime;
 
