@@ -251,9 +251,9 @@ fn tv_sparse_backward_equals_dense_backward() {
             "seed {seed}: both branches of the clamp should occur ({free} free)"
         );
         let g = normal_vec(&mut rng(100 + seed), t.n - 1);
-        // Method::Direct: see `explicit_direct_on_a_masked_rule_that_looks_symmetric`.
         for method in [
             Method::Auto,
+            Method::Direct,
             Method::Gmres { restart: 40 },
             Method::BiCgStab,
         ] {
@@ -287,7 +287,7 @@ fn tv_sparse_backward_matches_finite_differences() {
         let loss = |lambda: f64| h.dot(&(&t.b - t.ds.transpose() * tv_solve(&t, lambda)));
         let eps = 1e-6;
         let fd = (loss(t.lambda + eps) - loss(t.lambda - eps)) / (2.0 * eps);
-        for method in [Method::Auto, Method::Gmres { restart: 40 }, Method::Lfpi] {
+        for method in [Method::Auto, Method::Direct, Method::Lfpi] {
             let o = opts(method, 1e-12);
             let gs = tv_sparse::backward(&y, t.lambda, &t.b, &t.ds, t.alpha, &g, &o)
                 .unwrap()
