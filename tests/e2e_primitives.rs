@@ -385,6 +385,146 @@ fn sqp_block_state_matches_the_kkt_derivative() {
     }
 }
 
+/// One SQP step of  max μᵀx  s.t.  xᵀΣx ≤ κ, 1ᵀx = 1, x ≥ 0  with primal-dual state
+/// `(x, lam)`, `lam = [λ_risk; λ_{x≥0}]` (`e1` picks `λ_risk`): the local QP has the
+/// Hessian of the Lagrangian `2λ_risk Σ` (plus a proximal `δI`) and the risk constraint
+/// linearized at x; `e_low = [0; I]`.
+#[fold(state = (x, lam), params(mu))]
+#[allow(clippy::too_many_arguments)]
+fn risk_sqp(
+    x: &DVector<f64>,
+    lam: &DVector<f64>,
+    mu: &DVector<f64>,
+    sigma: &DMatrix<f64>,
+    kappa: f64,
+    delta: f64,
+    eye: &DMatrix<f64>,
+    e1: &DVector<f64>,
+    e_low: &DMatrix<f64>,
+    a: &DMatrix<f64>,
+    b: &DVector<f64>,
+) -> (DVector<f64>, DVector<f64>) {
+    let sx = sigma * x;
+    let hess = sigma * (e1.dot(lam) * 2.0) + eye * delta;
+    let lin = -(mu + &hess * x);
+    let gm = e1 * (sx.clone() * 2.0).transpose() - e_low;
+    let hv = e1 * (kappa + x.dot(&sx));
+    let (xn, _y, zn) = qp_solve(&hess, &lin, a, b, &gm, &hv);
+    (xn, zn)
+}
+
+#[test]
+fn sqp_with_multiplier_in_the_hessian_matches_the_kkt_derivative() {
+    let mut r = rng(77);
+    let n = 8;
+    let l = normal_mat(&mut r, n, 2) * 0.3;
+    let sigma = &l * l.transpose() + DMatrix::identity(n, n);
+    let mu = DVector::from_fn(n, |_, _| 1.0 + 0.5 * gauss(&mut r));
+    let kappa = 0.3;
+    let mut e_low = DMatrix::zeros(n + 1, n);
+    e_low.view_mut((1, 0), (n, n)).fill_with_identity();
+    let mut e1 = DVector::zeros(n + 1);
+    e1[0] = 1.0;
+    let (eye, a, b) = (
+        DMatrix::identity(n, n),
+        DMatrix::from_element(1, n, 1.0),
+        DVector::from_element(1, 1.0),
+    );
+    let x0 = DVector::from_element(n, 1.0 / n as f64);
+    let lam0 = DVector::zeros(n + 1);
+    for delta in [0.0, 0.3] {
+        let sol = risk_sqp::solve(
+            &x0,
+            &lam0,
+            &mu,
+            &sigma,
+            kappa,
+            delta,
+            &eye,
+            &e1,
+            &e_low,
+            &a,
+            &b,
+            &fwd(),
+        )
+        .expect("SQP converges");
+        let (x, lam) = risk_sqp::unpack(&sol.x, [n, n + 1]);
+        let lr = lam[0];
+        // KKT of the original problem: −μ + 2λΣx + ν1 − s = 0, xᵀΣx = κ, 1ᵀx = 1, x_A = 0.
+        let zero: Vec<usize> = (0..n).filter(|&i| x[i] < 1e-9).collect();
+        assert!(lr > 1e-3, "δ = {delta}: the risk constraint must be active");
+        assert!((x.dot(&(&sigma * &x)) - kappa).abs() < 1e-9);
+        assert!(!zero.is_empty() && zero.len() < n - 1, "δ = {delta}: {x}");
+        for &i in &zero {
+            assert!(lam[1 + i] > 1e-6, "δ = {delta}: weakly active bound {i}");
+        }
+        let nu = mu.dot(&x) - 2.0 * lr * x.dot(&(&sigma * &x)); // xᵀ(stationarity), sᵀx = 0
+        let stat = -&mu + &sigma * &x * (2.0 * lr) + DVector::from_element(n, nu)
+            - lam.rows(1, n).into_owned();
+        assert!(
+            stat.amax() < 1e-7,
+            "δ = {delta}: stationarity {}",
+            stat.amax()
+        );
+        // Unknowns (x, λ, ν, s_A); d/dμ of the equations: J d(·) = [I; 0; 0; 0] dμ.
+        let k = zero.len();
+        let dim = n + 2 + k;
+        let sx = &sigma * &x;
+        let mut jm = DMatrix::zeros(dim, dim);
+        jm.view_mut((0, 0), (n, n))
+            .copy_from(&(&sigma * (2.0 * lr)));
+        for i in 0..n {
+            jm[(i, n)] = 2.0 * sx[i];
+            jm[(n, i)] = 2.0 * sx[i];
+            jm[(i, n + 1)] = 1.0;
+            jm[(n + 1, i)] = 1.0;
+        }
+        for (t, &i) in zero.iter().enumerate() {
+            jm[(i, n + 2 + t)] = -1.0;
+            jm[(n + 2 + t, i)] = 1.0;
+        }
+        let mut rhs = DMatrix::zeros(dim, n);
+        rhs.view_mut((0, 0), (n, n)).fill_with_identity();
+        let sens = jm.lu().solve(&rhs).expect("nonsingular KKT");
+        // The rule's state: x, then lam = [λ_risk; s] with s scattered from A.
+        let mut dstate = DMatrix::zeros(2 * n + 1, n);
+        dstate.rows_mut(0, n).copy_from(&sens.rows(0, n));
+        dstate.row_mut(n).copy_from(&sens.row(n));
+        for (t, &i) in zero.iter().enumerate() {
+            dstate.row_mut(n + 1 + i).copy_from(&sens.row(n + 2 + t));
+        }
+        let w = normal_vec(&mut r, 2 * n + 1);
+        let want = dstate.transpose() * &w;
+        for opts in methods() {
+            let g = risk_sqp::backward(
+                &x, &lam, &mu, &sigma, kappa, delta, &eye, &e1, &e_low, &a, &b, &w, &opts,
+            )
+            .unwrap();
+            let err = rel_err(&g.mu, &want);
+            assert!(
+                err < 1e-7,
+                "δ = {delta} {:?}: rel err {err:.2e}",
+                opts.method
+            );
+        }
+        // With the exact Hessian (δ = 0) the primal block of Φ vanishes; the proximal
+        // term makes Φ nonzero, and the folded system still gives the same derivative.
+        let jac = risk_sqp::jacobians(
+            &x, &lam, &mu, &sigma, kappa, delta, &eye, &e1, &e_low, &a, &b,
+        );
+        let phi_x = jac.state.columns(0, n).amax();
+        if delta == 0.0 {
+            assert!(phi_x < 1e-6, "Φ_x = {phi_x:.2e}");
+        } else {
+            assert!(phi_x > 1e-3, "Φ_x = {phi_x:.2e}");
+        }
+        let (xs, ls) = risk_sqp(
+            &x, &lam, &mu, &sigma, kappa, delta, &eye, &e1, &e_low, &a, &b,
+        );
+        assert!(rel_err(&risk_sqp::pack(&xs, &ls), &sol.x) < 1e-8);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // (c) The other projections inside rules
 // ---------------------------------------------------------------------------------------
