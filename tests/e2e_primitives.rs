@@ -1132,3 +1132,86 @@ fn infeasible_polyhedron_is_a_primitive_error() {
         "{err:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Known limitation: a user primitive's output is assumed shaped like its first argument
+// ---------------------------------------------------------------------------------------
+
+/// `R^k → R^n`: `u = Bv` for a fixed `B` (n × k) held by the primitive's type.
+fn expand(v: &DVector<f64>) -> DVector<f64> {
+    expand_matrix(v.len()) * v
+}
+
+fn expand_matrix(k: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(2 * k, k, |i, j| if i % k == j { 1.0 } else { 0.0 })
+}
+
+#[derive(Default)]
+struct Expand;
+
+struct ExpandLin {
+    out: [Value; 1],
+    b: DMatrix<f64>,
+}
+
+impl Primitive for Expand {
+    type Linearization = ExpandLin;
+    fn name(&self) -> &'static str {
+        "expand"
+    }
+    fn linearize(&self, args: &[Arg<'_>]) -> Result<ExpandLin, FoldError> {
+        let Some(Arg::Vector(v)) = args.first() else {
+            return Err(FoldError::primitive("expand", "expects a vector"));
+        };
+        Ok(ExpandLin {
+            out: [Value::Vector(expand(v))],
+            b: expand_matrix(v.len()),
+        })
+    }
+}
+
+impl PrimitiveLinearization for ExpandLin {
+    fn outputs(&self) -> &[Value] {
+        &self.out
+    }
+    fn jvp(&self, tangents: &[Option<Arg<'_>>]) -> Vec<Value> {
+        match tangents.first() {
+            Some(Some(Arg::Vector(dv))) => vec![Value::Vector(&self.b * *dv)],
+            _ => vec![Value::Vector(DVector::zeros(self.b.nrows()))],
+        }
+    }
+    fn vjp(&self, cotangents: &[Option<Arg<'_>>], _wanted: &[bool]) -> Vec<Option<Value>> {
+        match cotangents.first() {
+            Some(Some(Arg::Vector(g))) => vec![Some(Value::Vector(self.b.tr_mul(g)))],
+            _ => vec![Some(Value::Vector(DVector::zeros(self.b.ncols())))],
+        }
+    }
+}
+
+/// `x = ½ Mx + expand(c)` with `x ∈ R^{2k}`, `c ∈ R^k`.
+#[fold(state = x, params(c), primitives(expand))]
+fn expand_fp(x: &DVector<f64>, c: &DVector<f64>, m: &DMatrix<f64>) -> DVector<f64> {
+    m * x * 0.5 + expand(c)
+}
+
+#[test]
+#[ignore = "codegen: a user primitive's output is assumed to have the kind and length of its \
+            first argument (graph::call_output_kinds, shape.rs Node::Get), so R^k → R^n \
+            primitives are rejected at run time as DimensionMismatch on `c`"]
+fn user_primitive_may_change_the_length() {
+    let k = 3;
+    let mut r = rng(12);
+    let mut m = normal_mat(&mut r, 2 * k, 2 * k);
+    m /= m.clone().singular_values().max();
+    let c = normal_vec(&mut r, k);
+    let x = expand_fp::solve(&DVector::zeros(2 * k), &c, &m, &fwd())
+        .expect("well-shaped inputs")
+        .x;
+    let w = normal_vec(&mut r, 2 * k);
+    let g = expand_fp::backward(&x, &c, &m, &w, &BackwardOptions::default())
+        .expect("well-shaped inputs");
+    // x = (I − M/2)⁻¹ B c:  ∂(wᵀx)/∂c = Bᵀ (I − M/2)⁻ᵀ w.
+    let lhs = DMatrix::identity(2 * k, 2 * k) - &m * 0.5;
+    let want = expand_matrix(k).tr_mul(&dense_solve(&lhs.transpose(), &w));
+    assert!(rel_err(&g.c, &want) < 1e-10);
+}
