@@ -261,7 +261,9 @@ pub fn infer(
                         ("qp_solve", 0) => s(&args[1]),
                         ("qp_solve", 1) => s(&args[3]),
                         ("qp_solve", 2) => s(&args[5]),
-                        _ => args.first().map_or(Shape::Other, s),
+                        ("proj_polyhedron", _) => args.first().map_or(Shape::Other, s),
+                        // A user primitive may return any length.
+                        _ => Shape::Other,
                     }
                 }
                 _ => Shape::Other,
