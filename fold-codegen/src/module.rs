@@ -750,6 +750,23 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                 }
             };
             let has_head = r.head_params.is_some();
+            // Products with Mᵀ are cheap when they touch no dense matrix (elementwise and
+            // sparse work only).
+            let cheap = r.inner_state.is_none_or(|root| {
+                let dep = stage::per_call_mask(&g);
+                let reach = g.reachable(&[root]);
+                g.nodes().iter().enumerate().all(|(i, node)| {
+                    !(reach[i] && dep[i])
+                        || match node {
+                            Node::MatVec([m, _]) => {
+                                g.kind(stage::peel(&g, *m, &|_| false).base) == Kind::Sparse
+                            }
+                            Node::MatMul(_) | Node::Outer(_) | Node::Solve(_) => false,
+                            Node::CallVjp(_) | Node::CallJvp(_) => false,
+                            _ => true,
+                        }
+                })
+            });
             let matrix = match r.matrix {
                 None => quote!(None),
                 Some(m) => {
@@ -820,6 +837,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
                     }
                     fn head_has_params(&self) -> bool {
                         #has_head
+                    }
+                    fn cheap_products(&self) -> bool {
+                        #cheap
                     }
                     fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
                         match &self.staged {

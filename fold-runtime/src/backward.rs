@@ -466,7 +466,25 @@ fn reduced_solve<G: Cotangent>(
             s.iterations += k;
             Ok(s)
         };
-        fallback(iterative, krylov, dense, Method::Direct, &stats)?
+        if f.cheap_products() {
+            // Orthogonalizing against a GMRES basis costs more than such a product:
+            // BiCGSTAB's short recurrences win (GMRES, then a direct solve, if it fails).
+            match bicgstab(&op, &rhs, &stop) {
+                Ok(s) => {
+                    let st = stats(Method::BiCgStab, &s, 0);
+                    (s, st)
+                }
+                Err(FoldError::NotConverged { iterations, .. }) => {
+                    let (s, mut st) = fallback(iterative, krylov, dense, Method::Direct, &stats)
+                        .map_err(|e| add_iterations(e, iterations))?;
+                    st.iterations += iterations;
+                    (s, st)
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            fallback(iterative, krylov, dense, Method::Direct, &stats)?
+        }
     };
     let mut u = DVector::zeros(n);
     for (&i, &ai) in support.iter().zip(solved.x.iter()) {

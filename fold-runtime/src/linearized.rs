@@ -87,6 +87,12 @@ pub trait Factored {
     fn head_has_params(&self) -> bool {
         true
     }
+    /// Whether a product with `Mᵀ` costs O(n) or O(nnz) (elementwise and sparse work only)
+    /// rather than a dense O(n²) pass. Krylov methods then pick the one with the least
+    /// work per product (BiCGSTAB) over the one with the fewest products (GMRES).
+    fn cheap_products(&self) -> bool {
+        false
+    }
     /// The dense reduced matrix `I − Kᵀ M_SSᵀ` (|S| × |S|), when the rule's structure lets it
     /// be formed without full-size products.
     fn reduced_matrix(&self) -> Option<DMatrix<f64>>;
