@@ -4,7 +4,8 @@
 //! # `Method::Auto`
 //! 1. **Reduced path** when [`Linearized::factored`] is `Some` (`Φ = J M` through a
 //!    projection's support `S`): solve `(I − Kᵀ M_SSᵀ) a = Kᵀ g_S` on `|S|` unknowns.
-//!    With a dense reduced matrix: Cholesky (symmetric positive definite) or LU for
+//!    With a dense reduced matrix: Cholesky (symmetric positive definite; see
+//!    [`crate::solvers::direct_dense`]) or LU for
 //!    `|S| ≤` [`REDUCED_DENSE_MAX`], GMRES on the dense matrix above it; without one,
 //!    matrix-free GMRES through `inner_vjp_state`. Each falls back to the other kind
 //!    when it does not converge.
@@ -21,8 +22,8 @@
 //! `(I − Φᵀ) w − g = Mᵀ E_S r_red`, so it is bounded by `‖M‖ ‖r_red‖`.
 
 use crate::solvers::{
-    self, assemble, bicgstab, direct, gmres, lfpi, DenseFactor, DenseOperator, Operator, Solved,
-    Stop, DEFAULT_RESTART,
+    self, assemble, bicgstab, direct, direct_dense, gmres, lfpi, DenseFactor, DenseOperator,
+    Operator, Solved, Stop, DEFAULT_RESTART,
 };
 use crate::{
     BackwardOptions, Cotangent, Factored, FoldError, Linearized, Method, SolveStats, SupportKernel,
@@ -439,10 +440,7 @@ fn reduced_solve<G: Cotangent>(
         crate::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
         crate::check::finite_matrix(&r, "reduced_matrix")?;
         let op = DenseOperator::new(&r)?;
-        let dense = || -> Result<Solved, FoldError> {
-            let factor = DenseFactor::factor(&r, true)?;
-            direct(&op, &rhs, &factor, false, &stop)
-        };
+        let dense = || direct_dense(&r, &op, &rhs, &stop).map(|(s, _)| s);
         let iterative = || gmres(&op, &rhs, restart, &stop);
         if k <= REDUCED_DENSE_MAX {
             fallback(dense, Method::Direct, iterative, krylov, &stats)?

@@ -141,17 +141,24 @@ pub fn gather_sub_view(
     transposed: bool,
 ) -> DMatrix<f64> {
     let k = s.len();
+    let rows = a.nrows();
+    let src = a.as_slice();
     let mut out = DMatrix::zeros(k, k);
-    for (jj, &j) in s.iter().enumerate() {
-        if transposed {
-            // Column j of op(A) is row j of A.
-            for (ii, &i) in s.iter().enumerate() {
-                out[(ii, jj)] = alpha * a[(j, i)];
+    let dst = out.as_mut_slice();
+    if transposed {
+        // op(A)[ii, jj] = A[j, i]: contiguous writes, strided reads (measured faster than
+        // the other way round, whose strided stores stall).
+        for (jj, &j) in s.iter().enumerate() {
+            let row = &src[j..];
+            for (o, &i) in dst[jj * k..(jj + 1) * k].iter_mut().zip(s) {
+                *o = alpha * row[i * rows];
             }
-        } else {
-            let col = a.column(j);
-            for (ii, &i) in s.iter().enumerate() {
-                out[(ii, jj)] = alpha * col[i];
+        }
+    } else {
+        for (jj, &j) in s.iter().enumerate() {
+            let col = &src[j * rows..(j + 1) * rows];
+            for (o, &i) in dst[jj * k..(jj + 1) * k].iter_mut().zip(s) {
+                *o = alpha * col[i];
             }
         }
     }

@@ -1,5 +1,6 @@
 //! A reduced matrix that is symmetric except for one interior pair of entries: the dense
-//! solve must notice (and not factor it by Cholesky), and the answer must be exact.
+//! solve must not return the Cholesky solution of its lower triangle: the answer must be
+//! exact.
 
 use fold_runtime::nalgebra::{DMatrix, DVector};
 use fold_runtime::{folded_backward, BackwardOptions, Factored, Linearized, SupportKernel};

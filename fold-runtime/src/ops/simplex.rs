@@ -255,8 +255,8 @@ impl Centered {
 macro_rules! centered_lin {
     ($lin:ident, $prim:ident, $name:expr, $try_fn:ident, $val:literal, $scalar:ident,
      $support:literal, $upper:expr) => {
-        #[doc = concat!("[`", $val, "`] linearized at `(v, ", stringify!($scalar), ")`: ",
-                                    "`J = diag(s) − ssᵀ/|S|` on ", $support, ".")]
+        #[doc = concat!("[`", $val, "`] linearized at `(v, ", stringify!($scalar), ")`:")]
+        #[doc = concat!("`J = diag(s) − ssᵀ/|S|` on ", $support, ".")]
         ///
         /// The products index by the argument's length: a (co)tangent of another length
         /// panics (a caller bug); the [`Primitive`] trait's products return NaN instead.
@@ -268,8 +268,8 @@ macro_rules! centered_lin {
         }
 
         impl $lin {
-            #[doc = concat!("Evaluates at `(v, ", stringify!($scalar), ")`; fails like [`",
-                                        stringify!($try_fn), "`].")]
+            #[doc = concat!("Evaluates at `(v, ", stringify!($scalar), ")`;")]
+            #[doc = concat!("fails like [`", stringify!($try_fn), "`].")]
             pub fn new(v: &DVector<f64>, $scalar: f64) -> Result<Self, FoldError> {
                 let y = $try_fn(v, $scalar)?;
                 let support = (0..y.len())
@@ -337,8 +337,8 @@ macro_rules! centered_lin {
         }
         impl_linearization!($lin);
 
-        #[doc = concat!("[`", $val, "`] as a [`Primitive`]: arguments `(v, ",
-                                    stringify!($scalar), ")`, one output.")]
+        #[doc = concat!("[`", $val, "`] as a [`Primitive`]:")]
+        #[doc = concat!("arguments `(v, ", stringify!($scalar), ")`, one output.")]
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $prim;
 

@@ -77,6 +77,52 @@ impl DenseFactor {
     }
 }
 
+/// Solves `A x = b` given `A`'s dense matrix `a` (`op` applies the same `A`): Cholesky
+/// when `a` looks symmetric on a few rows, LU otherwise, refined as in [`direct`].
+///
+/// Cholesky reads only the lower triangle, so on a matrix that merely looked symmetric
+/// it solves a different system; the true residual catches that, and only then is the
+/// O(n²) symmetry check run, sending a non-symmetric matrix to LU. Symmetric matrices,
+/// the common case for reduced Hessians, never pay for the full check.
+pub fn direct_dense<A: Operator + ?Sized>(
+    a: &DMatrix<f64>,
+    op: &A,
+    b: &DVector<f64>,
+    stop: &Stop,
+) -> Result<(Solved, DenseFactorization), FoldError> {
+    crate::check::same_dim("dimension of the dense matrix", op.dim(), a.nrows())?;
+    let mut spent = 0;
+    if linalg::looks_symmetric(a, linalg::SYMMETRY_TOL) {
+        // Unchecked: a non-finite `a` fails the residual, is not symmetric, and reaches
+        // LU, which reports it.
+        if let Ok(ch) = Cholesky::factor_unchecked(a) {
+            match direct(op, b, &DenseFactor::Cholesky(ch), false, stop) {
+                Ok(s) => return Ok((s, DenseFactorization::Cholesky)),
+                Err(e) if linalg::is_symmetric(a, linalg::SYMMETRY_TOL) => return Err(e),
+                Err(FoldError::NotConverged { iterations, .. }) => spent = iterations,
+                Err(_) => {}
+            }
+        }
+    }
+    let factor = DenseFactor::Lu(Lu::factor(a)?);
+    match direct(op, b, &factor, false, stop) {
+        Ok(mut s) => {
+            s.iterations += spent;
+            Ok((s, DenseFactorization::Lu))
+        }
+        Err(FoldError::NotConverged {
+            iterations,
+            residual,
+            tol,
+        }) => Err(FoldError::NotConverged {
+            iterations: iterations + spent,
+            residual,
+            tol,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 /// The dense matrix of an operator, column `j` being `A eⱼ` (n products).
 pub fn assemble<A: Operator + ?Sized>(a: &A) -> Result<DMatrix<f64>, FoldError> {
     let n = a.dim();
@@ -136,4 +182,87 @@ pub fn direct<A: Operator + ?Sized>(
         crate::check::finite_vector(&x, "solution of the direct solve")?;
     }
     Err(not_converged(products, best, stop.tol))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solvers::DenseOperator;
+
+    fn stop() -> Stop {
+        Stop {
+            tol: 1e-12,
+            max_iter: 100,
+        }
+    }
+
+    /// Residual of `a x = b` by a plain triple loop, independent of the solvers.
+    fn residual(a: &DMatrix<f64>, x: &DVector<f64>, b: &DVector<f64>) -> f64 {
+        let n = b.len();
+        (0..n)
+            .map(|i| {
+                let ax: f64 = (0..n).map(|j| a[(i, j)] * x[j]).sum();
+                (ax - b[i]).powi(2)
+            })
+            .sum::<f64>()
+            .sqrt()
+            / b.norm()
+    }
+
+    #[test]
+    fn dense_solve_picks_cholesky_only_for_symmetric_matrices() {
+        let n = 9;
+        let spd = DMatrix::from_fn(n, n, |i, j| {
+            if i == j {
+                4.0
+            } else {
+                1.0 / (1.0 + (i + j) as f64)
+            }
+        });
+        let b = DVector::from_fn(n, |i, _| (i as f64).sin() + 0.5);
+        let (s, how) = direct_dense(&spd, &DenseOperator::new(&spd).unwrap(), &b, &stop()).unwrap();
+        assert_eq!(how, DenseFactorization::Cholesky);
+        assert!(residual(&spd, &s.x, &b) <= 1e-12);
+
+        // Asymmetric inside only: the probe passes, Cholesky solves the wrong system, the
+        // true residual sends it to LU.
+        let mut inner = spd.clone();
+        inner[(3, 5)] += 1.5;
+        let (s, how) =
+            direct_dense(&inner, &DenseOperator::new(&inner).unwrap(), &b, &stop()).unwrap();
+        assert_eq!(how, DenseFactorization::Lu);
+        assert!(residual(&inner, &s.x, &b) <= 1e-12);
+        assert!(s.iterations >= 2, "the failed Cholesky attempt is counted");
+
+        // Asymmetric on the border: straight to LU.
+        let mut border = spd.clone();
+        border[(0, 4)] -= 2.0;
+        let (s, how) =
+            direct_dense(&border, &DenseOperator::new(&border).unwrap(), &b, &stop()).unwrap();
+        assert_eq!(how, DenseFactorization::Lu);
+        assert!(residual(&border, &s.x, &b) <= 1e-12);
+
+        // Symmetric indefinite: Cholesky fails, LU solves.
+        let indefinite = &spd - DMatrix::identity(n, n) * 5.0;
+        let op = DenseOperator::new(&indefinite).unwrap();
+        let (s, how) = direct_dense(&indefinite, &op, &b, &stop()).unwrap();
+        assert_eq!(how, DenseFactorization::Lu);
+        assert!(residual(&indefinite, &s.x, &b) <= 1e-12);
+
+        // Non-finite anywhere: reported as such.
+        for (i, j) in [(1, 6), (6, 1)] {
+            let mut nan = spd.clone();
+            nan[(i, j)] = f64::NAN;
+            let op = DenseOperator::new(&nan).unwrap();
+            assert!(matches!(
+                direct_dense(&nan, &op, &b, &stop()),
+                Err(FoldError::NonFinite { .. })
+            ));
+        }
+
+        // Singular: reported, not solved.
+        let singular = DMatrix::from_element(n, n, 1.0);
+        let op = DenseOperator::new(&singular).unwrap();
+        assert!(direct_dense(&singular, &op, &b, &stop()).is_err());
+    }
 }

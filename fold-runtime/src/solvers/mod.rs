@@ -14,7 +14,7 @@ pub mod lfpi;
 
 pub use bicgstab::bicgstab;
 pub use dense::DenseOperator;
-pub use direct::{assemble, direct, DenseFactor};
+pub use direct::{assemble, direct, direct_dense, DenseFactor};
 pub use gmres::gmres;
 pub use lfpi::lfpi;
 
