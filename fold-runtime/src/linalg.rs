@@ -13,7 +13,8 @@
 //!
 //! - Products go through faer on zero-copy views of nalgebra storage, except below
 //!   [`SMALL_GEMV`] entries where nalgebra's lower call overhead wins.
-//! - LU and Cholesky factor in place with faer's blocked kernels (5× faster at n = 1000);
+//! - LU and Cholesky factor in place with faer's blocked kernels (5× faster at n = 1000),
+//!   Cholesky below n = 57 with a hand-rolled kernel (reduced systems live there);
 //!   at n ≤ 100 the LU's cost is dominated by the condition estimate that makes
 //!   `Singular` trustworthy, which is kept on purpose. The factors stay in nalgebra
 //!   matrices; triangular solves with one right-hand side are plain column loops here.
