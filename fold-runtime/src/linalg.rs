@@ -148,24 +148,65 @@ fn check_square(a: &DMatrix<f64>, what: &str) -> Result<usize, FoldError> {
     Ok(n)
 }
 
-/// `(max|aᵢⱼ|, ‖A‖₁)` in one pass, or `NonFinite` naming `what`.
-fn scale_and_norm1(a: &DMatrix<f64>, what: &str) -> Result<(f64, f64), FoldError> {
-    let (mut max, mut norm1, mut poison) = (0.0f64, 0.0f64, 0.0f64);
+/// What one pass over a matrix tells [`Lu`]: `max|aᵢⱼ|`, `‖A‖₁`, and the largest
+/// magnitude of each row and of each column.
+struct Scan {
+    max: f64,
+    norm1: f64,
+    rows: Vec<f64>,
+    cols: Vec<f64>,
+}
+
+/// [`Scan`] of `a`, or `NonFinite` naming `what`.
+fn scan(a: &DMatrix<f64>, what: &str) -> Result<Scan, FoldError> {
+    let (mut norm1, mut poison) = (0.0f64, 0.0f64);
+    let mut rows = vec![0.0f64; a.nrows()];
+    let mut cols = Vec::with_capacity(a.ncols());
     for c in a.column_iter() {
-        let mut sum = 0.0;
-        for v in c.iter() {
+        let (mut sum, mut max) = (0.0, 0.0f64);
+        for (r, v) in rows.iter_mut().zip(c.iter()) {
             // v * 0.0 is NaN exactly when v is not finite (f64::max would skip NaN).
             poison += v * 0.0;
             sum += v.abs();
             max = max.max(v.abs());
+            *r = r.max(v.abs());
         }
         norm1 = norm1.max(sum);
+        cols.push(max);
     }
     if poison == 0.0 {
-        Ok((max, norm1))
+        let max = cols.iter().fold(0.0f64, |m, &c| m.max(c));
+        Ok(Scan {
+            max,
+            norm1,
+            rows,
+            cols,
+        })
     } else {
         Err(FoldError::non_finite(what))
     }
+}
+
+/// Spread `max / min` of row (or column) sizes above which [`Lu`] equilibrates them: below
+/// it scaling changes neither pivoting nor the singularity verdict much, and skipping it
+/// saves passes over the matrix.
+const EQUILIBRATE_ABOVE: f64 = 256.0;
+
+/// Power-of-two multipliers `sᵢ ≈ 1 / rᵢ` (exact in floating point) for rows or columns
+/// of sizes `rᵢ`, or `None` when they are of similar size.
+fn equilibration(sizes: &[f64]) -> Option<Vec<f64>> {
+    let (lo, hi) = sizes.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
+        (lo.min(r), hi.max(r))
+    });
+    if sizes.is_empty() || lo == 0.0 || hi <= EQUILIBRATE_ABOVE * lo {
+        return None;
+    }
+    Some(
+        sizes
+            .iter()
+            .map(|&r| 2f64.powi(-(r.log2().round() as i32).clamp(-1000, 1000)))
+            .collect(),
+    )
 }
 
 fn max_abs(a: &DMatrix<f64>) -> f64 {
@@ -200,14 +241,21 @@ pub struct Lu {
     lu: DMatrix<f64>,
     /// Row permutation of `P A` as swaps: see [`swaps_of`].
     swaps: Vec<usize>,
+    /// Row multipliers `R` when the factors are of `R A C` (badly scaled rows), else empty.
+    row_scale: Vec<f64>,
+    /// Column multipliers `C` (badly scaled columns), else empty.
+    col_scale: Vec<f64>,
     rcond: f64,
 }
 
 impl Lu {
     /// Factors a square matrix.
     ///
-    /// `Singular` when a pivot is below `n ε max|aᵢⱼ|` or the estimated reciprocal
-    /// 1-norm condition number is below `max(n, 16) ε`; `NonFinite` / `DimensionMismatch` on bad input.
+    /// Rows, then columns, of very different size are first scaled by powers of two
+    /// (`Ã = R A C`, exact), so that pivoting and the singularity verdict do not depend on
+    /// the units of the unknowns or equations. `Singular` when a row or column is zero, a
+    /// pivot is below `n ε max|Ãᵢⱼ|`, or the estimated reciprocal 1-norm condition number
+    /// of `Ã` is below `max(n, 16) ε`; `NonFinite` / `DimensionMismatch` on bad input.
     pub fn factor(a: &DMatrix<f64>) -> Result<Lu, FoldError> {
         Lu::factor_owned(a.clone())
     }
@@ -215,8 +263,29 @@ impl Lu {
     /// [`Lu::factor`] reusing the matrix's storage for the factors (no copy).
     pub fn factor_owned(a: DMatrix<f64>) -> Result<Lu, FoldError> {
         let n = check_square(&a, "matrix to factor")?;
-        let (scale, anorm) = scale_and_norm1(&a, "matrix to factor")?;
+        let what = "matrix to factor";
+        let mut sc = scan(&a, what)?;
+        if sc.rows.contains(&0.0) || sc.cols.contains(&0.0) {
+            return Err(FoldError::Singular);
+        }
         let mut lu = a;
+        let row_scale = equilibration(&sc.rows).unwrap_or_default();
+        if !row_scale.is_empty() {
+            for mut c in lu.column_iter_mut() {
+                for (v, &si) in c.iter_mut().zip(&row_scale) {
+                    *v *= si;
+                }
+            }
+            sc = scan(&lu, what)?;
+        }
+        let col_scale = equilibration(&sc.cols).unwrap_or_default();
+        if !col_scale.is_empty() {
+            for (mut c, &sj) in lu.column_iter_mut().zip(&col_scale) {
+                c *= sj;
+            }
+            sc = scan(&lu, what)?;
+        }
+        let (scale, anorm) = (sc.max, sc.norm1);
         let mut perm = vec![0usize; n];
         let mut perm_inv = vec![0usize; n];
         {
@@ -239,6 +308,8 @@ impl Lu {
         let mut this = Lu {
             lu,
             swaps: swaps_of(&perm),
+            row_scale,
+            col_scale,
             rcond: 0.0,
         };
         if n == 0 {
@@ -268,7 +339,8 @@ impl Lu {
         self.swaps.len()
     }
 
-    /// Estimated reciprocal condition number `1 / (‖A‖₁ ‖A⁻¹‖₁)` (Hager–Higham).
+    /// Estimated reciprocal condition number `1 / (‖Ã‖₁ ‖Ã⁻¹‖₁)` (Hager–Higham) of the
+    /// equilibrated matrix `Ã = R A C` that was factored (`A` itself unless badly scaled).
     pub fn rcond(&self) -> f64 {
         self.rcond
     }
@@ -299,6 +371,14 @@ impl Lu {
     /// If `x.len()` differs from the matrix dimension.
     pub fn solve_in_place(&self, x: &mut DVector<f64>) {
         assert_eq!(x.len(), self.dim(), "Lu::solve: right-hand side length");
+        // A x = b  ⇔  Ã (C⁻¹ x) = R b.
+        scale_by(x, &self.row_scale);
+        self.solve_factored_in_place(x);
+        scale_by(x, &self.col_scale);
+    }
+
+    /// `x ← Ã⁻¹ x`.
+    fn solve_factored_in_place(&self, x: &mut DVector<f64>) {
         for (i, &j) in self.swaps.iter().enumerate() {
             x.swap_rows(i, j);
         }
@@ -316,7 +396,15 @@ impl Lu {
             self.dim(),
             "Lu::solve_transpose: right-hand side length"
         );
-        // Aᵀ = Uᵀ Lᵀ P, so x ← Pᵀ L⁻ᵀ U⁻ᵀ x.
+        // Aᵀ y = c  ⇔  Ãᵀ (R⁻¹ y) = C c.
+        scale_by(x, &self.col_scale);
+        self.solve_factored_transpose_in_place(x);
+        scale_by(x, &self.row_scale);
+    }
+
+    /// `x ← Ã⁻ᵀ x`.
+    fn solve_factored_transpose_in_place(&self, x: &mut DVector<f64>) {
+        // Ãᵀ = Uᵀ Lᵀ P, so x ← Pᵀ L⁻ᵀ U⁻ᵀ x.
         upper_transpose_solve(&self.lu, x.as_mut_slice());
         lower_transpose_solve(&self.lu, x.as_mut_slice(), None);
         for (i, &j) in self.swaps.iter().enumerate().rev() {
@@ -324,14 +412,14 @@ impl Lu {
         }
     }
 
-    /// Hager–Higham estimate of `‖A⁻¹‖₁` from a few solves with `A` and `Aᵀ`.
+    /// Hager–Higham estimate of `‖Ã⁻¹‖₁` from a few solves with the factors.
     fn inverse_norm1_estimate(&self) -> Option<f64> {
         let n = self.dim();
         let mut x = DVector::from_element(n, 1.0 / n as f64);
         let mut est = 0.0;
         let mut last_j = usize::MAX;
         for _ in 0..5 {
-            self.solve_in_place(&mut x); // y = A⁻¹ x
+            self.solve_factored_in_place(&mut x); // y = A⁻¹ x
             let y_norm: f64 = x.iter().map(|v| v.abs()).sum();
             if !y_norm.is_finite() {
                 return None;
@@ -341,7 +429,7 @@ impl Lu {
             }
             est = y_norm;
             x.apply(|v| *v = if *v >= 0.0 { 1.0 } else { -1.0 });
-            self.solve_transpose_in_place(&mut x); // z = A⁻ᵀ sign(y)
+            self.solve_factored_transpose_in_place(&mut x); // z = A⁻ᵀ sign(y)
             let j = x.iamax();
             if j == last_j {
                 break;
@@ -355,7 +443,7 @@ impl Lu {
             let s = if i % 2 == 0 { 1.0 } else { -1.0 };
             s * (1.0 + i as f64 / (n.max(2) - 1) as f64)
         });
-        self.solve_in_place(&mut alt);
+        self.solve_factored_in_place(&mut alt);
         let alt_est = 2.0 * alt.iter().map(|v| v.abs()).sum::<f64>() / (3.0 * n as f64);
         let best = est.max(alt_est);
         best.is_finite().then_some(best)
@@ -441,6 +529,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
+/// `xᵢ ← sᵢ xᵢ`; nothing when `s` is empty (no scaling).
+fn scale_by(x: &mut DVector<f64>, s: &[f64]) {
+    for (v, &si) in x.iter_mut().zip(s) {
+        *v *= si;
+    }
+}
+
 /// The row permutation `x ← x[perm]` as a sequence of swaps (LAPACK's `ipiv`): applying
 /// `x.swap(i, swaps[i])` for `i = 0, 1, …` permutes in place, without a scratch vector.
 fn swaps_of(perm: &[usize]) -> Vec<usize> {
@@ -518,7 +613,7 @@ fn small_cholesky_in_place(s: &mut [f64], n: usize) -> bool {
 impl Cholesky {
     /// Factors `A`, reading its lower triangle only.
     ///
-    /// `Singular` when `A` is not numerically positive definite (a pivot `≤ n ε max aᵢᵢ`);
+    /// `Singular` when `A` is not numerically positive definite (a pivot `lᵢᵢ² ≤ n ε aᵢᵢ`);
     /// `NonFinite` / `DimensionMismatch` on bad input.
     pub fn factor(a: &DMatrix<f64>) -> Result<Cholesky, FoldError> {
         check_square(a, "matrix to factor")?;
@@ -552,11 +647,11 @@ impl Cholesky {
             .map_err(|_| FoldError::Singular)?;
             l
         };
-        let max_diag = (0..n).map(|i| a[(i, i)]).fold(0.0f64, f64::max);
-        let floor = n as f64 * f64::EPSILON * max_diag;
+        // Relative to each row's own diagonal, so that the verdict does not change under
+        // a symmetric diagonal scaling D A D (a badly scaled but well-conditioned matrix).
         let ok = (0..n).all(|i| {
             let d = l[(i, i)];
-            d.is_finite() && d * d > floor
+            d.is_finite() && d * d > n as f64 * f64::EPSILON * a[(i, i)]
         });
         if !ok {
             return Err(FoldError::Singular);
@@ -731,6 +826,67 @@ mod tests {
                     .fold(0.0, f64::max);
             // The estimate is a lower bound on the condition within a small factor.
             assert!(1.0 / lu.rcond() <= cond * 1.0001 && 1.0 / lu.rcond() >= cond / 10.0);
+        }
+    }
+
+    #[test]
+    fn badly_scaled_rows_are_not_singular() {
+        // D B with B well conditioned and D spanning 1e-200 … 1e200: solvable to full
+        // relative accuracy, singular only if the verdict depended on the row scaling.
+        for n in [3usize, 8, 40, 70] {
+            let b = pseudo_random(n, n, 11 + n as u64) + DMatrix::identity(n, n) * 4.0;
+            let d: Vec<f64> = (0..n)
+                .map(|i| 10f64.powf(-200.0 + 400.0 * i as f64 / (n - 1) as f64))
+                .collect();
+            let a = DMatrix::from_fn(n, n, |i, j| d[i] * b[(i, j)]);
+            let x_true = DVector::from_fn(n, |i, _| 1.0 + i as f64);
+            let rhs = DVector::from_fn(n, |i, _| d[i] * (b.row(i) * &x_true)[0]);
+            let lu = Lu::factor(&a).unwrap();
+            let x = lu.solve(&rhs);
+            assert!((&x - &x_true).amax() <= 1e-10 * x_true.amax(), "n = {n}");
+            // Aᵀ y = Aᵀ e₀ has the solution y = e₀.
+            let c = a.row(0).transpose();
+            let y = lu.solve_transpose(&c);
+            assert!((y[0] - 1.0).abs() < 1e-10 && y.rows(1, n - 1).amax() < 1e-10);
+            // The same rows made dependent stay singular.
+            let mut dep = a.clone();
+            let last = dep.row(n - 2) * (d[n - 1] / d[n - 2]);
+            dep.set_row(n - 1, &last);
+            assert_eq!(
+                Lu::factor(&dep).unwrap_err(),
+                FoldError::Singular,
+                "n = {n}"
+            );
+        }
+        // Columns scaled instead (unknowns in wildly different units): B D x = b.
+        let n = 9;
+        let b = pseudo_random(n, n, 5) + DMatrix::identity(n, n) * 4.0;
+        let d: Vec<f64> = (0..n).map(|j| 10f64.powi(-40 + 10 * j as i32)).collect();
+        let a = DMatrix::from_fn(n, n, |i, j| b[(i, j)] * d[j]);
+        let x_true = DVector::from_fn(n, |j, _| (1.0 + j as f64) / d[j]);
+        let rhs = &b * DVector::from_fn(n, |j, _| 1.0 + j as f64);
+        let x = Lu::factor(&a).unwrap().solve(&rhs);
+        for j in 0..n {
+            assert!(
+                (x[j] - x_true[j]).abs() <= 1e-10 * x_true[j].abs(),
+                "j = {j}"
+            );
+        }
+
+        // Symmetric scaling D S D of an SPD matrix: Cholesky still factors it.
+        let n = 6;
+        let b = pseudo_random(n, n, 3);
+        let spd = &b * b.transpose() + DMatrix::identity(n, n);
+        let d: Vec<f64> = (0..n).map(|i| 10f64.powi(-30 + 12 * i as i32)).collect();
+        let scaled = DMatrix::from_fn(n, n, |i, j| d[i] * spd[(i, j)] * d[j]);
+        let x_true = DVector::from_fn(n, |i, _| (1.0 + i as f64) / d[i]);
+        let rhs = &scaled * &x_true;
+        let x = Cholesky::factor(&scaled).unwrap().solve(&rhs);
+        for i in 0..n {
+            assert!(
+                (x[i] - x_true[i]).abs() <= 1e-10 * x_true[i].abs(),
+                "i = {i}"
+            );
         }
     }
 
