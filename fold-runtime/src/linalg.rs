@@ -159,23 +159,45 @@ struct Scan {
 
 /// [`Scan`] of `a`, or `NonFinite` naming `what`.
 fn scan(a: &DMatrix<f64>, what: &str) -> Result<Scan, FoldError> {
-    let (mut norm1, mut poison) = (0.0f64, 0.0f64);
-    let mut rows = vec![0.0f64; a.nrows()];
-    let mut cols = Vec::with_capacity(a.ncols());
-    for c in a.column_iter() {
-        let (mut sum, mut max) = (0.0, 0.0f64);
-        for (r, v) in rows.iter_mut().zip(c.iter()) {
-            // v * 0.0 is NaN exactly when v is not finite (f64::max would skip NaN).
-            poison += v * 0.0;
-            sum += v.abs();
-            max = max.max(v.abs());
-            *r = r.max(v.abs());
+    // Four lanes of independent accumulators and select-style maxima (NaN is caught by
+    // `poison` instead), so that the pass vectorizes: it runs before every LU.
+    fn bigger(a: f64, b: f64) -> f64 {
+        if a > b {
+            a
+        } else {
+            b
         }
-        norm1 = norm1.max(sum);
-        cols.push(max);
     }
-    if poison == 0.0 {
-        let max = cols.iter().fold(0.0f64, |m, &c| m.max(c));
+    let m = a.nrows();
+    let (mut norm1, mut poison) = (0.0f64, [0.0f64; 4]);
+    let mut rows = vec![0.0f64; m];
+    let mut cols = Vec::with_capacity(a.ncols());
+    for col in a.as_slice().chunks_exact(m.max(1)).take(a.ncols()) {
+        let (mut sum, mut max) = ([0.0f64; 4], [0.0f64; 4]);
+        let mut rc = rows.chunks_exact_mut(4);
+        let mut vc = col.chunks_exact(4);
+        for (r, v) in (&mut rc).zip(&mut vc) {
+            for k in 0..4 {
+                let x = v[k].abs();
+                // v * 0.0 is NaN exactly when v is not finite.
+                poison[k] += v[k] * 0.0;
+                sum[k] += x;
+                max[k] = bigger(x, max[k]);
+                r[k] = bigger(x, r[k]);
+            }
+        }
+        for (r, v) in rc.into_remainder().iter_mut().zip(vc.remainder()) {
+            let x = v.abs();
+            poison[0] += v * 0.0;
+            sum[0] += x;
+            max[0] = bigger(x, max[0]);
+            *r = bigger(x, *r);
+        }
+        norm1 = bigger((sum[0] + sum[1]) + (sum[2] + sum[3]), norm1);
+        cols.push(max.into_iter().fold(0.0, bigger));
+    }
+    if poison.iter().sum::<f64>() == 0.0 {
+        let max = cols.iter().copied().fold(0.0, bigger);
         Ok(Scan {
             max,
             norm1,
