@@ -146,11 +146,32 @@ pub fn gather_sub_view(
     let mut out = DMatrix::zeros(k, k);
     let dst = out.as_mut_slice();
     if transposed {
-        // op(A)[ii, jj] = A[j, i]: contiguous writes, strided reads (measured faster than
-        // the other way round, whose strided stores stall).
-        for (jj, &j) in s.iter().enumerate() {
+        // op(A)[ii, jj] = A[j, i]: four output columns at a time, so that each column i
+        // of A is visited once per four outputs (rows j of A are strided) and the writes
+        // stay four sequential streams.
+        let mut blocks = dst.chunks_exact_mut(4 * k.max(1));
+        let mut jj = 0;
+        for block in &mut blocks {
+            let (o0, rest) = block.split_at_mut(k);
+            let (o1, rest) = rest.split_at_mut(k);
+            let (o2, o3) = rest.split_at_mut(k);
+            let (j0, j1, j2, j3) = (s[jj], s[jj + 1], s[jj + 2], s[jj + 3]);
+            for (ii, &i) in s.iter().enumerate() {
+                let col = &src[i * rows..(i + 1) * rows];
+                o0[ii] = alpha * col[j0];
+                o1[ii] = alpha * col[j1];
+                o2[ii] = alpha * col[j2];
+                o3[ii] = alpha * col[j3];
+            }
+            jj += 4;
+        }
+        for (out, &j) in blocks
+            .into_remainder()
+            .chunks_exact_mut(k.max(1))
+            .zip(&s[jj..])
+        {
             let row = &src[j..];
-            for (o, &i) in dst[jj * k..(jj + 1) * k].iter_mut().zip(s) {
+            for (o, &i) in out.iter_mut().zip(s) {
                 *o = alpha * row[i * rows];
             }
         }
