@@ -506,6 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn gathered_views_match_select_rows_columns() {
+        let a = DMatrix::from_fn(10, 10, |i, j| (i * 10 + j) as f64);
+        for s in [
+            vec![],
+            vec![3],
+            vec![0, 1, 2, 3],
+            vec![1, 2, 4, 5, 7, 8, 9],
+            (0..10).collect(),
+        ] {
+            let plain = a.select_rows(&s).select_columns(&s);
+            assert_eq!(gather_sub_view(1.0, &a, &s, false), plain);
+            assert_eq!(
+                gather_sub_view(-2.0, &a, &s, true),
+                plain.transpose() * -2.0
+            );
+        }
+    }
+
+    #[test]
     fn gathered_views_and_diagonals() {
         let a = dmatrix![1.0, 2.0, 3.0; 4.0, 5.0, 6.0; 7.0, 8.0, 9.0];
         let s = [0usize, 2];
