@@ -111,15 +111,7 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
 pub fn work(rule: &rule::Rule) -> ([usize; 4], [usize; 4]) {
     let vjp: Vec<egg::Id> = rule.vjp_state.iter().flatten().copied().collect();
     let (per_call, _) = egraph::op_counts(&rule.graph, &vjp);
-    let all: Vec<egg::Id> = rule
-        .vjp_state
-        .iter()
-        .chain(&rule.vjp_params)
-        .chain(&rule.jvp_state)
-        .chain(&rule.jvp_params)
-        .flatten()
-        .copied()
-        .collect();
+    let all: Vec<egg::Id> = rule.product_roots().collect();
     let (_, once) = egraph::op_counts(&rule.graph, &all);
     (per_call, once)
 }

@@ -149,17 +149,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<TokenStream> {
     };
 
     // Per-call roots and staging.
-    let mut per_call: Vec<Id> = Vec::new();
-    for r in rule
-        .vjp_state
-        .iter()
-        .chain(&rule.vjp_params)
-        .chain(&rule.jvp_state)
-        .chain(&rule.jvp_params)
-        .flatten()
-    {
-        per_call.push(*r);
-    }
+    let mut per_call: Vec<Id> = rule.product_roots().collect();
     let red = rule.reduction.clone();
     if let Some(r) = &red {
         per_call.extend(r.inner_state);

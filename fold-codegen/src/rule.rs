@@ -57,6 +57,17 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The roots of every product with `Φ` and `Ψ` (VJPs, then JVPs), skipping zeros.
+    pub fn product_roots(&self) -> impl Iterator<Item = Id> + '_ {
+        self.vjp_state
+            .iter()
+            .chain(&self.vjp_params)
+            .chain(&self.jvp_state)
+            .chain(&self.jvp_params)
+            .flatten()
+            .copied()
+    }
+
     /// Names of the state blocks.
     pub fn block_names(&self) -> Vec<String> {
         self.sig

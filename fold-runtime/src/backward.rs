@@ -22,8 +22,8 @@
 //! `(I − Φᵀ) w − g = Mᵀ E_S r_red`, so it is bounded by `‖M‖ ‖r_red‖`.
 
 use crate::solvers::{
-    self, assemble, bicgstab, direct, direct_dense, gmres, lfpi, DenseFactor, DenseOperator,
-    Operator, Solved, Stop, DEFAULT_RESTART,
+    self, add_iterations, assemble, bicgstab, direct, direct_dense, gmres, lfpi, DenseFactor,
+    DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART,
 };
 use crate::{
     BackwardOptions, Cotangent, Factored, FoldError, Linearized, Method, SolveStats, SupportKernel,
@@ -335,22 +335,6 @@ where
             let st = stats(method, &s, extra);
             Ok((s.x, st))
         }
-    }
-}
-
-/// Counts the products of an earlier failed attempt in a fallback's error.
-fn add_iterations(e: FoldError, earlier: usize) -> FoldError {
-    match e {
-        FoldError::NotConverged {
-            iterations,
-            residual,
-            tol,
-        } => FoldError::NotConverged {
-            iterations: iterations + earlier,
-            residual,
-            tol,
-        },
-        e => e,
     }
 }
 

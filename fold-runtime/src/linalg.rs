@@ -533,8 +533,8 @@ fn lower_transpose_solve(f: &DMatrix<f64>, x: &mut [f64], inv_diag: Option<&[f64
     }
 }
 
-/// Dot product with four independent accumulators, so it vectorizes.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+/// `a · b` with four independent accumulators, so it vectorizes.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
     let tail: f64 = ca

@@ -1,7 +1,7 @@
 //! Direct solve: a dense factorization of `A`, then iterative refinement against the
 //! matrix-free operator (which is the ground truth the residual is checked on).
 
-use super::{not_converged, residual_into, Operator, Solved, Stop};
+use super::{add_iterations, not_converged, residual_into, Operator, Solved, Stop};
 use crate::linalg::{self, Cholesky, DenseFactorization, Lu};
 use crate::FoldError;
 use nalgebra::{DMatrix, DVector};
@@ -105,22 +105,9 @@ pub fn direct_dense<A: Operator + ?Sized>(
         }
     }
     let factor = DenseFactor::Lu(Lu::factor(a)?);
-    match direct(op, b, &factor, false, stop) {
-        Ok(mut s) => {
-            s.iterations += spent;
-            Ok((s, DenseFactorization::Lu))
-        }
-        Err(FoldError::NotConverged {
-            iterations,
-            residual,
-            tol,
-        }) => Err(FoldError::NotConverged {
-            iterations: iterations + spent,
-            residual,
-            tol,
-        }),
-        Err(e) => Err(e),
-    }
+    let mut s = direct(op, b, &factor, false, stop).map_err(|e| add_iterations(e, spent))?;
+    s.iterations += spent;
+    Ok((s, DenseFactorization::Lu))
 }
 
 /// The dense matrix of an operator, column `j` being `A eⱼ` (n products).

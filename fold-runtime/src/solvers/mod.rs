@@ -100,6 +100,22 @@ pub(crate) fn check_system<A: Operator + ?Sized>(
     Ok(b.norm())
 }
 
+/// `e` with `earlier` products (of a first attempt) added when it is `NotConverged`.
+pub(crate) fn add_iterations(e: FoldError, earlier: usize) -> FoldError {
+    match e {
+        FoldError::NotConverged {
+            iterations,
+            residual,
+            tol,
+        } => FoldError::NotConverged {
+            iterations: iterations + earlier,
+            residual,
+            tol,
+        },
+        e => e,
+    }
+}
+
 /// The error for a solve that stopped with relative true residual `residual`.
 pub(crate) fn not_converged(iterations: usize, residual: f64, tol: f64) -> FoldError {
     FoldError::NotConverged {
@@ -109,23 +125,7 @@ pub(crate) fn not_converged(iterations: usize, residual: f64, tol: f64) -> FoldE
     }
 }
 
-/// `x · y` with four independent accumulators, so it vectorizes.
-pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (p, q) in ca.zip(cb) {
-        for k in 0..4 {
-            acc[k] += p[k] * q[k];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
+pub(crate) use crate::linalg::dot;
 
 /// `y += s x` on slices of equal length.
 pub(crate) fn axpy(y: &mut [f64], s: f64, x: &[f64]) {
