@@ -3,10 +3,11 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fold_runtime::linalg;
 use fold_runtime::nalgebra::{DMatrix, DVector};
-use fold_runtime::solvers::{direct, gmres, DenseFactor, DenseOperator, Stop};
+use fold_runtime::solvers::{direct_dense, gmres, DenseOperator, Stop};
 use fold_runtime::{folded_backward, BackwardOptions, Factored, Linearized, Method, SupportKernel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -258,8 +259,13 @@ fn thresholds(c: &mut Criterion) {
         };
         group.bench_with_input(BenchmarkId::new("reduced_cholesky", n), &n, |b, _| {
             b.iter(|| {
-                let f = DenseFactor::factor(black_box(&r), true)?;
-                direct(&op, black_box(&g), &f, false, &stop)
+                direct_dense(
+                    Cow::Borrowed(black_box(&r)),
+                    false,
+                    &op,
+                    black_box(&g),
+                    &stop,
+                )
             })
         });
         group.bench_with_input(BenchmarkId::new("reduced_gmres30", n), &n, |b, _| {

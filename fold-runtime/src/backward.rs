@@ -22,13 +22,14 @@
 //! `(I − Φᵀ) w − g = Mᵀ E_S r_red`, so it is bounded by `‖M‖ ‖r_red‖`.
 
 use crate::solvers::{
-    self, add_iterations, assemble, bicgstab, direct, direct_dense, gmres, lfpi, DenseFactor,
-    DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART,
+    self, add_iterations, assemble, bicgstab, direct_dense, gmres, lfpi, DenseOperator, Operator,
+    Solved, Stop, DEFAULT_RESTART,
 };
 use crate::{
     BackwardOptions, Cotangent, Factored, FoldError, Linearized, Method, SolveStats, SupportKernel,
 };
 use nalgebra::{DMatrix, DVector};
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 /// `Auto` solves full systems of at most this size by Direct, larger ones by GMRES.
@@ -299,8 +300,8 @@ where
         match method {
             Method::Direct | Method::Auto => {
                 let (m, transposed, built) = dense()?;
-                let factor = DenseFactor::factor_owned(m, true)?;
-                Ok((direct(op, b, &factor, transposed, &stop)?, built))
+                let (solved, _) = direct_dense(Cow::Owned(m), transposed, op, b, &stop)?;
+                Ok((solved, built))
             }
             Method::Gmres { restart } => Ok((gmres(op, b, restart, &stop)?, 0)),
             Method::BiCgStab => Ok((bicgstab(op, b, &stop)?, 0)),
@@ -424,7 +425,7 @@ fn reduced_solve<G: Cotangent>(
         crate::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
         crate::check::finite_matrix(&r, "reduced_matrix")?;
         let op = DenseOperator::new(&r)?;
-        let dense = || direct_dense(&r, &op, &rhs, &stop).map(|(s, _)| s);
+        let dense = || direct_dense(Cow::Borrowed(&r), false, &op, &rhs, &stop).map(|(s, _)| s);
         let iterative = || gmres(&op, &rhs, restart, &stop);
         if k <= REDUCED_DENSE_MAX {
             fallback(dense, Method::Direct, iterative, krylov, &stats)?
@@ -443,8 +444,7 @@ fn reduced_solve<G: Cotangent>(
             if k > AUTO_FALLBACK_DIRECT_MAX {
                 return Err(solvers::not_converged(0, f64::INFINITY, stop.tol));
             }
-            let factor = DenseFactor::factor_owned(assemble(&op)?, true)?;
-            let mut s = direct(&op, &rhs, &factor, false, &stop)?;
+            let (mut s, _) = direct_dense(Cow::Owned(assemble(&op)?), false, &op, &rhs, &stop)?;
             s.iterations += k;
             Ok(s)
         };

@@ -5,6 +5,7 @@ use super::{add_iterations, not_converged, residual_into, Operator, Solved, Stop
 use crate::linalg::{self, Cholesky, DenseFactorization, Lu};
 use crate::FoldError;
 use nalgebra::{DMatrix, DVector};
+use std::borrow::Cow;
 
 /// Refinement steps after the first solve. LU with partial pivoting is backward stable,
 /// so one step almost always reaches the residual floor; the second covers the rare
@@ -21,32 +22,6 @@ pub enum DenseFactor {
 }
 
 impl DenseFactor {
-    /// Cholesky when `try_cholesky`, `a` is symmetric (to [`linalg::SYMMETRY_TOL`]) and the
-    /// factorization succeeds; LU otherwise. `Singular` when LU finds `a` singular.
-    ///
-    /// The full symmetry check costs O(n²) against the factorization's O(n³); a cheaper
-    /// probe of a few rows is not enough: `I − Φᵀ` of a masked rule can look symmetric on
-    /// them and not be.
-    pub fn factor(a: &DMatrix<f64>, try_cholesky: bool) -> Result<DenseFactor, FoldError> {
-        if try_cholesky && linalg::is_symmetric(a, linalg::SYMMETRY_TOL) {
-            if let Ok(ch) = Cholesky::factor(a) {
-                return Ok(DenseFactor::Cholesky(ch));
-            }
-        }
-        Lu::factor(a).map(DenseFactor::Lu)
-    }
-
-    /// [`DenseFactor::factor`] reusing `a`'s storage for an LU (no copy unless Cholesky
-    /// is attempted).
-    pub fn factor_owned(a: DMatrix<f64>, try_cholesky: bool) -> Result<DenseFactor, FoldError> {
-        if try_cholesky && linalg::is_symmetric(&a, linalg::SYMMETRY_TOL) {
-            if let Ok(ch) = Cholesky::factor(&a) {
-                return Ok(DenseFactor::Cholesky(ch));
-            }
-        }
-        Lu::factor_owned(a).map(DenseFactor::Lu)
-    }
-
     /// Which factorization this is.
     pub fn kind(&self) -> DenseFactorization {
         match self {
@@ -77,35 +52,37 @@ impl DenseFactor {
     }
 }
 
-/// Solves `A x = b` given `A`'s dense matrix `a` (`op` applies the same `A`): Cholesky
-/// when `a` looks symmetric on a few rows, LU otherwise, refined as in [`direct`].
+/// Solves `A x = b` (`Aᵀ x = b` when `transposed`) given the dense matrix `a` of `A`, which
+/// `op` applies: Cholesky when `a` looks symmetric on a few rows, LU otherwise, refined as
+/// in [`direct`]. An owned `a` lends its storage to the LU.
 ///
 /// Cholesky reads only the lower triangle, so on a matrix that merely looked symmetric
 /// it solves a different system; the true residual catches that, and only then is the
 /// O(n²) symmetry check run, sending a non-symmetric matrix to LU. Symmetric matrices,
 /// the common case for reduced Hessians, never pay for the full check.
 pub fn direct_dense<A: Operator + ?Sized>(
-    a: &DMatrix<f64>,
+    a: Cow<'_, DMatrix<f64>>,
+    transposed: bool,
     op: &A,
     b: &DVector<f64>,
     stop: &Stop,
 ) -> Result<(Solved, DenseFactorization), FoldError> {
     crate::check::same_dim("dimension of the dense matrix", op.dim(), a.nrows())?;
     let mut spent = 0;
-    if linalg::looks_symmetric(a, linalg::SYMMETRY_TOL) {
+    if linalg::looks_symmetric(&a, linalg::SYMMETRY_TOL) {
         // Unchecked: a non-finite `a` fails the residual, is not symmetric, and reaches
-        // LU, which reports it.
-        if let Ok(ch) = Cholesky::factor_unchecked(a) {
-            match direct(op, b, &DenseFactor::Cholesky(ch), false, stop) {
+        // LU, which reports it. A symmetric `a` is its own transpose.
+        if let Ok(ch) = Cholesky::factor_unchecked(&a) {
+            match direct(op, b, &DenseFactor::Cholesky(ch), transposed, stop) {
                 Ok(s) => return Ok((s, DenseFactorization::Cholesky)),
-                Err(e) if linalg::is_symmetric(a, linalg::SYMMETRY_TOL) => return Err(e),
+                Err(e) if linalg::is_symmetric(&a, linalg::SYMMETRY_TOL) => return Err(e),
                 Err(FoldError::NotConverged { iterations, .. }) => spent = iterations,
                 Err(_) => {}
             }
         }
     }
-    let factor = DenseFactor::Lu(Lu::factor(a)?);
-    let mut s = direct(op, b, &factor, false, stop).map_err(|e| add_iterations(e, spent))?;
+    let factor = DenseFactor::Lu(Lu::factor_owned(a.into_owned())?);
+    let mut s = direct(op, b, &factor, transposed, stop).map_err(|e| add_iterations(e, spent))?;
     s.iterations += spent;
     Ok((s, DenseFactorization::Lu))
 }
@@ -207,7 +184,14 @@ mod tests {
             }
         });
         let b = DVector::from_fn(n, |i, _| (i as f64).sin() + 0.5);
-        let (s, how) = direct_dense(&spd, &DenseOperator::new(&spd).unwrap(), &b, &stop()).unwrap();
+        let (s, how) = direct_dense(
+            Cow::Borrowed(&spd),
+            false,
+            &DenseOperator::new(&spd).unwrap(),
+            &b,
+            &stop(),
+        )
+        .unwrap();
         assert_eq!(how, DenseFactorization::Cholesky);
         assert!(residual(&spd, &s.x, &b) <= 1e-12);
 
@@ -215,8 +199,14 @@ mod tests {
         // true residual sends it to LU.
         let mut inner = spd.clone();
         inner[(3, 5)] += 1.5;
-        let (s, how) =
-            direct_dense(&inner, &DenseOperator::new(&inner).unwrap(), &b, &stop()).unwrap();
+        let (s, how) = direct_dense(
+            Cow::Borrowed(&inner),
+            false,
+            &DenseOperator::new(&inner).unwrap(),
+            &b,
+            &stop(),
+        )
+        .unwrap();
         assert_eq!(how, DenseFactorization::Lu);
         assert!(residual(&inner, &s.x, &b) <= 1e-12);
         assert!(s.iterations >= 2, "the failed Cholesky attempt is counted");
@@ -224,15 +214,27 @@ mod tests {
         // Asymmetric on the border: straight to LU.
         let mut border = spd.clone();
         border[(0, 4)] -= 2.0;
-        let (s, how) =
-            direct_dense(&border, &DenseOperator::new(&border).unwrap(), &b, &stop()).unwrap();
+        let (s, how) = direct_dense(
+            Cow::Borrowed(&border),
+            false,
+            &DenseOperator::new(&border).unwrap(),
+            &b,
+            &stop(),
+        )
+        .unwrap();
         assert_eq!(how, DenseFactorization::Lu);
         assert!(residual(&border, &s.x, &b) <= 1e-12);
+
+        // Transposed, owned: Aᵀ x = b through the same LU.
+        let op = DenseOperator::transposed(&border).unwrap();
+        let (s, how) = direct_dense(Cow::Owned(border.clone()), true, &op, &b, &stop()).unwrap();
+        assert_eq!(how, DenseFactorization::Lu);
+        assert!(residual(&border.transpose(), &s.x, &b) <= 1e-12);
 
         // Symmetric indefinite: Cholesky fails, LU solves.
         let indefinite = &spd - DMatrix::identity(n, n) * 5.0;
         let op = DenseOperator::new(&indefinite).unwrap();
-        let (s, how) = direct_dense(&indefinite, &op, &b, &stop()).unwrap();
+        let (s, how) = direct_dense(Cow::Borrowed(&indefinite), false, &op, &b, &stop()).unwrap();
         assert_eq!(how, DenseFactorization::Lu);
         assert!(residual(&indefinite, &s.x, &b) <= 1e-12);
 
@@ -242,7 +244,7 @@ mod tests {
             nan[(i, j)] = f64::NAN;
             let op = DenseOperator::new(&nan).unwrap();
             assert!(matches!(
-                direct_dense(&nan, &op, &b, &stop()),
+                direct_dense(Cow::Borrowed(&nan), false, &op, &b, &stop()),
                 Err(FoldError::NonFinite { .. })
             ));
         }
@@ -250,6 +252,6 @@ mod tests {
         // Singular: reported, not solved.
         let singular = DMatrix::from_element(n, n, 1.0);
         let op = DenseOperator::new(&singular).unwrap();
-        assert!(direct_dense(&singular, &op, &b, &stop()).is_err());
+        assert!(direct_dense(Cow::Borrowed(&singular), false, &op, &b, &stop()).is_err());
     }
 }
