@@ -1,4 +1,4 @@
-//! The `#[fold]` attribute macro. The pipeline itself lives in `fold-codegen`, a plain
+//! The `#[fold]` attribute macro. The pipeline itself lives in `codegen/` (crate `fold-codegen`), a plain
 //! library, so that it can be unit-tested and benchmarked without a compiler in the loop.
 
 use proc_macro::TokenStream;

@@ -14,6 +14,7 @@ pub mod egraph;
 pub mod emit;
 pub mod errors;
 pub mod graph;
+#[cfg(feature = "testing")]
 pub mod interp;
 pub mod ir;
 pub mod lower;
@@ -21,6 +22,7 @@ pub mod module;
 pub mod pretty;
 pub mod restrict;
 pub mod rule;
+#[cfg(feature = "testing")]
 pub mod samples;
 pub mod shape;
 pub mod signature;
