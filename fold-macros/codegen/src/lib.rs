@@ -40,6 +40,8 @@ pub struct Expansion {
     pub derivatives: String,
     /// The generated module, pretty-printed (the `SOURCE` text).
     pub source: String,
+    /// Wall time of each stage, in pipeline order.
+    pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Expands `#[fold(attr)] item`; errors become `compile_error!` at their spans.
@@ -53,12 +55,21 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Expands, returning the pieces or the collected errors.
 pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion> {
     let start = Instant::now();
+    let mut phases = Vec::new();
+    let mut lap = Instant::now();
+    let mut mark = |name: &'static str| {
+        phases.push((name, lap.elapsed()));
+        lap = Instant::now();
+    };
     let func = errors::parse_function(item.clone())?;
     let rule = rule::analyze(attr, &func)?;
+    mark("analyze");
     let before = work(&rule);
     let (rule, report) = egraph::simplify(&rule);
     let after = work(&rule);
+    mark("egraph");
     let derivatives = pretty::derivatives(&rule);
+    mark("derivatives");
     let counts = |c: [usize; 4]| {
         let [s, v, mv, mm] = c;
         quote!(::fold_runtime::OpCounts { scalar: #s, vector: #v, matvec: #mv, matmul: #mm })
@@ -89,22 +100,31 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
     let input = module::ModuleInput {
         rule: &rule,
         derivatives: derivatives.clone(),
-        stats: stats_of(0),
     };
     let module = module::module(&input)?;
-    let source = pretty_source(&module);
+    mark("module");
+    let stats = |micros: u64| {
+        let s = stats_of(micros);
+        quote! {
+            /// What the macro did at compile time.
+            pub const STATS: ::fold_runtime::CodegenStats = #s;
+        }
+    };
+    let source = pretty_source(&module.with_tail(stats(0)));
+    mark("pretty");
     let micros = start.elapsed().as_micros() as u64;
-    let input = module::ModuleInput {
-        rule: &rule,
-        derivatives: derivatives.clone(),
-        stats: stats_of(micros),
+    let source_item = quote! {
+        /// The generated code of this module, pretty-printed.
+        pub const SOURCE: &str = #source;
     };
-    let module = module::module(&input)?;
-    let module = add_source(module, &source);
+    let tail = stats(micros);
+    let module = module.with_tail(quote!(#tail #source_item));
+    mark("assemble");
     Ok(Expansion {
         tokens: quote!(#func #module),
         derivatives,
         source,
+        phases,
     })
 }
 
@@ -124,23 +144,4 @@ fn pretty_source(module: &TokenStream) -> String {
         Ok(file) => prettyplease::unparse(&file),
         Err(_) => module.to_string(),
     }
-}
-
-/// Appends `pub const SOURCE: &str` inside the generated module.
-fn add_source(module: TokenStream, source: &str) -> TokenStream {
-    let Ok(mut file) = syn::parse2::<syn::File>(module.clone()) else {
-        return module;
-    };
-    let item: syn::Item = syn::parse_quote! {
-        /// The generated code of this module, pretty-printed.
-        pub const SOURCE: &str = #source;
-    };
-    for it in &mut file.items {
-        if let syn::Item::Mod(m) = it {
-            if let Some((_, items)) = &mut m.content {
-                items.push(item.clone());
-            }
-        }
-    }
-    quote!(#file)
 }

@@ -54,20 +54,32 @@ impl<'a> Printer<'a> {
                 }
             }
         }
+        // Terms that are the first operand of a reachable mask (`z` in `1[0 < z < 1]`).
+        let mut mask_args = vec![false; g.len()];
+        for (j, n) in g.nodes().iter().enumerate() {
+            if reach[j] && is_mask(n) {
+                if let Some(first) = n.children().first() {
+                    mask_args[usize::from(*first)] = true;
+                }
+            }
+        }
+        let roots: HashSet<Id> = roots.iter().copied().collect();
         let mut names = HashMap::new();
         let mut taken: HashSet<String> = g.vars.keys().map(|s| display_name(*s)).collect();
-        let fresh = |base: &str, taken: &mut HashSet<String>| {
-            let mut k = 1;
+        // The next suffix to try per base name, so that naming n terms costs O(n).
+        let mut next: HashMap<String, usize> = HashMap::new();
+        let mut fresh = |base: &str, taken: &mut HashSet<String>| {
+            let k = next.entry(base.to_string()).or_insert(1);
             loop {
-                let cand = if k == 1 && base != "w" {
+                let cand = if *k == 1 && base != "w" {
                     base.to_string()
                 } else {
                     format!("{base}{k}")
                 };
+                *k += 1;
                 if taken.insert(cand.clone()) {
                     return cand;
                 }
-                k += 1;
             }
         };
         for (i, node) in g.nodes().iter().enumerate() {
@@ -81,11 +93,7 @@ impl<'a> Printer<'a> {
             {
                 continue;
             }
-            let mask_arg = g
-                .nodes()
-                .iter()
-                .enumerate()
-                .any(|(j, n)| reach[j] && is_mask(n) && n.children().first() == Some(&id));
+            let mask_arg = mask_args[i];
             let name = if let Some(n) = g.names.get(&id) {
                 Some(fresh(n, &mut taken))
             } else if is_mask(node) {

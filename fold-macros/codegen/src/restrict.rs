@@ -7,7 +7,8 @@
 use crate::diff;
 use crate::graph::{Graph, VarInfo};
 use crate::ir::{seed_symbol, Kind, Node, Role};
-use egg::{Id, Language};
+use egg::Id;
+use std::collections::HashMap;
 
 /// The kernel `K` of the head's Jacobian on its support.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct Reduction {
     pub head_params: Option<Vec<Option<Id>>>,
     /// The dense reduced matrix `I − Kᵀ M_SSᵀ`, when `M` has a structured form.
     pub matrix: Option<Id>,
+    /// Terms the restriction of `M` to `S × S` visited (linear in the rule's size).
+    pub restricted: usize,
 }
 
 /// The head projection of `out` (its support mask, kernel, argument and own arguments),
@@ -124,10 +127,13 @@ pub fn reduction(
         Some(diff::vjp(g, &hs, &bars, params))
     };
 
-    let matrix = diff::jacobian(g, &[z], state)
-        .ok()
-        .and_then(|j| j[0])
-        .map(|m| reduced_matrix(g, m, support, mask, kernel));
+    let (matrix, restricted) = match diff::jacobian(g, &[z], state).ok().and_then(|j| j[0]) {
+        Some(m) => {
+            let (r, visited) = reduced_matrix(g, m, support, mask, kernel);
+            (Some(r), visited)
+        }
+        None => (None, 0),
+    };
     Some(Reduction {
         mask,
         support,
@@ -137,13 +143,15 @@ pub fn reduction(
         inner_params,
         head_params,
         matrix,
+        restricted,
     })
 }
 
-/// `I − Kᵀ M_SSᵀ`.
-fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> Id {
+/// `I − Kᵀ M_SSᵀ`, and the number of distinct terms the restriction visited.
+fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> (Id, usize) {
     let ms = g.add(Node::GatherV([mask, s]));
-    let r = restrict(g, m, s, ms);
+    let mut restrictor = Restrictor::new(s, ms);
+    let r = restrictor.restrict(g, m);
     let eye = g.add(Node::Eye(ms));
     let rt = g.transpose(r);
     let krt = match kernel {
@@ -158,135 +166,184 @@ fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> Id {
             g.sub(rt, o)
         }
     };
-    g.sub(eye, krt)
+    (g.sub(eye, krt), restrictor.visited)
 }
 
-/// `M[S, S]`, pushed through sums, scalings, transposes, diagonals and products;
-/// `size` is a vector of length `|S|` (identities restrict to `I` of its size, so that
-/// they are recognised as equal).
-pub fn restrict(g: &mut Graph, m: Id, s: Id, size: Id) -> Id {
-    match g.node(m).clone() {
-        Node::Add([a, b]) => {
-            let (ra, rb) = (restrict(g, a, s, size), restrict(g, b, s, size));
-            g.sum2(ra, rb)
+/// Restricts terms to `S × S`, `S × :` and `: × S`, once per term: Jacobians of chained
+/// steps share their factors, and walking them as trees is exponential in the depth.
+pub struct Restrictor {
+    s: Id,
+    size: Id,
+    square: HashMap<Id, Id>,
+    rows: HashMap<Id, Id>,
+    cols: HashMap<Id, Id>,
+    /// Terms restricted so far (each of the three restrictions counted once per term).
+    pub visited: usize,
+}
+
+impl Restrictor {
+    /// Restrictions to the support `s`; `size` is a vector of length `|S|` (identities
+    /// restrict to `I` of its size, so that they are recognised as equal).
+    pub fn new(s: Id, size: Id) -> Restrictor {
+        Restrictor {
+            s,
+            size,
+            square: HashMap::new(),
+            rows: HashMap::new(),
+            cols: HashMap::new(),
+            visited: 0,
         }
-        Node::Neg(a) => {
-            let ra = restrict(g, a, s, size);
-            g.neg(ra)
-        }
-        Node::Mul([c, a]) => {
-            let ra = restrict(g, a, s, size);
-            g.mul(c, ra)
-        }
-        Node::Div([a, c]) => {
-            let ra = restrict(g, a, s, size);
-            g.div(ra, c)
-        }
-        Node::Transpose(a) => {
-            let ra = restrict(g, a, s, size);
-            g.transpose(ra)
-        }
-        Node::Eye(_) => g.add(Node::Eye(size)),
-        Node::Diag(d) => {
-            let ds = g.add(Node::GatherV([d, s]));
-            g.add(Node::Diag(ds))
-        }
-        Node::Outer([a, b]) => {
-            let (as_, bs) = (g.add(Node::GatherV([a, s])), g.add(Node::GatherV([b, s])));
-            g.add(Node::Outer([as_, bs]))
-        }
-        Node::Select([c, a, b]) => {
-            let (ra, rb) = (restrict(g, a, s, size), restrict(g, b, s, size));
-            g.add(Node::Select([c, ra, rb]))
-        }
-        Node::MatMul([a, b]) => match (g.node(a).clone(), g.node(b).clone()) {
-            (Node::Diag(d), _) => {
-                let ds = g.add(Node::GatherV([d, s]));
-                let dd = g.add(Node::Diag(ds));
-                let rb = restrict(g, b, s, size);
-                g.matmul(dd, rb)
-            }
-            (_, Node::Diag(d)) => {
-                let ds = g.add(Node::GatherV([d, s]));
-                let dd = g.add(Node::Diag(ds));
-                let ra = restrict(g, a, s, size);
-                g.matmul(ra, dd)
-            }
-            _ => {
-                let (ra, cb) = (rows(g, a, s), cols(g, b, s));
-                g.matmul(ra, cb)
-            }
-        },
-        _ => g.add(Node::GatherM([m, s])),
     }
-}
 
-/// `M[S, :]`.
-fn rows(g: &mut Graph, m: Id, s: Id) -> Id {
-    match g.node(m).clone() {
-        Node::Add([a, b]) => {
-            let (ra, rb) = (rows(g, a, s), rows(g, b, s));
-            g.sum2(ra, rb)
+    /// `M[S, S]`, pushed through sums, scalings, transposes, diagonals and products.
+    pub fn restrict(&mut self, g: &mut Graph, m: Id) -> Id {
+        if let Some(&r) = self.square.get(&m) {
+            return r;
         }
-        Node::Neg(a) => {
-            let ra = rows(g, a, s);
-            g.neg(ra)
-        }
-        Node::Mul([c, a]) => {
-            let ra = rows(g, a, s);
-            g.mul(c, ra)
-        }
-        Node::Transpose(a) => {
-            let ca = cols(g, a, s);
-            g.transpose(ca)
-        }
-        Node::MatMul([a, b]) => {
-            let ra = rows(g, a, s);
-            g.matmul(ra, b)
-        }
-        Node::Outer([a, b]) => {
-            let as_ = g.add(Node::GatherV([a, s]));
-            g.add(Node::Outer([as_, b]))
-        }
-        _ => g.add(Node::GatherRows([m, s])),
+        self.visited += 1;
+        let (s, size) = (self.s, self.size);
+        let r = match g.node(m).clone() {
+            Node::Add([a, b]) => {
+                let (ra, rb) = (self.restrict(g, a), self.restrict(g, b));
+                g.sum2(ra, rb)
+            }
+            Node::Neg(a) => {
+                let ra = self.restrict(g, a);
+                g.neg(ra)
+            }
+            Node::Mul([c, a]) => {
+                let ra = self.restrict(g, a);
+                g.mul(c, ra)
+            }
+            Node::Div([a, c]) => {
+                let ra = self.restrict(g, a);
+                g.div(ra, c)
+            }
+            Node::Transpose(a) => {
+                let ra = self.restrict(g, a);
+                g.transpose(ra)
+            }
+            Node::Eye(_) => g.add(Node::Eye(size)),
+            Node::Diag(d) => {
+                let ds = g.add(Node::GatherV([d, s]));
+                g.add(Node::Diag(ds))
+            }
+            Node::Outer([a, b]) => {
+                let (as_, bs) = (g.add(Node::GatherV([a, s])), g.add(Node::GatherV([b, s])));
+                g.add(Node::Outer([as_, bs]))
+            }
+            Node::Select([c, a, b]) => {
+                let (ra, rb) = (self.restrict(g, a), self.restrict(g, b));
+                g.add(Node::Select([c, ra, rb]))
+            }
+            Node::MatMul([a, b]) => match (g.node(a).clone(), g.node(b).clone()) {
+                (Node::Diag(d), _) => {
+                    let ds = g.add(Node::GatherV([d, s]));
+                    let dd = g.add(Node::Diag(ds));
+                    let rb = self.restrict(g, b);
+                    g.matmul(dd, rb)
+                }
+                (_, Node::Diag(d)) => {
+                    let ds = g.add(Node::GatherV([d, s]));
+                    let dd = g.add(Node::Diag(ds));
+                    let ra = self.restrict(g, a);
+                    g.matmul(ra, dd)
+                }
+                _ => {
+                    let (ra, cb) = (self.rows(g, a), self.cols(g, b));
+                    g.matmul(ra, cb)
+                }
+            },
+            _ => g.add(Node::GatherM([m, s])),
+        };
+        self.square.insert(m, r);
+        r
     }
-}
 
-/// `M[:, S]`.
-fn cols(g: &mut Graph, m: Id, s: Id) -> Id {
-    match g.node(m).clone() {
-        Node::Add([a, b]) => {
-            let (ca, cb) = (cols(g, a, s), cols(g, b, s));
-            g.sum2(ca, cb)
+    /// `M[S, :]`.
+    fn rows(&mut self, g: &mut Graph, m: Id) -> Id {
+        if let Some(&r) = self.rows.get(&m) {
+            return r;
         }
-        Node::Neg(a) => {
-            let ca = cols(g, a, s);
-            g.neg(ca)
+        self.visited += 1;
+        let s = self.s;
+        let r = match g.node(m).clone() {
+            Node::Add([a, b]) => {
+                let (ra, rb) = (self.rows(g, a), self.rows(g, b));
+                g.sum2(ra, rb)
+            }
+            Node::Neg(a) => {
+                let ra = self.rows(g, a);
+                g.neg(ra)
+            }
+            Node::Mul([c, a]) => {
+                let ra = self.rows(g, a);
+                g.mul(c, ra)
+            }
+            Node::Transpose(a) => {
+                let ca = self.cols(g, a);
+                g.transpose(ca)
+            }
+            Node::MatMul([a, b]) => {
+                let ra = self.rows(g, a);
+                g.matmul(ra, b)
+            }
+            Node::Outer([a, b]) => {
+                let as_ = g.add(Node::GatherV([a, s]));
+                g.add(Node::Outer([as_, b]))
+            }
+            _ => g.add(Node::GatherRows([m, s])),
+        };
+        self.rows.insert(m, r);
+        r
+    }
+
+    /// `M[:, S]`.
+    fn cols(&mut self, g: &mut Graph, m: Id) -> Id {
+        if let Some(&r) = self.cols.get(&m) {
+            return r;
         }
-        Node::Mul([c, a]) => {
-            let ca = cols(g, a, s);
-            g.mul(c, ca)
-        }
-        Node::Transpose(a) => {
-            let ra = rows(g, a, s);
-            g.transpose(ra)
-        }
-        Node::MatMul([a, b]) => {
-            let cb = cols(g, b, s);
-            g.matmul(a, cb)
-        }
-        Node::Outer([a, b]) => {
-            let bs = g.add(Node::GatherV([b, s]));
-            g.add(Node::Outer([a, bs]))
-        }
-        _ => g.add(Node::GatherCols([m, s])),
+        self.visited += 1;
+        let s = self.s;
+        let r = match g.node(m).clone() {
+            Node::Add([a, b]) => {
+                let (ca, cb) = (self.cols(g, a), self.cols(g, b));
+                g.sum2(ca, cb)
+            }
+            Node::Neg(a) => {
+                let ca = self.cols(g, a);
+                g.neg(ca)
+            }
+            Node::Mul([c, a]) => {
+                let ca = self.cols(g, a);
+                g.mul(c, ca)
+            }
+            Node::Transpose(a) => {
+                let ra = self.rows(g, a);
+                g.transpose(ra)
+            }
+            Node::MatMul([a, b]) => {
+                let cb = self.cols(g, b);
+                g.matmul(a, cb)
+            }
+            Node::Outer([a, b]) => {
+                let bs = g.add(Node::GatherV([b, s]));
+                g.add(Node::Outer([a, bs]))
+            }
+            _ => g.add(Node::GatherCols([m, s])),
+        };
+        self.cols.insert(m, r);
+        r
     }
 }
 
 /// Whether a term mentions the restriction operations (for printing).
 pub fn is_restricted(g: &Graph, id: Id) -> bool {
-    matches!(
-        g.node(id),
-        Node::GatherM(_) | Node::GatherRows(_) | Node::GatherCols(_) | Node::GatherV(_)
-    ) || g.node(id).children().iter().any(|c| is_restricted(g, *c))
+    let reach = g.reachable(&[id]);
+    g.nodes().iter().zip(reach).any(|(node, r)| {
+        r && matches!(
+            node,
+            Node::GatherM(_) | Node::GatherRows(_) | Node::GatherCols(_) | Node::GatherV(_)
+        )
+    })
 }

@@ -121,28 +121,6 @@ impl Shapes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unified_argument_dims_become_checks() {
-        let mut s = Shapes::default();
-        let x = s.of_arg(0, Accessor::Len);
-        let qr = s.of_arg(1, Accessor::Rows);
-        let qc = s.of_arg(1, Accessor::Cols);
-        let c = s.of_arg(2, Accessor::Len);
-        s.unify(qc, x);
-        s.unify(qr, c);
-        let t = s.fresh();
-        s.unify(t, c);
-        s.unify(x, t);
-        let checks = s.checks();
-        assert_eq!(checks.len(), 3);
-        assert!(checks.iter().all(|(a, _)| a.arg == 0));
-    }
-}
-
 /// Infers the shape of every term of the rule and records the constraints between
 /// argument dimensions; outputs are unified with their state blocks.
 pub fn infer(
@@ -306,4 +284,26 @@ pub fn infer(
         }
     }
     sh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unified_argument_dims_become_checks() {
+        let mut s = Shapes::default();
+        let x = s.of_arg(0, Accessor::Len);
+        let qr = s.of_arg(1, Accessor::Rows);
+        let qc = s.of_arg(1, Accessor::Cols);
+        let c = s.of_arg(2, Accessor::Len);
+        s.unify(qc, x);
+        s.unify(qr, c);
+        let t = s.fresh();
+        s.unify(t, c);
+        s.unify(x, t);
+        let checks = s.checks();
+        assert_eq!(checks.len(), 3);
+        assert!(checks.iter().all(|(a, _)| a.arg == 0));
+    }
 }

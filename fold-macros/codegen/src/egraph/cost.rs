@@ -4,7 +4,7 @@
 
 use super::analysis::{Data, FoldEGraph};
 use crate::ir::{Kind, Node};
-use egg::{CostFunction, Id, Language};
+use egg::{Id, Language};
 
 /// The size `n` stands for when costs are compared.
 pub const N: f64 = 1e4;
@@ -70,56 +70,36 @@ pub fn weight(counts: [usize; 4]) -> f64 {
         + counts[3] as f64 * N * N * N
 }
 
-/// Extraction cost: flops, per-call work weighted by [`PER_CALL_WEIGHT`].
-pub struct FlopCost<'a> {
-    /// The e-graph being extracted from.
-    pub egraph: &'a FoldEGraph,
-}
-
-impl FlopCost<'_> {
-    fn data(&self, id: Id) -> &Data {
-        &self.egraph[id].data
-    }
-}
-
-impl CostFunction<Node> for FlopCost<'_> {
-    type Cost = f64;
-
-    fn cost<C>(&mut self, enode: &Node, mut costs: C) -> f64
-    where
-        C: FnMut(Id) -> f64,
-    {
-        let per_call = match enode {
-            Node::Var(s) => self
-                .egraph
-                .analysis
-                .vars
-                .get(s)
-                .is_some_and(|v| v.role.is_seed()),
-            other => other.children().iter().any(|c| self.data(*c).per_call),
-        };
-        let child = |id: Id| self.data(id).kind;
-        let kind = match enode {
-            Node::Num(_) => Kind::Scalar,
-            other => {
-                // The node's own kind is its class's; find it through any child-free path.
-                super::node_kind(self.egraph, other)
-            }
-        };
-        let mut own = weight(op_counts(enode, kind, &child));
-        // A transpose is free on an argument (products read it transposed) or a gather
-        // (which gathers transposed); of any other computed matrix it is a copy.
-        if let Node::Transpose(x) = enode {
-            let cheap = self.egraph[*x]
-                .nodes
-                .iter()
-                .any(|n| matches!(n, Node::Var(_) | Node::GatherM(_) | Node::Transpose(_)));
-            if !cheap && self.data(*x).kind == Kind::Matrix {
-                own += 0.5 * N * N;
-            }
+/// Extraction cost of one e-node without its operands': flops, per-call work weighted by
+/// [`PER_CALL_WEIGHT`], plus a tiny charge per node that prefers smaller terms among
+/// equal-flop ones. A term costs the sum over its e-nodes.
+pub fn own_cost(egraph: &FoldEGraph, enode: &Node) -> f64 {
+    let data = |id: Id| -> &Data { &egraph[id].data };
+    let per_call = match enode {
+        Node::Var(s) => egraph
+            .analysis
+            .vars
+            .get(s)
+            .is_some_and(|v| v.role.is_seed()),
+        other => other.children().iter().any(|c| data(*c).per_call),
+    };
+    let child = |id: Id| data(id).kind;
+    let kind = match enode {
+        Node::Num(_) => Kind::Scalar,
+        other => super::node_kind(egraph, other),
+    };
+    let mut own = weight(op_counts(enode, kind, &child));
+    // A transpose is free on an argument (products read it transposed) or a gather
+    // (which gathers transposed); of any other computed matrix it is a copy.
+    if let Node::Transpose(x) = enode {
+        let cheap = egraph[*x]
+            .nodes
+            .iter()
+            .any(|n| matches!(n, Node::Var(_) | Node::GatherM(_) | Node::Transpose(_)));
+        if !cheap && data(*x).kind == Kind::Matrix {
+            own += 0.5 * N * N;
         }
-        let own = if per_call { own * PER_CALL_WEIGHT } else { own };
-        // A tiny charge per node prefers smaller terms among equal-flop ones.
-        enode.fold(own + 1e-3, |sum, id| sum + costs(id))
     }
+    let own = if per_call { own * PER_CALL_WEIGHT } else { own };
+    own + 1e-3
 }

@@ -4,25 +4,50 @@
 
 pub mod analysis;
 pub mod cost;
+pub mod extract;
 pub mod rules;
 
 use crate::graph::{infer_kind, ChildInfo, Graph};
 use crate::ir::{Kind, Node};
 use crate::rule::Rule;
 use analysis::{FoldAnalysis, FoldEGraph};
-use egg::{Extractor, Id, Language, Runner, StopReason};
+use egg::{Id, Language, Runner, StopReason};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Saturation limits: an expansion must stay well under a second.
-pub const NODE_LIMIT: usize = 20_000;
 /// Iterations per phase.
 pub const ITER_LIMIT: usize = 12;
-/// Wall time per phase.
-pub const TIME_LIMIT: Duration = Duration::from_millis(150);
+
+/// What one saturation phase may spend, from the size of the rule's DAG: e-nodes, and work
+/// (the e-graph's size summed over iterations, which is what each iteration's search
+/// costs). Both grow linearly with the rule, so a longer rule costs proportionally more,
+/// and the outcome does not depend on the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// E-nodes.
+    pub nodes: usize,
+    /// E-nodes summed over iterations.
+    pub work: usize,
+}
+
+impl Budget {
+    /// The budget of a phase over `input` DAG nodes.
+    pub fn for_input(input: usize) -> Budget {
+        Budget {
+            nodes: (2_000 + 6 * input).min(MAX_NODES),
+            work: 4_000 + 6 * input,
+        }
+    }
+}
+
+/// A cap on e-nodes whatever the rule's size.
+pub const MAX_NODES: usize = 50_000;
+
+/// A safety net only: the budget stops phases long before this on any machine.
+pub const TIME_LIMIT: Duration = Duration::from_secs(2);
 
 /// What saturation did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Report {
     /// E-nodes when the last phase stopped.
     pub nodes: usize,
@@ -30,10 +55,25 @@ pub struct Report {
     pub classes: usize,
     /// Iterations over all phases.
     pub iterations: usize,
-    /// Why the last phase stopped.
+    /// `saturated`, or each phase that stopped at a limit and which.
     pub stop_reason: String,
     /// Time spent saturating and extracting.
     pub time: Duration,
+    /// The limits each phase ran under.
+    pub budget: Budget,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Report {
+            nodes: 0,
+            classes: 0,
+            iterations: 0,
+            stop_reason: String::new(),
+            time: Duration::ZERO,
+            budget: Budget::for_input(0),
+        }
+    }
 }
 
 /// The kind of an e-node from its children's classes.
@@ -162,22 +202,46 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
     }
     eg.rebuild();
     let mut report = Report::default();
+    let budget = Budget::for_input(g.len());
+    report.budget = budget;
     let mut eg = eg;
-    for rules in [rules::simplify(), rules::distribute(), rules::simplify()] {
+    let mut limits = Vec::new();
+    for (phase, rules) in [
+        ("simplify", rules::simplify()),
+        ("distribute", rules::distribute()),
+        ("resimplify", rules::simplify()),
+    ] {
         let runner = Runner::default()
             .with_egraph(eg)
-            .with_node_limit(NODE_LIMIT)
+            .with_node_limit(budget.nodes)
             .with_iter_limit(ITER_LIMIT)
             .with_time_limit(TIME_LIMIT)
+            .with_hook(move |runner| {
+                let work: usize = runner.iterations.iter().map(|i| i.egraph_nodes).sum();
+                if work > budget.work {
+                    Err(format!("work budget ({} node-iterations)", budget.work))
+                } else {
+                    Ok(())
+                }
+            })
             .run(&rules);
         report.iterations += runner.iterations.len();
-        report.stop_reason = stop_reason(&runner.stop_reason);
+        if !matches!(runner.stop_reason, Some(StopReason::Saturated)) {
+            limits.push(format!("{phase}: {}", stop_reason(&runner.stop_reason)));
+        }
         eg = runner.egraph;
     }
+    // Saturated only if every phase was; otherwise every limit hit, so a less simplified
+    // (still exact) result says why.
+    report.stop_reason = if limits.is_empty() {
+        "saturated".to_string()
+    } else {
+        limits.join("; ")
+    };
     report.nodes = eg.total_number_of_nodes();
     report.classes = eg.number_of_classes();
 
-    let extractor = Extractor::new(&eg, cost::FlopCost { egraph: &eg });
+    let best = extract::extract(&eg);
     let mut out = Graph::new(g.vars.clone());
     let mut built: HashMap<Id, Id> = HashMap::new();
     let ids = rule_ids(rule);
@@ -186,7 +250,7 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
         mapped.push(id.map(|old| {
             build(
                 &eg,
-                &extractor,
+                &best,
                 eg.find(class_of[usize::from(old)]),
                 &mut out,
                 &mut built,
@@ -208,7 +272,7 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
 /// Adds the best node of `class` (and its operands') to `out`.
 fn build(
     eg: &FoldEGraph,
-    ex: &Extractor<cost::FlopCost, Node, FoldAnalysis>,
+    best: &extract::Best,
     class: Id,
     out: &mut Graph,
     built: &mut HashMap<Id, Id>,
@@ -220,7 +284,7 @@ fn build(
         if built.contains_key(&c) {
             continue;
         }
-        let node = ex.find_best_node(c).clone();
+        let node = best.node(eg, c).clone();
         if expanded {
             let n = node.map_children(|ch| built[&eg.find(ch)]);
             let id = out.add(n);
