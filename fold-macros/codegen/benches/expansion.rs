@@ -1,8 +1,9 @@
 //! Wall time of one `#[fold]` expansion (parse, differentiate, saturate, extract, emit,
-//! pretty-print) per representative rule: `cargo bench -p fold-codegen --bench expansion`.
+//! pretty-print): per representative rule, and against rule size (k chained steps, a wide
+//! rule of k terms). `cargo bench -p fold-codegen --bench expansion`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use fold_codegen::samples::cases;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use fold_codegen::samples::{cases, chained, wide};
 use fold_codegen::try_expand;
 use std::time::Duration;
 
@@ -19,5 +20,21 @@ fn expansion(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, expansion);
+fn scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scaling");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    for (name, build) in [("chained", chained as fn(usize) -> _), ("wide", wide)] {
+        for k in [1usize, 4, 16, 64] {
+            let (attr, item) = build(k);
+            group.bench_with_input(BenchmarkId::new(name, k), &k, |b, _| {
+                b.iter(|| try_expand(attr.clone(), item.clone()).expect("expands"))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, expansion, scaling);
 criterion_main!(benches);

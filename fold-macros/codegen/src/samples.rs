@@ -2,6 +2,8 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use std::fmt::Write as _;
+use std::str::FromStr;
 
 /// A rule: its name, attribute and function.
 pub struct Case {
@@ -95,4 +97,43 @@ pub fn cases() -> Vec<Case> {
             },
         },
     ]
+}
+
+/// `k` chained steps `y_{i+1} = proj_box(y_i − α(Q y_i + c ⊙ cos y_i), −1, 1)`.
+/// (for the scaling benchmark and tests: the DAG grows linearly in `k`).
+pub fn chained(k: usize) -> (TokenStream, TokenStream) {
+    let mut body = String::new();
+    for i in 0..k {
+        writeln!(
+            body,
+            "let y{n} = proj_box(&(&y{i} - (q * &y{i} + c.component_mul(&cos(&y{i}))) * alpha), -1.0, 1.0);",
+            n = i + 1
+        )
+        .expect("writes to a String");
+    }
+    let item = format!(
+        "fn chain(y0: &DVector<f64>, c: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> DVector<f64> {{ {body} y{k} }}"
+    );
+    (
+        TokenStream::from_str("state = y0, params(c)").expect("well-formed tokens"),
+        TokenStream::from_str(&item).expect("well-formed tokens"),
+    )
+}
+
+/// A rule of `k` independent terms `a_i ⊙ tanh(x) * s_i` summed.
+pub fn wide(k: usize) -> (TokenStream, TokenStream) {
+    let args: String = (0..k).map(|i| format!(", a{i}: &DVector<f64>")).collect();
+    let terms: Vec<String> = (0..k)
+        .map(|i| format!("a{i}.component_mul(&tanh(&(x * {}.0))) * s", i + 1))
+        .collect();
+    let item = format!(
+        "fn wide(x: &DVector<f64>, s: f64{args}) -> DVector<f64> {{ let z = {}; z * 0.5 }}",
+        terms.join(" + ")
+    );
+    let params: Vec<String> = (0..k).map(|i| format!("a{i}")).collect();
+    (
+        TokenStream::from_str(&format!("state = x, params(s, {})", params.join(", ")))
+            .expect("well-formed tokens"),
+        TokenStream::from_str(&item).expect("well-formed tokens"),
+    )
 }
