@@ -236,6 +236,14 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
                 let t = g.transpose(ybar);
                 push(g, 0, t);
             }
+            Node::Diag(_) => {
+                let t = g.diagonal(ybar);
+                push(g, 0, t);
+            }
+            Node::Diagonal(_) => {
+                let t = g.add(Node::Diag(ybar));
+                push(g, 0, t);
+            }
             Node::Outer([a, b]) => {
                 if on(0) {
                     let t = g.matvec(ybar, b);
@@ -411,12 +419,24 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
                     push(g, 1, t);
                 }
             }
-            Node::Solve([m, _]) => {
-                let mt = g.transpose(m);
-                let rbar = g.add(Node::Solve([mt, ybar]));
+            Node::Solve([m, _]) | Node::SolveT([m, _]) => {
+                // x = M⁻¹ r: r̄ = M⁻ᵀ x̄, M̄ = −r̄ xᵀ (−R̄ Xᵀ for a matrix right-hand side);
+                // x = M⁻ᵀ r: r̄ = M⁻¹ x̄, M̄ = −x r̄ᵀ.
+                let transposed = matches!(node, Node::SolveT(_));
+                let rbar = if transposed {
+                    g.add(Node::Solve([m, ybar]))
+                } else {
+                    g.add(Node::SolveT([m, ybar]))
+                };
                 push(g, 1, rbar);
                 if on(0) {
-                    let o = g.add(Node::Outer([rbar, y]));
+                    let (a, b) = if transposed { (y, rbar) } else { (rbar, y) };
+                    let o = if g.kind(y) == Kind::Matrix {
+                        let bt = g.transpose(b);
+                        g.matmul(a, bt)
+                    } else {
+                        g.add(Node::Outer([a, b]))
+                    };
                     let t = g.neg(o);
                     push(g, 0, t);
                 }
@@ -492,6 +512,8 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
                 g.sum_opt(p, q)
             }
             Node::Transpose(_) => d(0).map(|da| g.transpose(da)),
+            Node::Diag(_) => d(0).map(|dd| g.add(Node::Diag(dd))),
+            Node::Diagonal(_) => d(0).map(|dm| g.diagonal(dm)),
             Node::Outer([a, b]) => {
                 let p = d(0).map(|da| g.add(Node::Outer([da, b])));
                 let q = d(1).map(|db| g.add(Node::Outer([a, db])));
@@ -646,12 +668,25 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
                     (None, _) => None,
                 }
             }
-            Node::Solve([m, _]) => {
+            Node::Solve([m, _]) | Node::SolveT([m, _]) => {
+                // dx = M⁻¹ (dr − dM x), or M⁻ᵀ (dr − dMᵀ x).
+                let transposed = matches!(node, Node::SolveT(_));
                 let dm = d(0).map(|dm| {
-                    let p = g.matvec(dm, y);
+                    let dm = if transposed { g.transpose(dm) } else { dm };
+                    let p = if g.kind(y) == Kind::Matrix {
+                        g.matmul(dm, y)
+                    } else {
+                        g.matvec(dm, y)
+                    };
                     g.neg(p)
                 });
-                g.sum_opt(d(1), dm).map(|rhs| g.add(Node::Solve([m, rhs])))
+                g.sum_opt(d(1), dm).map(|rhs| {
+                    if transposed {
+                        g.add(Node::SolveT([m, rhs]))
+                    } else {
+                        g.add(Node::Solve([m, rhs]))
+                    }
+                })
             }
             Node::Call(_, ref args) => {
                 let mut ch = vec![y];
@@ -912,12 +947,18 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
                     (None, _) => None,
                 }
             }
-            Node::Solve([m, r]) => {
+            Node::Solve([m, _]) | Node::SolveT([m, _]) => {
                 if act[usize::from(m)] {
                     return Err(Unstructured("a solved matrix depends on the state"));
                 }
-                let _ = r;
-                d(1).map(|jr| g.add(Node::Solve([m, jr])))
+                let transposed = matches!(node, Node::SolveT(_));
+                d(1).map(|jr| {
+                    if transposed {
+                        g.add(Node::SolveT([m, jr]))
+                    } else {
+                        g.add(Node::Solve([m, jr]))
+                    }
+                })
             }
             Node::Call(..) | Node::Get(_) => {
                 return Err(Unstructured("an opaque primitive depends on the state"))

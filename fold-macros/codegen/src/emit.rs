@@ -314,7 +314,7 @@ impl<'a> Scope<'a> {
                 view(*a, &mut out);
                 view(*b, &mut out);
             }
-            Node::Solve([m, r]) => {
+            Node::Solve([m, r]) | Node::SolveT([m, r]) => {
                 let v = peel(g, *m, &|_| false);
                 out.extend(v.coef.iter().map(|c| Item::Node(*c)));
                 out.push(Item::Factor(v.base));
@@ -798,11 +798,12 @@ impl<'a> Scope<'a> {
                 };
                 quote!(#ops::#f(#v, #r) #q)
             }
-            Node::Solve([m, r]) => {
+            Node::Solve([m, r]) | Node::SolveT([m, r]) => {
                 let v = peel(g, m, &|_| false);
                 let f = self.factor_access(v.base);
                 let rhs = self.access(r);
-                let solve = match (v.transposed, self.is_scalar(r) || g.kind(r) == Kind::Vector) {
+                let transposed = v.transposed != matches!(g.node(id), Node::SolveT(_));
+                let solve = match (transposed, self.is_scalar(r) || g.kind(r) == Kind::Vector) {
                     (false, true) => quote!(#f.solve(#rhs)),
                     (true, true) => quote!(#f.solve_transpose(#rhs)),
                     (false, false) => {
@@ -845,6 +846,10 @@ impl<'a> Scope<'a> {
             Node::Diag(_) => {
                 let x = a(0);
                 quote!(::fold_runtime::nalgebra::DMatrix::from_diagonal(#x))
+            }
+            Node::Diagonal(_) => {
+                let x = a(0);
+                quote!(#x.diagonal())
             }
             Node::Select(_) => {
                 let (c, x, y) = (a(0), a(1), a(2));

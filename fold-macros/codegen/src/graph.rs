@@ -74,7 +74,9 @@ pub fn infer_kind(
         | Node::Relu(a)
         | Node::Sign(a)
         | Node::Ones(a) => k(a),
-        Node::Mul([_, b]) | Node::Solve([_, b]) | Node::Select([_, b, _]) => k(b),
+        Node::Mul([_, b]) | Node::Solve([_, b]) | Node::SolveT([_, b]) | Node::Select([_, b, _]) => {
+            k(b)
+        }
         Node::Transpose(a) => {
             if k(a) == Kind::Sparse {
                 Kind::Sparse
@@ -83,6 +85,7 @@ pub fn infer_kind(
             }
         }
         Node::MatVec(_)
+        | Node::Diagonal(_)
         | Node::Softmax(_)
         | Node::ProjSimplex(_)
         | Node::ProjCappedSimplex(_)
@@ -398,6 +401,29 @@ impl Graph {
             }
         }
         self.add(Node::CMul([a, b]))
+    }
+
+    /// The diagonal of a square matrix, pushed through the forms derivatives produce
+    /// (`diagonal(a bᵀ) = a ⊙ b`, `diagonal(diag(d)) = d`, scalings and signs).
+    pub fn diagonal(&mut self, m: Id) -> Id {
+        match self.node(m).clone() {
+            Node::Diag(d) => d,
+            Node::Outer([a, b]) => self.cmul(a, b),
+            Node::Neg(x) => {
+                let d = self.diagonal(x);
+                self.neg(d)
+            }
+            Node::Mul([s, x]) => {
+                let d = self.diagonal(x);
+                self.mul(s, d)
+            }
+            Node::Add([a, b]) => {
+                let (da, db) = (self.diagonal(a), self.diagonal(b));
+                self.sum2(da, db)
+            }
+            Node::Transpose(x) => self.diagonal(x),
+            _ => self.add(Node::Diagonal(m)),
+        }
     }
 
     /// `1 − x` elementwise.

@@ -286,8 +286,13 @@ impl<'a> Interpreter<'a> {
                 let n = v.norm();
                 Value::Vector(if n <= r { v.clone() } else { v * (r / n) })
             }
-            Node::Solve(_) => {
-                let lu = c(0)?.matrix()?.clone().lu();
+            Node::Solve(_) | Node::SolveT(_) => {
+                let m = c(0)?.matrix()?;
+                let lu = if matches!(node, Node::SolveT(_)) {
+                    m.transpose().lu()
+                } else {
+                    m.clone().lu()
+                };
                 match c(1)? {
                     Value::Vector(r) => Value::Vector(lu.solve(r).ok_or("singular solve")?),
                     Value::Matrix(r) => Value::Matrix(lu.solve(r).ok_or("singular solve")?),
@@ -324,6 +329,7 @@ impl<'a> Interpreter<'a> {
                 Value::Matrix(DMatrix::identity(n, n))
             }
             Node::Diag(_) => Value::Matrix(DMatrix::from_diagonal(c(0)?.vector()?)),
+            Node::Diagonal(_) => Value::Vector(c(0)?.matrix()?.diagonal()),
             Node::Select(_) => {
                 if sc(0)? != 0.0 {
                     c(1)?.clone()

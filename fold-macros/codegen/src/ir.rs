@@ -94,6 +94,9 @@ define_language! {
         "proj_capped_simplex" = ProjCappedSimplex([Id; 2]),
         "proj_l2_ball" = ProjL2Ball([Id; 2]),
         "solve" = Solve([Id; 2]),
+        // `M⁻ᵀ r`: its own operation, so that the e-graph never rewrites the transpose of a
+        // factored matrix into another matrix with a factorization of its own.
+        "solve_t" = SolveT([Id; 2]),
         // 0/1 masks, elementwise (on scalars too): the diagonals of kinked derivatives.
         "in" = MaskIn([Id; 3]),
         ">" = Gt([Id; 2]),
@@ -104,6 +107,8 @@ define_language! {
         "ones" = Ones(Id),
         "eye" = Eye(Id),
         "diag" = Diag(Id),
+        // The diagonal of a square matrix, as a vector (the adjoint of `diag`).
+        "diagonal" = Diagonal(Id),
         "select" = Select([Id; 3]),
         // Support restriction: `supp m` is the index set {i : mᵢ ≠ 0}.
         "supp" = Support(Id),

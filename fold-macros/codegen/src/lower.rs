@@ -956,6 +956,19 @@ impl Lowerer<'_> {
         let user = segs.len() == 1 && self.sig.primitives.iter().any(|pd| pd.name == name);
         // An unknown callee is reported before its arguments are lowered: their errors
         // (an integer size, say) would only distract from it.
+        if !user && prefix.last() == Some(&"DMatrix") && name == "from_diagonal" {
+            let args: Vec<Option<Id>> = c.args.iter().map(|a| self.term(a)).collect();
+            let args: Vec<Id> = args.into_iter().collect::<Option<_>>()?;
+            let exprs: Vec<&Expr> = c.args.iter().collect();
+            self.check_args(
+                "DMatrix::from_diagonal",
+                &args,
+                &exprs,
+                c,
+                &[&[Kind::Vector]],
+            )?;
+            return Some(Val::Term(self.g.add(Node::Diag(args[0]))));
+        }
         if !user {
             if matches!(
                 prefix.last(),
@@ -1117,6 +1130,10 @@ impl Lowerer<'_> {
                 let t = self.g.div(num, den);
                 let step = self.g.mul(t, a);
                 self.g.sub(v, step)
+            }
+            "linsolve" => {
+                self.check_args(name, args, exprs, call, &[M, AR])?;
+                self.g.add(Node::Solve([args[0], args[1]]))
             }
             "proj_affine" => {
                 // v − Aᵀ (AAᵀ)⁻¹ (Av − b), written out likewise.
@@ -1288,6 +1305,7 @@ const PRIMITIVE_NAMES: &[&str] = &[
     "proj_affine",
     "proj_polyhedron",
     "qp_solve",
+    "linsolve",
 ];
 
 /// The supported methods, for typo suggestions.
@@ -1317,7 +1335,7 @@ const METHODS: &[&str] = &[
     "min",
 ];
 
-const PRIMITIVES: &str = "supported: exp, ln, sin, cos, tanh, sigmoid, sqrt, abs, relu, softplus, max, min, clamp, softmax, log_sum_exp, soft_threshold, proj_box, proj_nonneg, proj_simplex, proj_capped_simplex, proj_l2_ball, proj_hyperplane, proj_affine, proj_polyhedron, qp_solve, and user primitives listed in `primitives(…)`";
+const PRIMITIVES: &str = "supported: exp, ln, sin, cos, tanh, sigmoid, sqrt, abs, relu, softplus, max, min, clamp, softmax, log_sum_exp, soft_threshold, proj_box, proj_nonneg, proj_simplex, proj_capped_simplex, proj_l2_ball, proj_hyperplane, proj_affine, proj_polyhedron, qp_solve, linsolve, and user primitives listed in `primitives(…)`";
 
 fn int_literal(e: &Expr) -> Option<i32> {
     match e {

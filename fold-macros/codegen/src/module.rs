@@ -110,6 +110,7 @@ fn fallible(g: &Graph, item: &Item) -> bool {
                     | Node::ProjL2Ball(_)
                     | Node::Call(..)
                     | Node::Solve(_)
+                    | Node::SolveT(_)
             ) || matches!(g.node(*id), Node::Get([t, _]) if matches!(g.node(*t), Node::Call(..)))
         }
     }
@@ -742,7 +743,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                             Node::MatVec([m, _]) => {
                                 g.kind(stage::peel(&g, *m, &|_| false).base) == Kind::Sparse
                             }
-                            Node::MatMul(_) | Node::Outer(_) | Node::Solve(_) => false,
+                            Node::MatMul(_) | Node::Outer(_) | Node::Solve(_) | Node::SolveT(_) => false,
                             Node::CallVjp(_) | Node::CallJvp(_) => false,
                             _ => true,
                         }

@@ -188,13 +188,24 @@ pub fn infer(
             },
             Node::Sum(_) | Node::Norm(_) | Node::NormSq(_) | Node::LogSumExp(_) => Shape::Scalar,
             Node::Mul([_, x]) | Node::Select([_, x, _]) => s(x),
-            Node::Solve([m, r]) => {
-                if let (Shape::Matrix(a, b), Some(n)) = (s(m), vec_dim(s(r))) {
+            Node::Solve([m, r]) | Node::SolveT([m, r]) => {
+                let rows = match s(r) {
+                    Shape::Matrix(rows, _) => Some(rows),
+                    other => vec_dim(other),
+                };
+                if let (Shape::Matrix(a, b), Some(n)) = (s(m), rows) {
                     sh.unify(a, b);
                     sh.unify(b, n);
                 }
                 s(r)
             }
+            Node::Diagonal(m) => match s(m) {
+                Shape::Matrix(r, c) => {
+                    sh.unify(r, c);
+                    Shape::Vector(r)
+                }
+                _ => Shape::Other,
+            },
             Node::Eye(v) | Node::Diag(v) => match s(v) {
                 Shape::Vector(d) => Shape::Matrix(d, d),
                 _ => Shape::Other,

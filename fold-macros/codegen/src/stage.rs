@@ -116,7 +116,7 @@ pub fn plan(g: &Graph, roots: &[Id]) -> Plan {
                 operand(*a, &mut stack);
                 operand(*b, &mut stack);
             }
-            Node::Solve([m, r]) if !dep[usize::from(*m)] => {
+            Node::Solve([m, r]) | Node::SolveT([m, r]) if !dep[usize::from(*m)] => {
                 let v = peel(g, *m, &never);
                 factors.insert(v.base);
                 stack.extend(v.coef.iter().copied());

@@ -16,10 +16,11 @@
 //! | `proj_capped_simplex(v, k)` | `yᵢ ∈ {0, 1}` is outside the free set `F = {0 < y < 1}`; `F = ∅` gives 0 |
 //! | `proj_l2_ball(v, r)` | `‖v‖ = r` counts as inside: `J = I`, `∂y/∂r = 0` |
 //! | `proj_polyhedron`, `qp_solve` | a weakly active constraint (zero dual) counts as inactive; degenerate active sets use the KKT pseudo-inverse ([`qp`]) |
-//! | `softmax`, `log_sum_exp`, `proj_hyperplane`, `proj_affine` | smooth |
+//! | `softmax`, `log_sum_exp`, `proj_hyperplane`, `proj_affine`, `linsolve` | smooth (`linsolve`: a singular matrix is an error, never a number) |
 
 pub mod elementwise;
 mod kkt;
+pub mod linsolve;
 pub mod mask;
 pub mod polyhedron;
 pub mod projections;
@@ -29,6 +30,7 @@ pub mod softmax;
 pub(crate) mod util;
 
 pub use elementwise::*;
+pub use linsolve::*;
 pub use polyhedron::*;
 pub use projections::*;
 pub use qp::*;
