@@ -244,6 +244,11 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
                 let t = g.add(Node::Diag(ybar));
                 push(g, 0, t);
             }
+            Node::MaxEntry(x) | Node::MinEntry(x) => {
+                let at = arg_indicator(g, &node, x);
+                let t = g.mul(ybar, at);
+                push(g, 0, t);
+            }
             Node::Outer([a, b]) => {
                 if on(0) {
                     let t = g.matvec(ybar, b);
@@ -514,6 +519,10 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
             Node::Transpose(_) => d(0).map(|da| g.transpose(da)),
             Node::Diag(_) => d(0).map(|dd| g.add(Node::Diag(dd))),
             Node::Diagonal(_) => d(0).map(|dm| g.diagonal(dm)),
+            Node::MaxEntry(x) | Node::MinEntry(x) => d(0).map(|dx| {
+                let at = arg_indicator(g, &node, x);
+                g.inner(at, dx)
+            }),
             Node::Outer([a, b]) => {
                 let p = d(0).map(|da| g.add(Node::Outer([da, b])));
                 let q = d(1).map(|db| g.add(Node::Outer([a, db])));
@@ -799,6 +808,11 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
                 });
                 g.sum_opt(p, q)
             }
+            Node::MaxEntry(x) | Node::MinEntry(x) => d(0).map(|jx| {
+                let at = arg_indicator(g, &node, x);
+                let t = g.transpose(jx);
+                g.matvec(t, at)
+            }),
             Node::Sum(x) | Node::Norm(x) | Node::NormSq(x) => {
                 if g.kind(x) != Kind::Vector {
                     return Err(Unstructured("a matrix reduction depends on the state"));
@@ -1000,5 +1014,13 @@ fn outer_or_scale(g: &mut Graph, m: Id, grad: Id) -> Id {
         g.mul(m, grad)
     } else {
         g.add(Node::Outer([m, grad]))
+    }
+}
+
+/// Where a `max`/`min` reduction is attained: its derivative (first entry on ties).
+fn arg_indicator(g: &mut Graph, node: &Node, x: Id) -> Id {
+    match node {
+        Node::MaxEntry(_) => g.add(Node::ArgMax(x)),
+        _ => g.add(Node::ArgMin(x)),
     }
 }

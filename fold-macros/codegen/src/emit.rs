@@ -851,6 +851,16 @@ impl<'a> Scope<'a> {
                 let x = a(0);
                 quote!(#x.diagonal())
             }
+            Node::MaxEntry(_) | Node::MinEntry(_) | Node::ArgMax(_) | Node::ArgMin(_) => {
+                let x = a(0);
+                let f = match node {
+                    Node::MaxEntry(_) => quote!(max_entry),
+                    Node::MinEntry(_) => quote!(min_entry),
+                    Node::ArgMax(_) => quote!(argmax_indicator),
+                    _ => quote!(argmin_indicator),
+                };
+                quote!(#ops::#f(#x))
+            }
             Node::Select(_) => {
                 let (c, x, y) = (a(0), a(1), a(2));
                 if scalar {

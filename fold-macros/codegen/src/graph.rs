@@ -73,10 +73,13 @@ pub fn infer_kind(
         | Node::Softplus(a)
         | Node::Relu(a)
         | Node::Sign(a)
-        | Node::Ones(a) => k(a),
-        Node::Mul([_, b]) | Node::Solve([_, b]) | Node::SolveT([_, b]) | Node::Select([_, b, _]) => {
-            k(b)
-        }
+        | Node::Ones(a)
+        | Node::ArgMax(a)
+        | Node::ArgMin(a) => k(a),
+        Node::Mul([_, b])
+        | Node::Solve([_, b])
+        | Node::SolveT([_, b])
+        | Node::Select([_, b, _]) => k(b),
         Node::Transpose(a) => {
             if k(a) == Kind::Sparse {
                 Kind::Sparse
@@ -100,6 +103,8 @@ pub fn infer_kind(
         | Node::GatherRows(_)
         | Node::GatherCols(_) => Kind::Matrix,
         Node::Dot(_)
+        | Node::MaxEntry(_)
+        | Node::MinEntry(_)
         | Node::Sum(_)
         | Node::Norm(_)
         | Node::NormSq(_)

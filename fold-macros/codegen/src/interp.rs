@@ -217,6 +217,23 @@ impl<'a> Interpreter<'a> {
                 Value::Scalar(a.iter().zip(&b).map(|(x, y)| x * y).sum())
             }
             Node::Sum(_) => Value::Scalar(c(0)?.entries().iter().sum()),
+            Node::MaxEntry(_) | Node::MinEntry(_) | Node::ArgMax(_) | Node::ArgMin(_) => {
+                let v = c(0)?.vector()?;
+                let max = matches!(node, Node::MaxEntry(_) | Node::ArgMax(_));
+                let mut at = 0;
+                for i in 1..v.len() {
+                    if (max && v[i] > v[at]) || (!max && v[i] < v[at]) {
+                        at = i;
+                    }
+                }
+                if v.is_empty() {
+                    return Err("reduction of an empty vector".into());
+                }
+                match node {
+                    Node::MaxEntry(_) | Node::MinEntry(_) => Value::Scalar(v[at]),
+                    _ => Value::Vector(DVector::from_fn(v.len(), |i, _| f64::from(i == at))),
+                }
+            }
             Node::Norm(_) => {
                 Value::Scalar(c(0)?.entries().iter().map(|x| x * x).sum::<f64>().sqrt())
             }

@@ -109,6 +109,11 @@ define_language! {
         "diag" = Diag(Id),
         // The diagonal of a square matrix, as a vector (the adjoint of `diag`).
         "diagonal" = Diagonal(Id),
+        // Vector reductions with a kink, and the indicators of where they are attained.
+        "max_entry" = MaxEntry(Id),
+        "min_entry" = MinEntry(Id),
+        "argmax" = ArgMax(Id),
+        "argmin" = ArgMin(Id),
         "select" = Select([Id; 3]),
         // Support restriction: `supp m` is the index set {i : mᵢ ≠ 0}.
         "supp" = Support(Id),

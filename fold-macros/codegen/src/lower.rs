@@ -708,6 +708,31 @@ impl Lowerer<'_> {
         };
         let rk = self.kind(recv);
         let nargs = m.args.len();
+        if matches!(name.as_str(), "max" | "min" | "mean")
+            && nargs == 0
+            && self.elementwise.is_none()
+        {
+            if rk != Kind::Vector {
+                return self.err(
+                    span,
+                    format!(
+                        "`.{name}()` reduces a vector to a scalar; this is {}",
+                        rk.describe()
+                    ),
+                );
+            }
+            let id = match name.as_str() {
+                "max" => self.g.add(Node::MaxEntry(recv)),
+                "min" => self.g.add(Node::MinEntry(recv)),
+                _ => {
+                    let sum = self.g.add(Node::Sum(recv));
+                    let ones = self.g.add(Node::Ones(recv));
+                    let n = self.g.add(Node::Sum(ones));
+                    self.g.div(sum, n)
+                }
+            };
+            return Some(Val::Term(id));
+        }
         let expected = match name.as_str() {
             "transpose" | "norm" | "norm_squared" | "sum" | "clone" | "to_owned" | "abs"
             | "exp" | "ln" | "sin" | "cos" | "tanh" | "sqrt" | "recip" => Some(0),
@@ -1317,6 +1342,7 @@ const METHODS: &[&str] = &[
     "norm",
     "norm_squared",
     "sum",
+    "mean",
     "map",
     "add_scalar",
     "scale",

@@ -743,7 +743,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                             Node::MatVec([m, _]) => {
                                 g.kind(stage::peel(&g, *m, &|_| false).base) == Kind::Sparse
                             }
-                            Node::MatMul(_) | Node::Outer(_) | Node::Solve(_) | Node::SolveT(_) => false,
+                            Node::MatMul(_) | Node::Outer(_) | Node::Solve(_) | Node::SolveT(_) => {
+                                false
+                            }
                             Node::CallVjp(_) | Node::CallJvp(_) => false,
                             _ => true,
                         }

@@ -186,7 +186,13 @@ pub fn infer(
                 (Shape::Vector(r), Shape::Vector(c)) => Shape::Matrix(r, c),
                 _ => Shape::Other,
             },
-            Node::Sum(_) | Node::Norm(_) | Node::NormSq(_) | Node::LogSumExp(_) => Shape::Scalar,
+            Node::Sum(_)
+            | Node::Norm(_)
+            | Node::NormSq(_)
+            | Node::LogSumExp(_)
+            | Node::MaxEntry(_)
+            | Node::MinEntry(_) => Shape::Scalar,
+            Node::ArgMax(x) | Node::ArgMin(x) => s(x),
             Node::Mul([_, x]) | Node::Select([_, x, _]) => s(x),
             Node::Solve([m, r]) | Node::SolveT([m, r]) => {
                 let rows = match s(r) {

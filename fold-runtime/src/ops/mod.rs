@@ -16,6 +16,7 @@
 //! | `proj_capped_simplex(v, k)` | `yᵢ ∈ {0, 1}` is outside the free set `F = {0 < y < 1}`; `F = ∅` gives 0 |
 //! | `proj_l2_ball(v, r)` | `‖v‖ = r` counts as inside: `J = I`, `∂y/∂r = 0` |
 //! | `proj_polyhedron`, `qp_solve` | a weakly active constraint (zero dual) counts as inactive; degenerate active sets use the KKT pseudo-inverse ([`qp`]) |
+//! | `v.max()`, `v.min()` | the first maximal (minimal) entry gets the derivative 1, every other 0 ([`reduce`]) |
 //! | `softmax`, `log_sum_exp`, `proj_hyperplane`, `proj_affine`, `linsolve` | smooth (`linsolve`: a singular matrix is an error, never a number) |
 
 pub mod elementwise;
@@ -25,6 +26,7 @@ pub mod mask;
 pub mod polyhedron;
 pub mod projections;
 pub mod qp;
+pub mod reduce;
 pub mod simplex;
 pub mod softmax;
 pub(crate) mod util;
@@ -34,5 +36,6 @@ pub use linsolve::*;
 pub use polyhedron::*;
 pub use projections::*;
 pub use qp::*;
+pub use reduce::*;
 pub use simplex::*;
 pub use softmax::*;

@@ -84,7 +84,9 @@ impl Analysis<Node> for FoldAnalysis {
             | Node::Lt(_)
             | Node::Ge(_)
             | Node::Le(_)
-            | Node::Outside(_) => true,
+            | Node::Outside(_)
+            | Node::ArgMax(_)
+            | Node::ArgMin(_) => true,
             Node::CMul([a, b]) => egraph[*a].data.mask && egraph[*b].data.mask,
             Node::GatherV([a, _]) => egraph[*a].data.mask,
             _ => false,
