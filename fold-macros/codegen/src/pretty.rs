@@ -214,6 +214,7 @@ impl<'a> Printer<'a> {
                 _ => wrap(format!("{} + {}", c(0, SUM), c(1, PROD)), SUM),
             },
             Node::Recip(_) => wrap(format!("1 / {}", c(0, UNARY)), PROD),
+            Node::SafeRecip(_) => f1("recip0"),
             Node::Exp(_) => f1("exp"),
             Node::Ln(_) => f1("ln"),
             Node::Sin(_) => f1("sin"),
