@@ -708,6 +708,13 @@ impl Lowerer<'_> {
         };
         let rk = self.kind(recv);
         let nargs = m.args.len();
+        if matches!(name.as_str(), "max" | "min") && nargs == 0 && rk.is_array() {
+            let which = if name == "max" { "largest" } else { "smallest" };
+            return self.err(
+                span,
+                format!("`.{name}()` of {} is a vector reduction (its {which} entry), which is not supported; the supported reductions are `.sum()`, `.norm()`, `.norm_squared()` and `.dot(&w)`; for the elementwise {name} against a scalar use `{name}(&v, s)`", rk.describe()),
+            );
+        }
         let expected = match name.as_str() {
             "transpose" | "norm" | "norm_squared" | "sum" | "clone" | "to_owned" | "abs"
             | "exp" | "ln" | "sin" | "cos" | "tanh" | "sqrt" | "recip" => Some(0),
@@ -832,6 +839,12 @@ impl Lowerer<'_> {
             "square" => Some("`e.powi(2)` on a scalar, or `v.component_mul(&v)`".to_string()),
             "neg" => Some("unary `-`".to_string()),
             "mean" => Some("`v.sum() / n` with `n` passed as an f64 argument".to_string()),
+            "lu" | "cholesky" | "qr" | "svd" | "solve" | "try_inverse" | "inverse" => {
+                return self.err(
+                    span,
+                    format!("`.{name}()` (a factorization or linear solve) is not supported inside a #[fold] rule: precompute it outside the rule and pass the result (`a⁻¹`, or the solved vector) as a constant argument, or give the inner solve a derivative as a user primitive (`primitives(f)`, see fold_runtime::Primitive)"),
+                )
+            }
             "component_mul_assign"
             | "component_div_assign"
             | "add_assign"

@@ -30,7 +30,7 @@ pub struct Report {
     pub classes: usize,
     /// Iterations over all phases.
     pub iterations: usize,
-    /// Why the last phase stopped.
+    /// `"saturated"` when every phase saturated; else the first limit hit, with its phase.
     pub stop_reason: String,
     /// Time spent saturating and extracting.
     pub time: Duration,
@@ -163,7 +163,15 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
     eg.rebuild();
     let mut report = Report::default();
     let mut eg = eg;
-    for rules in [rules::simplify(), rules::distribute(), rules::simplify()] {
+    // `iterations` sums the phases; `stop_reason` is "saturated" only when every phase
+    // saturated, else the first limit hit, named with its phase (so the two agree).
+    let mut limited: Option<String> = None;
+    let phases = [
+        ("simplify", rules::simplify()),
+        ("distribute", rules::distribute()),
+        ("final simplify", rules::simplify()),
+    ];
+    for (phase, rules) in phases {
         let runner = Runner::default()
             .with_egraph(eg)
             .with_node_limit(NODE_LIMIT)
@@ -171,9 +179,16 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
             .with_time_limit(TIME_LIMIT)
             .run(&rules);
         report.iterations += runner.iterations.len();
-        report.stop_reason = stop_reason(&runner.stop_reason);
+        if limited.is_none() && !matches!(runner.stop_reason, Some(StopReason::Saturated)) {
+            limited = Some(format!(
+                "{phase} phase: {} after {} iterations",
+                stop_reason(&runner.stop_reason),
+                runner.iterations.len()
+            ));
+        }
         eg = runner.egraph;
     }
+    report.stop_reason = limited.unwrap_or_else(|| "saturated".to_string());
     report.nodes = eg.total_number_of_nodes();
     report.classes = eg.number_of_classes();
 
