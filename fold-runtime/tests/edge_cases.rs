@@ -353,3 +353,49 @@ fn fixed_point_checks_report_and_refuse() {
         Err(FoldError::DimensionMismatch { .. })
     ));
 }
+
+#[test]
+fn huge_and_tiny_right_hand_sides_are_solved_not_zeroed() {
+    // ‖g‖ overflows (or its squares underflow): the ladder rescales; it used to return
+    // w = 0 with a NaN residual from GMRES.
+    let n = 3;
+    let lin = DenseLin {
+        phi: DMatrix::identity(n, n) * 0.5,
+        psi: DMatrix::identity(n, n),
+        offer_jacobian: false,
+    };
+    for scale in [1e300, 1e-300] {
+        let g = DVector::from_element(n, scale);
+        for method in [
+            Method::Auto,
+            Method::Direct,
+            Method::Gmres { restart: 3 },
+            Method::BiCgStab,
+            Method::Lfpi,
+            Method::JacobianFree,
+        ] {
+            let (w, stats) = solve_adjoint(&lin, &g, &opts(method)).unwrap();
+            let expected = if method == Method::JacobianFree {
+                1.0
+            } else {
+                2.0
+            };
+            assert!(
+                w.iter().all(|&wi| (wi / scale - expected).abs() < 1e-9),
+                "{method:?} {scale}: {w}"
+            );
+            assert!(stats.residual.is_finite(), "{method:?}: {stats:?}");
+        }
+    }
+    // An answer beyond f64's range is an error, not infinity.
+    let g = DVector::from_element(n, f64::MAX);
+    assert!(matches!(
+        solve_adjoint(&lin, &g, &opts(Method::Direct)),
+        Err(FoldError::NonFinite { .. })
+    ));
+    // GMRES with a zero Krylov dimension is an option error.
+    assert!(matches!(
+        solve_adjoint(&lin, &g, &opts(Method::Gmres { restart: 0 })),
+        Err(FoldError::InvalidOption { .. })
+    ));
+}

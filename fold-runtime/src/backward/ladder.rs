@@ -83,6 +83,35 @@ pub(crate) fn run(
             null_space_dim: None,
         });
     }
+    // Scale a right-hand side whose norm overflows (or underflows) f64: the system is
+    // linear, so x(b/s) s = x(b), and the relative residual is unchanged.
+    let bnorm = b.norm();
+    if !(bnorm.is_finite() && bnorm > SCALE_FLOOR) {
+        let s = b.amax();
+        let scaled = b / s;
+        let mut out = climb(system, &scaled, ladder, stop)?;
+        out.solved.x *= s;
+        if !crate::check::all_finite(out.solved.x.as_slice()) {
+            return Err(FoldError::non_finite(
+                "solution (its entries exceed the range of f64)",
+            ));
+        }
+        return Ok(out);
+    }
+    climb(system, b, ladder, stop)
+}
+
+/// Below this ‖b‖ the right-hand side is rescaled (squares of its entries underflow).
+const SCALE_FLOOR: f64 = 1e-150;
+
+/// [`run`] after scaling.
+fn climb(
+    system: &System<'_, '_>,
+    b: &DVector<f64>,
+    ladder: &[Method],
+    stop: &Stop,
+) -> Result<Outcome, FoldError> {
+    let n = system.op.dim();
     let mut spent = 0usize;
     for (i, &method) in ladder.iter().enumerate() {
         let last = i + 1 == ladder.len();
@@ -137,6 +166,10 @@ fn attempt(
             s.iterations += d.products;
             Ok(s)
         }
+        Method::Gmres { restart: 0 } => Err(FoldError::invalid_option(
+            "Method::Gmres::restart",
+            "must be ≥ 1",
+        )),
         Method::Gmres { restart } => gmres(op, b, restart, stop),
         Method::BiCgStab => bicgstab(op, b, stop),
         Method::Lfpi => lfpi(op, b, stop),

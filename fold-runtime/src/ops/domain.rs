@@ -2,14 +2,20 @@
 //! derivatives. Generated code calls these wherever it evaluates a primitive *or*
 //! linearizes it (`solve`, `linearize`, `backward`, `jacobians`), so an invalid argument
 //! (`lo > hi`, a negative threshold) is the same `PrimitiveFailed` everywhere, never a
-//! number. (`proj_simplex`, `proj_capped_simplex` and `proj_l2_ball` are checked by their
+//! number. They check the scalar arguments only (`NonFinite` for a NaN one); the
+//! operand's finiteness is checked where generated code produces it. (`proj_simplex`, `proj_capped_simplex` and `proj_l2_ball` are checked by their
 //! `try_` functions, whose values every derivative of theirs reads.)
 
 use super::Elementwise;
 use crate::FoldError;
 
 fn check_box(lo: f64, hi: f64) -> Result<(), FoldError> {
-    if lo > hi {
+    if lo.is_nan() || hi.is_nan() {
+        return Err(FoldError::non_finite("clamp: bounds"));
+    }
+    // Infinite bounds are fine on their own side (`clamp(v, 0, ∞)` is relu); a box
+    // that admits only ±∞ is empty.
+    if lo > hi || lo == f64::INFINITY || hi == f64::NEG_INFINITY {
         return Err(FoldError::primitive(
             "clamp",
             format!("infeasible: lo = {lo} > hi = {hi}"),
@@ -19,6 +25,9 @@ fn check_box(lo: f64, hi: f64) -> Result<(), FoldError> {
 }
 
 fn check_threshold(t: f64) -> Result<(), FoldError> {
+    if t.is_nan() {
+        return Err(FoldError::non_finite("soft_threshold: t"));
+    }
     if t < 0.0 {
         return Err(FoldError::primitive(
             "soft_threshold",
