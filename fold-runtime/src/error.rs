@@ -36,6 +36,23 @@ pub enum FoldError {
         /// The size found.
         found: usize,
     },
+    /// The point a backward pass was asked to linearize at is not a fixed point within
+    /// the required tolerance (see [`crate::FixedPointCheck`]).
+    #[error("not a fixed point: scaled residual ||U(x) - x|| = {residual:.3e} > tol {tol:.3e}")]
+    NotAFixedPoint {
+        /// `‖U(x) − x‖∞ / (1 + ‖x‖∞)`.
+        residual: f64,
+        /// The required tolerance.
+        tol: f64,
+    },
+    /// An option is outside the values it accepts (e.g. `BackwardOptions::tol ≤ 0`).
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option, as `Type::field`.
+        option: String,
+        /// What it must be, and what it was.
+        reason: String,
+    },
     /// An inner solve of a primitive (a QP, a projection onto an empty set) failed.
     #[error("primitive `{primitive}` failed: {status}")]
     PrimitiveFailed {
@@ -58,6 +75,14 @@ impl FoldError {
             what: what.into(),
             expected,
             found,
+        }
+    }
+
+    /// Shorthand for [`FoldError::InvalidOption`].
+    pub fn invalid_option(option: impl Into<String>, reason: impl Into<String>) -> Self {
+        FoldError::InvalidOption {
+            option: option.into(),
+            reason: reason.into(),
         }
     }
 

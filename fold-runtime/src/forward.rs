@@ -9,16 +9,30 @@ use std::collections::VecDeque;
 /// (nearly) collinear, which is exactly what happens close to convergence.
 const ANDERSON_REGULARIZATION: f64 = 1e-10;
 
-/// Iterates `x ← step(x)` from `x0` until `‖x_{k+1} − x_k‖∞ ≤ tol (1 + ‖x_{k+1}‖∞)`.
+/// How far the relative part of the stopping test follows the iterate: the scale is
+/// `1 + min(‖x‖∞, GROWTH_CAP · (1 + ‖x₀‖∞ + ‖step(x₀)‖∞))`. A genuine fixed point reached
+/// from `x₀` is rarely this far from the start's scale; an iterate that is diverging
+/// (`‖x‖∞ → ∞` with a residual bounded away from 0) is, and then only an absolute
+/// residual `≤ tol (1 + GROWTH_CAP · start scale)` is accepted, which divergence does not
+/// reach.
+pub const GROWTH_CAP: f64 = 1e6;
+
+/// Iterates `x ← step(x)` from `x0` until the step is small:
+/// `‖x_{k+1} − x_k‖∞ ≤ tol · (1 + min(‖x_{k+1}‖∞, GROWTH_CAP · s₀))` with
+/// `s₀ = 1 + ‖x₀‖∞ + ‖step(x₀)‖∞` (see [`GROWTH_CAP`]; divergence cannot pass this test).
 ///
 /// With `opts.anderson = Some(m)`, type-II Anderson acceleration of depth `m` extrapolates
 /// from the last `m` residual differences; an extrapolated point whose residual
 /// `‖step(x) − x‖₂` exceeds that of the point it was extrapolated from is rejected (the
-/// plain step is taken instead) and the history restarts. `Solution::iterations` counts
-/// calls to `step`; `Solution::x` is the last `step` output.
+/// plain step is taken instead) and the history restarts. With Anderson the test is
+/// applied to the true residual `‖step(x) − x‖∞` of the point `x` it returns:
+/// `Solution::x` is the last point `step` was evaluated at (possibly an extrapolation),
+/// not its image. Plain iteration returns the last `step` output. `Solution::iterations`
+/// counts calls to `step`.
 ///
-/// Errors: `NonFinite` for a NaN/∞ in `x0` or an iterate, `DimensionMismatch` when `step`
-/// changes the length, `NotConverged` after `opts.max_iter` steps, or what `step` returns.
+/// Errors: `NonFinite` for a NaN/∞ in `x0` or an iterate (or a NaN `tol`),
+/// `InvalidOption` for `tol < 0`, `DimensionMismatch` when `step` changes the length,
+/// `NotConverged` after `opts.max_iter` steps, or what `step` returns.
 pub fn fixed_point<F>(
     mut step: F,
     x0: DVector<f64>,
@@ -30,6 +44,15 @@ where
     crate::check::finite_vector(&x0, "x0")?;
     if opts.tol.is_nan() {
         return Err(FoldError::non_finite("tol"));
+    }
+    if opts.tol < 0.0 {
+        return Err(FoldError::invalid_option(
+            "ForwardOptions::tol",
+            format!(
+                "must be ≥ 0 (0 accepts only an exact fixed point), got {}",
+                opts.tol
+            ),
+        ));
     }
     let n = x0.len();
     let mut eval = |x: &DVector<f64>| -> Result<DVector<f64>, FoldError> {
@@ -44,13 +67,29 @@ where
     }
 }
 
-/// The relative step `‖f − x‖∞ / (1 + ‖f‖∞)`.
-fn step_size(x: &DVector<f64>, fx: &DVector<f64>) -> f64 {
-    let diff = x
-        .iter()
-        .zip(fx.iter())
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    diff / (1.0 + fx.amax())
+/// The stopping test's scale: how large an iterate may be before the relative part of
+/// the test stops following it.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    /// `GROWTH_CAP · (1 + ‖x₀‖∞ + ‖step(x₀)‖∞)`, set by the first step.
+    cap: f64,
+}
+
+impl Scale {
+    fn new(x0: &DVector<f64>, fx0: &DVector<f64>) -> Scale {
+        Scale {
+            cap: GROWTH_CAP * (1.0 + x0.amax() + fx0.amax()),
+        }
+    }
+
+    /// The scaled step `‖f − x‖∞ / (1 + min(‖f‖∞, cap))`.
+    fn step_size(&self, x: &DVector<f64>, fx: &DVector<f64>) -> f64 {
+        let diff = x
+            .iter()
+            .zip(fx.iter())
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        diff / (1.0 + fx.amax().min(self.cap))
+    }
 }
 
 fn plain<F>(eval: &mut F, x0: DVector<f64>, opts: &ForwardOptions) -> Result<Solution, FoldError>
@@ -59,9 +98,11 @@ where
 {
     let mut x = x0;
     let mut residual = f64::INFINITY;
+    let mut scale: Option<Scale> = None;
     for k in 1..=opts.max_iter {
         let next = eval(&x)?;
-        residual = step_size(&x, &next);
+        let sc = *scale.get_or_insert_with(|| Scale::new(&x, &next));
+        residual = sc.step_size(&x, &next);
         x = next;
         if residual <= opts.tol {
             return Ok(Solution {
@@ -102,12 +143,16 @@ where
     let mut pending: Option<Pending> = None;
     let mut x = x0;
     let mut residual = f64::INFINITY;
+    let mut scale: Option<Scale> = None;
     for k in 1..=opts.max_iter {
         let fx = eval(&x)?;
-        residual = step_size(&x, &fx);
+        let sc = *scale.get_or_insert_with(|| Scale::new(&x, &fx));
+        residual = sc.step_size(&x, &fx);
         if residual <= opts.tol {
+            // The residual was measured at x (which may be an extrapolation): return x,
+            // the point it certifies, not fx = step(x), whose residual is unknown.
             return Ok(Solution {
-                x: fx,
+                x,
                 iterations: k,
                 residual,
             });

@@ -46,7 +46,10 @@ pub mod solvers;
 pub mod stats;
 pub mod unrolled;
 
-pub use backward::{folded_backward, folded_jvp, solve_adjoint};
+pub use backward::{
+    check_fixed_point, folded_backward, folded_backward_at, folded_jvp, solve_adjoint,
+    FixedPointCheck,
+};
 pub use cotangent::Cotangent;
 pub use error::FoldError;
 pub use forward::{fixed_point, iterates};

@@ -754,7 +754,7 @@ impl Cholesky {
     }
 }
 
-/// Which factorization [`solve_dense`] used.
+/// Which factorization [`crate::solvers::direct_dense`] used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseFactorization {
     /// `L Lᵀ`: the matrix was symmetric and positive definite.
@@ -810,31 +810,8 @@ pub fn looks_symmetric(a: &DMatrix<f64>, rel_tol: f64) -> bool {
     pairs().all(|(i, j)| (a[(i, j)] - a[(j, i)]).abs() <= tol)
 }
 
-/// Relative asymmetry below which [`solve_dense`] treats a matrix as symmetric.
+/// Relative asymmetry below which the dense solves treat a matrix as symmetric.
 pub const SYMMETRY_TOL: f64 = 1e-14;
-
-/// Solves `A x = b`: Cholesky when `A` is symmetric (to [`SYMMETRY_TOL`]) and the
-/// factorization succeeds, LU otherwise. Reports which one it used.
-pub fn solve_dense(
-    a: &DMatrix<f64>,
-    b: &DVector<f64>,
-) -> Result<(DVector<f64>, DenseFactorization), FoldError> {
-    let n = check_square(a, "matrix of the dense solve")?;
-    crate::check::finite_matrix(a, "matrix of the dense solve")?;
-    crate::check::same_dim("right-hand side of the dense solve", n, b.len())?;
-    crate::check::finite_vector(b, "right-hand side of the dense solve")?;
-    if is_symmetric(a, SYMMETRY_TOL) {
-        if let Ok(ch) = Cholesky::factor(a) {
-            let x = ch.solve(b);
-            if crate::check::all_finite(x.as_slice()) {
-                return Ok((x, DenseFactorization::Cholesky));
-            }
-        }
-    }
-    let x = Lu::factor(a)?.solve(b);
-    crate::check::finite_vector(&x, "solution of the dense solve")?;
-    Ok((x, DenseFactorization::Lu))
-}
 
 #[cfg(test)]
 mod tests {
@@ -1014,24 +991,18 @@ mod tests {
     }
 
     #[test]
-    fn cholesky_and_solve_dense() {
+    fn cholesky_solves_spd_and_refuses_indefinite() {
         let b0 = pseudo_random(50, 50, 4);
         let spd = &b0 * b0.transpose() + DMatrix::identity(50, 50);
         let b = DVector::from_column_slice(pseudo_random(50, 1, 5).as_slice());
         let ch = Cholesky::factor(&spd).unwrap();
         assert!((&spd * ch.solve(&b) - &b).amax() < 1e-10);
-        let (x, how) = solve_dense(&spd, &b).unwrap();
-        assert_eq!(how, DenseFactorization::Cholesky);
-        assert!((&spd * x - &b).amax() < 1e-10);
         let indefinite = &spd - DMatrix::identity(50, 50) * 1e3;
         assert_eq!(
             Cholesky::factor(&indefinite).unwrap_err(),
             FoldError::Singular
         );
-        let (x, how) = solve_dense(&indefinite, &b).unwrap();
-        assert_eq!(how, DenseFactorization::Lu);
-        assert!((&indefinite * x - &b).amax() < 1e-9);
-        let (_, how) = solve_dense(&b0, &b).unwrap();
-        assert_eq!(how, DenseFactorization::Lu);
+        let lu = Lu::factor(&indefinite).unwrap();
+        assert!((&indefinite * lu.solve(&b) - &b).amax() < 1e-9);
     }
 }

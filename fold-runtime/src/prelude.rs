@@ -5,7 +5,8 @@ pub use crate::nalgebra::{self, DMatrix, DVector};
 pub use crate::nalgebra_sparse::CsrMatrix;
 pub use crate::ops::*;
 pub use crate::{
-    fixed_point, folded_backward, unrolled_backward, Arg, BackwardOptions, CodegenStats, Cotangent,
-    Factored, FoldError, ForwardOptions, Linearized, Method, OpCounts, Primitive,
-    PrimitiveLinearization, Solution, SolveStats, SupportKernel, Value,
+    check_fixed_point, fixed_point, folded_backward, unrolled_backward, Arg, BackwardOptions,
+    CodegenStats, Cotangent, Factored, FixedPointCheck, FoldError, ForwardOptions, Linearized,
+    Method, OpCounts, Primitive, PrimitiveLinearization, Solution, SolveStats, SupportKernel,
+    Value,
 };

@@ -30,9 +30,12 @@ pub struct CodegenStats {
     pub egraph_nodes: usize,
     /// E-classes in the e-graph when saturation stopped.
     pub egraph_classes: usize,
-    /// Rewrite iterations run.
+    /// Rewrite iterations run, summed over the three phases (simplify, distribute,
+    /// simplify again).
     pub iterations: usize,
-    /// Why saturation stopped.
+    /// `"saturated"` when every phase saturated (then `iterations` is what saturation
+    /// took); otherwise the first limit hit, e.g. `"distribute phase: iteration limit (30)
+    /// after 30 iterations"`.
     pub stop_reason: &'static str,
     /// Work of one `Φᵀv` before simplification.
     pub vjp_before: OpCounts,

@@ -253,3 +253,38 @@ proptest! {
         prop_assert!((&sol.x - &x_star).amax() <= 1e-9 * (1.0 + x_star.amax()));
     }
 }
+
+#[test]
+fn anderson_does_not_accept_a_diverging_iterate() {
+    // x ↦ x − α(Qx + c) with Q singular and c outside its range: no fixed point exists;
+    // the null-space coordinate drifts by α c₂ every step and Anderson extrapolates the
+    // drift. Neither may return Ok.
+    let q = DMatrix::from_diagonal(&DVector::from_vec(vec![1.0, 0.5, 0.0]));
+    let c = DVector::from_vec(vec![0.3, -0.2, 0.7]);
+    let alpha = 0.2;
+    for anderson in [None, Some(1), Some(5), Some(10)] {
+        let o = ForwardOptions {
+            tol: 1e-12,
+            max_iter: 2000,
+            anderson,
+        };
+        let step =
+            |x: &DVector<f64>| -> Result<DVector<f64>, FoldError> { Ok(x - (&q * x + &c) * alpha) };
+        match fixed_point(step, DVector::zeros(3), &o) {
+            Err(FoldError::NotConverged { .. }) => {}
+            other => panic!("anderson {anderson:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn anderson_returns_a_point_whose_own_residual_passes() {
+    // On a convergent affine map the true residual at the returned point meets the test.
+    let (a, b) = affine(11, 20, 0.9);
+    for m in [1usize, 3, 8] {
+        let step = |x: &DVector<f64>| -> Result<DVector<f64>, FoldError> { Ok(&a * x + &b) };
+        let sol = fixed_point(step, DVector::zeros(20), &opts(Some(m))).unwrap();
+        let r = (&a * &sol.x + &b - &sol.x).amax();
+        assert!(r <= 1e-12 * (1.0 + sol.x.amax()), "m={m}: {r}");
+    }
+}

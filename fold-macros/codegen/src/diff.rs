@@ -34,7 +34,8 @@ fn elementwise_factor(g: &mut Graph, node: &Node, y: Id) -> Option<Id> {
             g.one_minus(yy)
         }
         Node::Sqrt(_) => {
-            let r = g.add(Node::Recip(y));
+            // sqrt'(0) := 0 (see fold_runtime::ops, removable kinks).
+            let r = g.add(Node::SafeRecip(y));
             g.scale(0.5, r)
         }
         Node::Abs(x) => g.add(Node::Sign(x)),
@@ -61,10 +62,18 @@ fn elementwise_factor(g: &mut Graph, node: &Node, y: Id) -> Option<Id> {
             g.scale(k, p)
         }
         Node::Powf([x, c]) => {
-            let m1 = g.num(-1.0);
-            let cm1 = g.sum2(c, m1);
-            let p = g.add(Node::Powf([x, cm1]));
-            g.mul(c, p)
+            if g.lit(c).is_some_and(|c| c >= 1.0) {
+                // c x^(c−1) is finite everywhere for c ≥ 1.
+                let m1 = g.num(-1.0);
+                let cm1 = g.sum2(c, m1);
+                let p = g.add(Node::Powf([x, cm1]));
+                g.mul(c, p)
+            } else {
+                // c xᶜ / x with 1/0 := 0: the slope at x = 0 is taken as 0.
+                let r = g.add(Node::SafeRecip(x));
+                let p = g.cmul(y, r);
+                g.mul(c, p)
+            }
         }
         _ => return None,
     };
@@ -276,7 +285,9 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
                 push(g, 0, t);
             }
             Node::Norm(x) => {
-                let s = g.div(ybar, y);
+                // ∂‖x‖ = xᵀ/‖x‖, 0 at x = 0.
+                let r = g.add(Node::SafeRecip(y));
+                let s = g.mul(ybar, r);
                 let t = g.mul(s, x);
                 push(g, 0, t);
             }
@@ -412,7 +423,11 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
                     let c = g.div(zd, zz);
                     let cz = g.mul(c, z);
                     let perp = g.sub(ybar, cz);
-                    let ratio = g.div(r, rho);
+                    // r/ρ read as ‖y‖/ρ (equal outside the ball): the derivative then
+                    // stages y = try_proj_l2_ball(z, r), whose domain check (r ≥ 0)
+                    // applies in backward as in solve.
+                    let ny = g.add(Node::Norm(y));
+                    let ratio = g.div(ny, rho);
                     let out = g.mul(ratio, perp);
                     let t = g.add(Node::Select([outside, out, ybar]));
                     push(g, 0, t);
@@ -536,7 +551,8 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
             Node::Sum(_) => d(0).map(|dx| g.total(dx)),
             Node::Norm(x) => d(0).map(|dx| {
                 let p = g.inner(x, dx);
-                g.div(p, y)
+                let r = g.add(Node::SafeRecip(y));
+                g.mul(p, r)
             }),
             Node::NormSq(x) => d(0).map(|dx| {
                 let p = g.inner(x, dx);
@@ -659,7 +675,11 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
                     let c = g.div(zd, zz);
                     let cz = g.mul(c, z);
                     let perp = g.sub(dz, cz);
-                    let ratio = g.div(r, rho);
+                    // r/ρ read as ‖y‖/ρ (equal outside the ball): the derivative then
+                    // stages y = try_proj_l2_ball(z, r), whose domain check (r ≥ 0)
+                    // applies in backward as in solve.
+                    let ny = g.add(Node::Norm(y));
+                    let ratio = g.div(ny, rho);
                     g.mul(ratio, perp)
                 });
                 let q = d(1).map(|dr| {
@@ -826,7 +846,8 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
                         }
                         Node::Norm(_) => {
                             let p = g.matvec(t, x);
-                            g.div(p, y)
+                            let r = g.add(Node::SafeRecip(y));
+                            g.mul(r, p)
                         }
                         _ => {
                             let p = g.matvec(t, x);
@@ -948,7 +969,11 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
                     let c = g.div(jtz, zz);
                     let o = g.add(Node::Outer([z, c]));
                     let perp = g.sub(jz, o);
-                    let ratio = g.div(r, rho);
+                    // r/ρ read as ‖y‖/ρ (equal outside the ball): the derivative then
+                    // stages y = try_proj_l2_ball(z, r), whose domain check (r ≥ 0)
+                    // applies in backward as in solve.
+                    let ny = g.add(Node::Norm(y));
+                    let ratio = g.div(ny, rho);
                     g.mul(ratio, perp)
                 });
                 let q = d(1).map(|gr| {

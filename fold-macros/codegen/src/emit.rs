@@ -536,6 +536,18 @@ impl<'a> Scope<'a> {
         } else {
             TokenStream::new()
         };
+        // Masks of primitives with a domain (clamp's `lo ≤ hi`, soft_threshold's `t ≥ 0`):
+        // checked wherever they are staged, so `backward` refuses what `solve` refuses.
+        let checked_mask = |f: &str, rest: &[TokenStream]| {
+            if self.fallible {
+                let fi = Ident::new(f, Span::call_site());
+                let x = a(0);
+                let x = if scalar { quote!(&#x) } else { x };
+                quote!(#ops::domain::#fi(#x #(, #rest)*)?)
+            } else {
+                mask(f, rest)
+            }
+        };
         if let Some((v, base, set)) = self.gather_view(id) {
             let cs: Vec<TokenStream> = v.coef.iter().map(|c| self.access(*c)).collect();
             let coef = match cs.len() {
@@ -721,11 +733,12 @@ impl<'a> Scope<'a> {
             Node::Tanh(_) => unary("tanh"),
             Node::Sqrt(_) => unary("sqrt"),
             Node::Abs(_) => unary("abs"),
-            Node::Sigmoid(_) | Node::Softplus(_) | Node::Relu(_) => {
+            Node::Sigmoid(_) | Node::Softplus(_) | Node::Relu(_) | Node::SafeRecip(_) => {
                 let x = a(0);
                 let f = match node {
                     Node::Sigmoid(_) => "sigmoid",
                     Node::Softplus(_) => "softplus",
+                    Node::SafeRecip(_) => "recip0",
                     _ => "relu",
                 };
                 let fi = Ident::new(f, Span::call_site());
@@ -769,7 +782,10 @@ impl<'a> Scope<'a> {
             }
             Node::Clamp(_) => {
                 let (x, lo, hi) = (a(0), a(1), a(2));
-                if scalar {
+                if self.fallible {
+                    let x = if scalar { quote!(&#x) } else { x };
+                    quote!(#ops::domain::clamp(#x, #lo, #hi)?)
+                } else if scalar {
                     let x = r(0);
                     quote!(#x.max(#lo).min(#hi))
                 } else {
@@ -779,7 +795,11 @@ impl<'a> Scope<'a> {
             Node::SoftThreshold(_) => {
                 let (x, t) = (a(0), a(1));
                 let x = if scalar { quote!(&#x) } else { x };
-                quote!(#ops::soft_threshold(#x, #t))
+                if self.fallible {
+                    quote!(#ops::domain::soft_threshold(#x, #t)?)
+                } else {
+                    quote!(#ops::soft_threshold(#x, #t))
+                }
             }
             Node::Softmax(_) => {
                 let x = a(0);
@@ -825,12 +845,12 @@ impl<'a> Scope<'a> {
                     quote!(#solve / #p)
                 }
             }
-            Node::MaskIn(_) => mask("between", &[a(1), a(2)]),
+            Node::MaskIn(_) => checked_mask("between", &[a(1), a(2)]),
             Node::Gt(_) => mask("greater", &[a(1)]),
             Node::Lt(_) => mask("less", &[a(1)]),
             Node::Ge(_) => mask("at_least", &[a(1)]),
             Node::Le(_) => mask("at_most", &[a(1)]),
-            Node::Outside(_) => mask("outside", &[a(1)]),
+            Node::Outside(_) => checked_mask("outside", &[a(1)]),
             Node::Ones(_) => {
                 let x = r(0);
                 if scalar {

@@ -62,6 +62,7 @@ pub fn infer_kind(
         | Node::Outside([a, _]) => k(a),
         Node::Neg(a)
         | Node::Recip(a)
+        | Node::SafeRecip(a)
         | Node::Exp(a)
         | Node::Ln(a)
         | Node::Sin(a)

@@ -245,6 +245,7 @@ impl<'a> Interpreter<'a> {
                 c(0)?.map(|a| a + s)?
             }
             Node::Recip(_) => c(0)?.map(|a| 1.0 / a)?,
+            Node::SafeRecip(_) => c(0)?.map(|a| if a == 0.0 { 0.0 } else { 1.0 / a })?,
             Node::Exp(_) => c(0)?.map(f64::exp)?,
             Node::Ln(_) => c(0)?.map(f64::ln)?,
             Node::Sin(_) => c(0)?.map(f64::sin)?,

@@ -71,6 +71,7 @@ define_language! {
         "./" = CDiv([Id; 2]),
         "+s" = AddS([Id; 2]),
         "recip" = Recip(Id),
+        "recip0" = SafeRecip(Id),
         "exp" = Exp(Id),
         "ln" = Ln(Id),
         "sin" = Sin(Id),
@@ -180,6 +181,7 @@ pub fn is_elementwise_unary(node: &Node) -> bool {
         node,
         Node::Neg(_)
             | Node::Recip(_)
+            | Node::SafeRecip(_)
             | Node::Exp(_)
             | Node::Ln(_)
             | Node::Sin(_)

@@ -716,7 +716,9 @@ impl Lowerer<'_> {
                 return self.err(
                     span,
                     format!(
-                        "`.{name}()` reduces a vector to a scalar; this is {}",
+                        "`.{name}()` reduces a vector to a scalar; this is {}: reduce a matrix's \
+                         columns with a product (`a.transpose() * w`), or for the elementwise \
+                         {name} against a scalar use `{name}(&v, s)`",
                         rk.describe()
                     ),
                 );
@@ -857,6 +859,12 @@ impl Lowerer<'_> {
             "square" => Some("`e.powi(2)` on a scalar, or `v.component_mul(&v)`".to_string()),
             "neg" => Some("unary `-`".to_string()),
             "mean" => Some("`v.sum() / n` with `n` passed as an f64 argument".to_string()),
+            "lu" | "cholesky" | "qr" | "svd" | "solve" | "try_inverse" | "inverse" => {
+                return self.err(
+                    span,
+                    format!("`.{name}()` (a factorization or linear solve) is not supported inside a #[fold] rule: precompute it outside the rule and pass the result (`a⁻¹`, or the solved vector) as a constant argument, or give the inner solve a derivative as a user primitive (`primitives(f)`, see fold_runtime::Primitive)"),
+                )
+            }
             "component_mul_assign"
             | "component_div_assign"
             | "add_assign"

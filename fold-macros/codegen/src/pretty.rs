@@ -222,6 +222,7 @@ impl<'a> Printer<'a> {
                 _ => wrap(format!("{} + {}", c(0, SUM), c(1, PROD)), SUM),
             },
             Node::Recip(_) => wrap(format!("1 / {}", c(0, UNARY)), PROD),
+            Node::SafeRecip(_) => f1("recip0"),
             Node::Exp(_) => f1("exp"),
             Node::Ln(_) => f1("ln"),
             Node::Sin(_) => f1("sin"),
@@ -333,14 +334,25 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
             base.to_string()
         }
     };
+    // The seeds as the terms spell them (`v_` when the state itself is called `v`); with
+    // block state the headers name the concatenated seeds `v` and `u`.
+    let seed = |ids: &[Id], fallback: &str| match ids {
+        [id] if !rule.sig.block_state => match rule.graph.node(*id) {
+            crate::ir::Node::Var(s) => crate::ir::display_name(*s),
+            _ => fallback.to_string(),
+        },
+        _ => fallback.to_string(),
+    };
+    let v = seed(&rule.seeds.cotangent, "v");
+    let u = seed(&rule.seeds.tangent, "u");
     for (b, r) in rule.vjp_state.iter().enumerate() {
-        lines.push((block_label("Φᵀv", b), *r));
+        lines.push((block_label(&format!("Φᵀ{v}"), b), *r));
     }
     for (p, r) in rule.param_names().iter().zip(&rule.vjp_params) {
-        lines.push((format!("Ψ_{p}ᵀv"), *r));
+        lines.push((format!("Ψ_{p}ᵀ{v}"), *r));
     }
     for (b, r) in rule.jvp_state.iter().enumerate() {
-        lines.push((block_label("Φu", b), *r));
+        lines.push((block_label(&format!("Φ{u}"), b), *r));
     }
     for (b, r) in rule.jvp_params.iter().enumerate() {
         lines.push((block_label("Ψδθ", b), *r));

@@ -76,6 +76,9 @@ elementwise! {
     relu = |x: f64| x.max(0.0);
     /// `ln(1 + eˣ)` elementwise; derivative `sigmoid(x)`.
     softplus = softplus_scalar;
+    /// `1/x` elementwise with `1/0 := 0`: the guarded reciprocal derivatives use at
+    /// removable kinks (`∂‖v‖ = vᵀ/‖v‖` is `0` at `v = 0`, `sqrt'(0) := 0`).
+    recip0 = |x: f64| if x == 0.0 { 0.0 } else { 1.0 / x };
     /// Projection onto `x ≥ 0`; same as [`relu`].
     proj_nonneg = |x: f64| x.max(0.0);
 }

@@ -18,7 +18,21 @@
 //! | `proj_polyhedron`, `qp_solve` | a weakly active constraint (zero dual) counts as inactive; degenerate active sets use the KKT pseudo-inverse ([`qp`]) |
 //! | `v.max()`, `v.min()` | the first maximal (minimal) entry gets the derivative 1, every other 0 ([`reduce`]) |
 //! | `softmax`, `log_sum_exp`, `proj_hyperplane`, `proj_affine`, `linsolve` | smooth (`linsolve`: a singular matrix is an error, never a number) |
+//!
+//! Removable kinks of the rule language (a rule differentiable at a point gets its
+//! derivative there; the guarded reciprocal is [`recip0`], `1/0 := 0`):
+//!
+//! | construct | at the kink |
+//! |---|---|
+//! | `.norm()` | `∂‖v‖ = vᵀ/‖v‖` is `0` at `v = 0` (so `g / (1 + ‖g‖)` has derivative `I` at `g = 0`, and `‖v‖ v` has `0`) |
+//! | `.sqrt()`, `sqrt(v)` | `sqrt'(0) := 0` (so `(v·v).sqrt()` behaves like `.norm()`; `sqrt(x²)` like `abs`) |
+//! | `.powf(c)` | `∂xᶜ/∂x = c xᶜ/x`, `0` at `x = 0`: exact for `c > 1`, the convention for `c < 1` (infinite slope), wrong only for a non-literal `c` equal to 1 at `x = 0`; a literal `c ≥ 1` uses `c x^(c−1)` (exact everywhere) |
+//! | `.abs()`, `abs(v)` | `sign(0) = 0` |
+//!
+//! Domain checks (`lo ≤ hi`, `t ≥ 0`, `r ≥ 0`, `r > 0` for the simplex, `0 ≤ k ≤ n`)
+//! apply wherever a primitive is evaluated or linearized: see [`domain`].
 
+pub mod domain;
 pub mod elementwise;
 mod kkt;
 pub mod linsolve;

@@ -464,8 +464,8 @@ pub fn proj_hyperplane(v: &DVector<f64>, a: &DVector<f64>, b: f64) -> DVector<f6
     try_proj_hyperplane(v, a, b).unwrap_or_else(|_| util::nan_vec(v.len()))
 }
 
-/// [`proj_hyperplane`], failing with `NonFinite`, `DimensionMismatch` (`a` and `v` of
-/// different lengths) or `PrimitiveFailed` (`a = 0`).
+/// [`proj_hyperplane`], failing with `NonFinite` (also when the projection overflows),
+/// `DimensionMismatch` (`a` and `v` of different lengths) or `PrimitiveFailed` (`a = 0`).
 pub fn try_proj_hyperplane(
     v: &DVector<f64>,
     a: &DVector<f64>,
@@ -505,8 +505,14 @@ impl ProjHyperplaneLin {
             ));
         }
         let s = a.dot(v) - b;
+        let y = v - a * (s / q);
+        if !s.is_finite() || !crate::check::all_finite(y.as_slice()) {
+            return Err(FoldError::non_finite(
+                "proj_hyperplane: the projection (it exceeds the range of f64)",
+            ));
+        }
         Ok(ProjHyperplaneLin {
-            y: v - a * (s / q),
+            y,
             v: v.clone(),
             a: a.clone(),
             s,

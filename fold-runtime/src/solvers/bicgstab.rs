@@ -14,7 +14,8 @@ const STAGNATION: f64 = 1e-8;
 /// Solves `A x = b` by BiCGSTAB from `x = 0` (two products per iteration). On a
 /// breakdown it restarts from the true residual with a fresh shadow vector, as long as
 /// restarts make progress. `NotConverged` after `stop.max_iter` products (residual
-/// checks included), or when restarts stall.
+/// checks included), when restarts stall, or when the recurrence overflows (a breakdown:
+/// inputs are finite, so never `NonFinite` for the method's own arithmetic).
 pub fn bicgstab<A: Operator + ?Sized>(
     a: &A,
     b: &DVector<f64>,
@@ -69,6 +70,9 @@ pub fn bicgstab<A: Operator + ?Sized>(
                 p.zip_zip_apply(&r, &v, |pi, ri, vi| *pi = ri + beta * (*pi - omega * vi));
             }
             fresh = false;
+            if !crate::check::all_finite(p.as_slice()) {
+                return Err(not_converged(products, f64::INFINITY, stop.tol));
+            }
             a.apply(&p, &mut v)?;
             products += 1;
             let den = dot(rhat.as_slice(), v.as_slice());
@@ -79,7 +83,11 @@ pub fn bicgstab<A: Operator + ?Sized>(
             alpha = rho / den;
             s.copy_from(&r);
             s.axpy(-alpha, &v, 1.0);
-            if s.norm() <= target {
+            let snorm = s.norm();
+            if !snorm.is_finite() {
+                return Err(not_converged(products, f64::INFINITY, stop.tol));
+            }
+            if snorm <= target {
                 x.axpy(alpha, &p, 1.0);
                 break 'iterate;
             }
@@ -97,7 +105,13 @@ pub fn bicgstab<A: Operator + ?Sized>(
             r.axpy(-omega, &t, 1.0);
             rnorm = r.norm();
             rho_old = rho;
-            crate::check::finite_vector(&x, "BiCGSTAB iterate")?;
+            if !rnorm.is_finite() || !crate::check::all_finite(x.as_slice()) {
+                // The inputs were finite (checked above and by every product): an
+                // overflowing recurrence is a breakdown of the method (a singular or
+                // badly conditioned system), not bad data. Fall back to the last
+                // verified iterate, which the restart logic then judges.
+                return Err(not_converged(products, f64::INFINITY, stop.tol));
+            }
             if omega.is_nan() || omega == 0.0 {
                 breakdown = true;
                 break 'iterate;

@@ -41,6 +41,10 @@ fn fold_constant(node: &Node, c: &dyn Fn(Id) -> Option<f64>) -> Option<f64> {
         Node::Mul([a, b]) => c(*a)? * c(*b)?,
         Node::Div([a, b]) => c(*a)? / c(*b)?,
         Node::Recip(a) => 1.0 / c(*a)?,
+        Node::SafeRecip(a) => match c(*a)? {
+            0.0 => 0.0,
+            x => 1.0 / x,
+        },
         Node::Sqrt(a) => c(*a)?.sqrt(),
         Node::Exp(a) => c(*a)?.exp(),
         Node::Ln(a) => c(*a)?.ln(),

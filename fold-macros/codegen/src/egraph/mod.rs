@@ -55,7 +55,8 @@ pub struct Report {
     pub classes: usize,
     /// Iterations over all phases.
     pub iterations: usize,
-    /// `saturated`, or each phase that stopped at a limit and which.
+    /// `"saturated"` when every phase saturated; else every limit hit, each with its phase
+    /// and the iterations it took.
     pub stop_reason: String,
     /// Time spent saturating and extracting.
     pub time: Duration,
@@ -227,7 +228,11 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
             .run(&rules);
         report.iterations += runner.iterations.len();
         if !matches!(runner.stop_reason, Some(StopReason::Saturated)) {
-            limits.push(format!("{phase}: {}", stop_reason(&runner.stop_reason)));
+            limits.push(format!(
+                "{phase} phase: {} after {} iterations",
+                stop_reason(&runner.stop_reason),
+                runner.iterations.len()
+            ));
         }
         eg = runner.egraph;
     }

@@ -1,0 +1,167 @@
+//! The reduced system `(I − Kᵀ M_SSᵀ) a = Kᵀ g_S` on a projection's support `S`: its
+//! operator (dense reduced matrix or matrix-free through `inner_vjp_state`), its ladder.
+
+use super::ladder::{self, Dense, Outcome, System};
+use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
+use crate::solvers::{assemble, DenseOperator, Operator, Solved, DEFAULT_RESTART};
+use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
+use nalgebra::DVector;
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+/// `a ↦ a − K (Mᵀ E_S a)_S` through `inner_vjp_state`, the reduced operator without a
+/// dense reduced matrix.
+struct ReducedOperator<'a, G> {
+    f: &'a dyn Factored<Grads = G>,
+    support: &'a [usize],
+    kernel: SupportKernel,
+    /// Full-length scatter buffer, zero off `S` between calls.
+    scatter: RefCell<DVector<f64>>,
+}
+
+impl<G: Cotangent> Operator for ReducedOperator<'_, G> {
+    fn dim(&self) -> usize {
+        self.support.len()
+    }
+    fn apply(&self, a: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
+        let k = self.dim();
+        crate::check::same_dim("reduced operand", k, a.len())?;
+        crate::check::same_dim("reduced output", k, y.len())?;
+        let mut u = self.scatter.borrow_mut();
+        for (&i, &ai) in self.support.iter().zip(a.iter()) {
+            u[i] = ai;
+        }
+        let m = self.f.inner_vjp_state(&u);
+        for &i in self.support {
+            u[i] = 0.0;
+        }
+        let what = "Mᵀu (inner_vjp_state output)";
+        crate::check::same_dim(what, u.len(), m.len())?;
+        crate::check::finite_vector(&m, what)?;
+        for (yi, &i) in y.iter_mut().zip(self.support) {
+            *yi = m[i];
+        }
+        self.kernel.apply(y);
+        y.zip_apply(a, |yi, ai| *yi = ai - *yi);
+        Ok(())
+    }
+}
+
+/// Validates `S` (strictly increasing, inside `0..n`).
+fn checked_support(support: &[usize], n: usize) -> Result<(), FoldError> {
+    let mut prev: Option<usize> = None;
+    for &i in support {
+        if i >= n || prev.is_some_and(|p| p >= i) {
+            return Err(FoldError::dimension(
+                "support index (strictly increasing, below the state dimension)",
+                n,
+                i,
+            ));
+        }
+        prev = Some(i);
+    }
+    Ok(())
+}
+
+/// Solves the reduced system under `Auto` and returns `u = E_S a` (full length) with the
+/// stats. Ladders: with a dense reduced matrix, Direct then GMRES for
+/// `|S| ≤ REDUCED_DENSE_MAX`, GMRES then Direct above; matrix-free, GMRES then Direct
+/// (assembled, `|S| ≤ AUTO_FALLBACK_DIRECT_MAX`), led by BiCGSTAB when products are cheap.
+pub(super) fn reduced_solve<G: Cotangent>(
+    f: &dyn Factored<Grads = G>,
+    n: usize,
+    g: &DVector<f64>,
+    opts: &BackwardOptions,
+) -> Result<(DVector<f64>, SolveStats), FoldError> {
+    let support = f.support();
+    checked_support(support, n)?;
+    let k = support.len();
+    let kernel = f.kernel();
+    let mut rhs = DVector::from_iterator(k, support.iter().map(|&i| g[i]));
+    kernel.apply(&mut rhs);
+    let stop = stop_of(opts);
+    let krylov = Method::Gmres {
+        restart: DEFAULT_RESTART.min(k.max(1)),
+    };
+    let out = if rhs.iter().all(|&v| v == 0.0) {
+        // Nothing to solve; the reduced matrix is not even requested.
+        Outcome {
+            solved: Solved::zero(k),
+            method: Method::Direct,
+            null_space_dim: None,
+        }
+    } else if let Some(r) = f.reduced_matrix() {
+        crate::check::same_dim("rows of reduced_matrix", k, r.nrows())?;
+        crate::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
+        crate::check::finite_matrix(&r, "reduced_matrix")?;
+        let op = DenseOperator::new(&r)?;
+        let dense = || {
+            Ok(Dense {
+                matrix: Cow::Borrowed(&r),
+                transposed: false,
+                products: 0,
+            })
+        };
+        let system = System {
+            op: &op,
+            dense: &dense,
+        };
+        let ladder = if k <= REDUCED_DENSE_MAX {
+            [Method::Direct, krylov]
+        } else {
+            [krylov, Method::Direct]
+        };
+        ladder::run(&system, &rhs, &ladder, &stop)?
+    } else {
+        let op = ReducedOperator {
+            f,
+            support,
+            kernel,
+            scatter: RefCell::new(DVector::zeros(n)),
+        };
+        let dense = || {
+            Ok(Dense {
+                matrix: Cow::Owned(assemble(&op)?),
+                transposed: false,
+                products: k,
+            })
+        };
+        let system = System {
+            op: &op,
+            dense: &dense,
+        };
+        let direct_ok = k <= AUTO_FALLBACK_DIRECT_MAX;
+        // Orthogonalizing against a GMRES basis costs more than a cheap product:
+        // BiCGSTAB's short recurrences lead then.
+        let all = [Method::BiCgStab, krylov, Method::Direct];
+        let from = usize::from(!f.cheap_products());
+        let to = if direct_ok { 3 } else { 2 };
+        ladder::run(&system, &rhs, &all[from..to], &stop)?
+    };
+    let mut u = DVector::zeros(n);
+    for (&i, &ai) in support.iter().zip(out.solved.x.iter()) {
+        u[i] = ai;
+    }
+    let stats = SolveStats {
+        method: out.method,
+        iterations: out.solved.iterations,
+        residual: out.solved.residual,
+        system_dim: k,
+        null_space_dim: out.null_space_dim,
+        forward_residual: None,
+    };
+    Ok((u, stats))
+}
+
+/// The full adjoint from the reduced solution: `w = g + Mᵀ u`.
+pub(super) fn reduced_adjoint<G: Cotangent>(
+    f: &dyn Factored<Grads = G>,
+    g: &DVector<f64>,
+    u: &DVector<f64>,
+) -> Result<DVector<f64>, FoldError> {
+    let m = f.inner_vjp_state(u);
+    let what = "Mᵀu (inner_vjp_state output)";
+    crate::check::same_dim(what, g.len(), m.len())?;
+    crate::check::finite_vector(&m, what)?;
+    Ok(m + g)
+}
