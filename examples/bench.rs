@@ -15,7 +15,7 @@
 //! `unroll_K_to_1e-10` steps, then the reverse pass).
 
 use fold::benchdata::{self, Instance};
-use fold_runtime::linalg::{Cholesky, Lu};
+use fold_runtime::__private::{Cholesky, Lu};
 use fold_runtime::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -99,12 +99,12 @@ impl Linearized for Handwritten<'_> {
         // Mᵀ J v with M = I − α(A − diag(shift)).
         let t = self.proj(v);
         let mut out = t.clone() + (t.component_mul(&self.shift)) * self.alpha;
-        fold_runtime::linalg::gemv_t(&mut out, -self.alpha, self.a, &t, 1.0);
+        fold_runtime::__private::gemv_t(&mut out, -self.alpha, self.a, &t, 1.0);
         out
     }
     fn jvp_state(&self, u: &DVector<f64>) -> DVector<f64> {
         let mut mu = u.clone() + u.component_mul(&self.shift) * self.alpha;
-        fold_runtime::linalg::gemv(&mut mu, -self.alpha, self.a, u, 1.0);
+        fold_runtime::__private::gemv(&mut mu, -self.alpha, self.a, u, 1.0);
         self.proj(&mu)
     }
     fn vjp_params(&self, v: &DVector<f64>) -> DVector<f64> {
@@ -192,7 +192,7 @@ fn expert(
         "p1_boxqp" | "p2_ncvxqp" => {
             let p2 = inst.problem == "p2_ncvxqp";
             let mut grad = DVector::zeros(n);
-            fold_runtime::linalg::gemv(&mut grad, 1.0, a, x, 0.0);
+            fold_runtime::__private::gemv(&mut grad, 1.0, a, x, 0.0);
             let (lo, hi) = if p2 { (-1.0, 1.0) } else { (0.0, 1.0) };
             let free: Vec<usize> = (0..n)
                 .filter(|&i| {
@@ -215,7 +215,7 @@ fn expert(
         }
         _ => {
             let mut grad = DVector::zeros(n);
-            fold_runtime::linalg::gemv(&mut grad, 1.0, a, x, 0.0);
+            fold_runtime::__private::gemv(&mut grad, 1.0, a, x, 0.0);
             let z = x - (grad - theta) * alpha;
             let y = proj_simplex(&z, 1.0);
             let s: Vec<usize> = (0..n).filter(|&i| y[i] > 0.0).collect();

@@ -2,6 +2,9 @@
 //! integration tests (`tests/`), and the helpers they share. The library itself is
 //! `fold_runtime`.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod benchdata;
 
 pub use fold_runtime;

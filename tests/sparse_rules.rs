@@ -500,7 +500,7 @@ fn explicit_direct_on_a_masked_rule_that_looks_symmetric() {
     let n = t.n - 1;
     let phi = tv_dense::jacobians(&y, t.lambda, &t.b, &t.dd, t.alpha).state;
     let a = DMatrix::identity(n, n) - phi.transpose();
-    assert!(!fold_runtime::linalg::is_symmetric(&a, 1e-14));
+    assert!(!fold_runtime::__private::is_symmetric(&a, 1e-14));
     let g = normal_vec(&mut rng(101), n);
     let reference = tv_dense::backward(
         &y,

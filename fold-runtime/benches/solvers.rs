@@ -1,9 +1,9 @@
 //! Solver and kernel benchmarks: `cargo bench -p fold-runtime --bench solvers`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use fold_runtime::linalg;
+use fold_runtime::__private as linalg;
+use fold_runtime::__private::{direct_dense, gmres, DenseOperator, Stop};
 use fold_runtime::nalgebra::{DMatrix, DVector};
-use fold_runtime::solvers::{direct_dense, gmres, DenseOperator, Stop};
 use fold_runtime::{folded_backward, BackwardOptions, Factored, Linearized, Method, SupportKernel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

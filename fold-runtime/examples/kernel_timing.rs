@@ -17,27 +17,27 @@ fn main() {
     println!(
         "check + mv  : {:.1} us",
         best(|| {
-            fold_runtime::check::finite_matrix(&a, "a").unwrap();
-            fold_runtime::kernels::mv(1.0, &a, &x)
+            fold_runtime::__private::check::finite_matrix(&a, "a").unwrap();
+            fold_runtime::__private::kernels::mv(1.0, &a, &x)
         })
     );
     println!(
         "mv (faer)   : {:.1} us",
-        best(|| fold_runtime::kernels::mv(1.0, &a, &x))
+        best(|| fold_runtime::__private::kernels::mv(1.0, &a, &x))
     );
     println!(
         "mv_checked  : {:.1} us",
-        best(|| fold_runtime::kernels::mv_checked(1.0, &a, &x, false, "a").unwrap())
+        best(|| fold_runtime::__private::kernels::mv_checked(1.0, &a, &x, false, "a").unwrap())
     );
     println!(
         "check + mtv : {:.1} us",
         best(|| {
-            fold_runtime::check::finite_matrix(&a, "a").unwrap();
-            fold_runtime::kernels::mtv(1.0, &a, &x)
+            fold_runtime::__private::check::finite_matrix(&a, "a").unwrap();
+            fold_runtime::__private::kernels::mtv(1.0, &a, &x)
         })
     );
     println!(
         "mtv_checked : {:.1} us",
-        best(|| fold_runtime::kernels::mv_checked(1.0, &a, &x, true, "a").unwrap())
+        best(|| fold_runtime::__private::kernels::mv_checked(1.0, &a, &x, true, "a").unwrap())
     );
 }

@@ -68,7 +68,7 @@ impl Cotangent for DVector<f64> {
         self.dot(other)
     }
     fn all_finite(&self) -> bool {
-        crate::check::all_finite(self.as_slice())
+        crate::__private::check::all_finite(self.as_slice())
     }
     fn add_scaled(&mut self, s: f64, other: &Self) {
         self.axpy(s, other, 1.0);
@@ -86,7 +86,7 @@ impl Cotangent for DMatrix<f64> {
         self.dot(other)
     }
     fn all_finite(&self) -> bool {
-        crate::check::all_finite(self.as_slice())
+        crate::__private::check::all_finite(self.as_slice())
     }
     fn add_scaled(&mut self, s: f64, other: &Self) {
         self.zip_apply(other, |a, b| *a += s * b);

@@ -41,7 +41,7 @@ pub fn fixed_point<F>(
 where
     F: FnMut(&DVector<f64>) -> Result<DVector<f64>, FoldError>,
 {
-    crate::check::finite_vector(&x0, "x0")?;
+    crate::__private::check::finite_vector(&x0, "x0")?;
     if opts.tol.is_nan() {
         return Err(FoldError::non_finite("tol"));
     }
@@ -57,8 +57,8 @@ where
     let n = x0.len();
     let mut eval = |x: &DVector<f64>| -> Result<DVector<f64>, FoldError> {
         let fx = step(x)?;
-        crate::check::same_dim("output of the step", n, fx.len())?;
-        crate::check::finite_vector(&fx, "iterate")?;
+        crate::__private::check::same_dim("output of the step", n, fx.len())?;
+        crate::__private::check::finite_vector(&fx, "iterate")?;
         Ok(fx)
     };
     match opts.anderson {
@@ -223,7 +223,7 @@ fn anderson_mix(
     for (gi, df) in gamma.iter().zip(dfs) {
         xa.axpy(-gi, df, 1.0);
     }
-    crate::check::all_finite(xa.as_slice()).then_some(xa)
+    crate::__private::check::all_finite(xa.as_slice()).then_some(xa)
 }
 
 /// The iterates `x₀, x₁, …, x_k` of `x ← step(x)` (plain iteration, for unrolling).
@@ -234,14 +234,14 @@ pub fn iterates<F>(mut step: F, x0: DVector<f64>, k: usize) -> Result<Vec<DVecto
 where
     F: FnMut(&DVector<f64>) -> Result<DVector<f64>, FoldError>,
 {
-    crate::check::finite_vector(&x0, "x0")?;
+    crate::__private::check::finite_vector(&x0, "x0")?;
     let n = x0.len();
     let mut xs = Vec::with_capacity(k + 1);
     let mut x = x0;
     for _ in 0..k {
         let next = step(&x)?;
-        crate::check::same_dim("output of the step", n, next.len())?;
-        crate::check::finite_vector(&next, "iterate")?;
+        crate::__private::check::same_dim("output of the step", n, next.len())?;
+        crate::__private::check::finite_vector(&next, "iterate")?;
         xs.push(std::mem::replace(&mut x, next));
     }
     xs.push(x);

@@ -24,25 +24,28 @@
 //! # Ok::<(), FoldError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 extern crate self as fold_runtime;
 
 pub use fold_macros::fold;
 pub use nalgebra;
 pub use nalgebra_sparse;
 
+#[doc(hidden)]
+pub mod __private;
 pub mod backward;
-pub mod check;
 pub mod cotangent;
 pub mod error;
 pub mod forward;
-pub mod kernels;
-pub mod linalg;
+pub(crate) mod linalg;
 pub mod linearized;
 pub mod ops;
 pub mod options;
 pub mod prelude;
 pub mod primitive;
-pub mod solvers;
+pub(crate) mod solvers;
 pub mod stats;
 pub mod unrolled;
 

@@ -96,26 +96,6 @@ pub fn gemv_t(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f6
     gemv_imp(y, alpha, view(a).transpose(), x, beta);
 }
 
-/// `A x` into a new vector.
-///
-/// # Panics
-/// If `x.len() != a.ncols()`.
-pub fn mat_vec(a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
-    let mut y = DVector::zeros(a.nrows());
-    gemv(&mut y, 1.0, a, x, 0.0);
-    y
-}
-
-/// `Aᵀ x` into a new vector, without forming `Aᵀ`.
-///
-/// # Panics
-/// If `x.len() != a.nrows()`.
-pub fn mat_t_vec(a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
-    let mut y = DVector::zeros(a.ncols());
-    gemv_t(&mut y, 1.0, a, x, 0.0);
-    y
-}
-
 /// `C ← α A B + β C` (`β = 0` ignores the old `C`).
 ///
 /// # Panics
@@ -342,7 +322,9 @@ impl Lu {
         let min_pivot = (0..n)
             .map(|i| this.lu[(i, i)].abs())
             .fold(f64::INFINITY, f64::min);
-        if scale == 0.0 || min_pivot <= pivot_floor || !crate::check::all_finite(this.lu.as_slice())
+        if scale == 0.0
+            || min_pivot <= pivot_floor
+            || !crate::__private::check::all_finite(this.lu.as_slice())
         {
             return Err(FoldError::Singular);
         }
@@ -680,7 +662,7 @@ impl Cholesky {
     /// `NonFinite` / `DimensionMismatch` on bad input.
     pub fn factor(a: &DMatrix<f64>) -> Result<Cholesky, FoldError> {
         check_square(a, "matrix to factor")?;
-        crate::check::finite_matrix(a, "matrix to factor")?;
+        crate::__private::check::finite_matrix(a, "matrix to factor")?;
         Cholesky::factor_unchecked(a)
     }
 
@@ -842,8 +824,6 @@ mod tests {
             let mut y = DVector::from_element(n, f64::NAN);
             gemv_t(&mut y, 2.0, &a, &z, 0.0);
             assert!((y - a.transpose() * &z * 2.0).amax() < 1e-12);
-            assert!((mat_vec(&a, &x) - &a * &x).amax() < 1e-12);
-            assert!((mat_t_vec(&a, &z) - a.tr_mul(&z)).amax() < 1e-12);
         }
     }
 

@@ -65,8 +65,8 @@ impl Value {
     pub fn all_finite(&self) -> bool {
         match self {
             Value::Scalar(s) => s.is_finite(),
-            Value::Vector(v) => crate::check::all_finite(v.as_slice()),
-            Value::Matrix(m) => crate::check::all_finite(m.as_slice()),
+            Value::Vector(v) => crate::__private::check::all_finite(v.as_slice()),
+            Value::Matrix(m) => crate::__private::check::all_finite(m.as_slice()),
         }
     }
 }

@@ -77,19 +77,19 @@ where
     let lins = iterates[..iterates.len() - 1]
         .iter()
         .map(|x| {
-            crate::check::same_dim("iterate length", n, x.len())?;
-            crate::check::finite_vector(x, "iterate")?;
+            crate::__private::check::same_dim("iterate length", n, x.len())?;
+            crate::__private::check::finite_vector(x, "iterate")?;
             checked_linearize(&mut linearize, x, n)
         })
         .collect::<Result<Vec<L>, FoldError>>()?;
     let mut out = Vec::with_capacity(lins.len());
     for k in 1..iterates.len() {
         let xk = &iterates[k];
-        crate::check::same_dim("iterate length", n, xk.len())?;
-        crate::check::finite_vector(xk, "iterate")?;
+        crate::__private::check::same_dim("iterate length", n, xk.len())?;
+        crate::__private::check::finite_vector(xk, "iterate")?;
         let mut w = loss_grad(xk);
-        crate::check::same_dim("loss gradient", n, w.len())?;
-        crate::check::finite_vector(&w, "loss gradient")?;
+        crate::__private::check::same_dim("loss gradient", n, w.len())?;
+        crate::__private::check::finite_vector(&w, "loss gradient")?;
         let mut acc: Option<L::Grads> = None;
         for lin in lins[..k].iter().rev() {
             let g = lin.vjp_params(&w);
@@ -116,10 +116,10 @@ fn check_iterates(iterates: &[DVector<f64>], grad: &DVector<f64>) -> Result<usiz
         return Err(FoldError::dimension("iterates (at least x₀)", 1, 0));
     }
     let n = grad.len();
-    crate::check::finite_vector(grad, "grad")?;
+    crate::__private::check::finite_vector(grad, "grad")?;
     for x in iterates {
-        crate::check::same_dim("iterate length (= grad length)", n, x.len())?;
-        crate::check::finite_vector(x, "iterate")?;
+        crate::__private::check::same_dim("iterate length (= grad length)", n, x.len())?;
+        crate::__private::check::finite_vector(x, "iterate")?;
     }
     Ok(n)
 }
@@ -134,13 +134,13 @@ where
     F: FnMut(&'a DVector<f64>) -> Result<L, FoldError>,
 {
     let lin = linearize(x)?;
-    crate::check::same_dim("state_dim of a linearization", n, lin.state_dim())?;
+    crate::__private::check::same_dim("state_dim of a linearization", n, lin.state_dim())?;
     Ok(lin)
 }
 
 fn checked_vjp_state<L: Linearized>(lin: &L, w: &DVector<f64>) -> Result<DVector<f64>, FoldError> {
     let p = lin.vjp_state(w);
-    crate::check::same_dim("Φᵀv (vjp_state output)", w.len(), p.len())?;
-    crate::check::finite_vector(&p, "Φᵀv (vjp_state output)")?;
+    crate::__private::check::same_dim("Φᵀv (vjp_state output)", w.len(), p.len())?;
+    crate::__private::check::finite_vector(&p, "Φᵀv (vjp_state output)")?;
     Ok(p)
 }

@@ -1,8 +1,8 @@
 //! Issue 14 at the runtime level: singular but consistent systems, typed breakdowns,
 //! option validation, approximate backward modes, fixed-point checks.
 
+use fold_runtime::__private::{bicgstab, DenseOperator, Stop};
 use fold_runtime::nalgebra::{DMatrix, DVector};
-use fold_runtime::solvers::{bicgstab, DenseOperator, Stop};
 use fold_runtime::{
     check_fixed_point, folded_backward, folded_backward_at, folded_jvp, solve_adjoint,
     BackwardOptions, FixedPointCheck, FoldError, Linearized, Method,

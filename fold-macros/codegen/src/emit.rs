@@ -431,7 +431,7 @@ impl<'a> Scope<'a> {
                     let name = factor_ident(self.names, m);
                     let mtx = self.access(m);
                     let q = self.question();
-                    out.extend(quote!(let #name = ::fold_runtime::linalg::Lu::factor(#mtx) #q;));
+                    out.extend(quote!(let #name = ::fold_runtime::__private::Lu::factor(#mtx) #q;));
                     self.local_factors.insert(m);
                 }
                 Item::Node(id) => {
@@ -476,7 +476,7 @@ impl<'a> Scope<'a> {
         let what = self.deferred.remove(&base)?;
         let b = self.access(base);
         let xv = self.access(x);
-        Some(quote!(::fold_runtime::kernels::mv_checked(#coef, #b, #xv, #tr, #what)?))
+        Some(quote!(::fold_runtime::__private::kernels::mv_checked(#coef, #b, #xv, #tr, #what)?))
     }
 
     fn per_call_tuple(&self, id: Id) -> bool {
@@ -556,16 +556,16 @@ impl<'a> Scope<'a> {
             };
             let coef = if v.negated { quote!(-#coef) } else { coef };
             let (b, st, tr) = (self.access(base), self.access(set), v.transposed);
-            return quote!(::fold_runtime::kernels::gather_sub_view(#coef, #b, #st, #tr));
+            return quote!(::fold_runtime::__private::kernels::gather_sub_view(#coef, #b, #st, #tr));
         }
         if let Some((other, diag)) = self.plus_diagonal(id) {
             let m = self.owned(other);
             return match diag {
                 Some(d) => {
                     let d = self.access(d);
-                    quote!(::fold_runtime::kernels::plus_diag(#m, #d))
+                    quote!(::fold_runtime::__private::kernels::plus_diag(#m, #d))
                 }
-                None => quote!(::fold_runtime::kernels::plus_identity(#m, 1.0)),
+                None => quote!(::fold_runtime::__private::kernels::plus_identity(#m, 1.0)),
             };
         }
         let arr = |k: usize| self.take(ch[k]).unwrap_or_else(|| self.access(ch[k]));
@@ -620,7 +620,7 @@ impl<'a> Scope<'a> {
                     (true, false) => quote!(sparse_mv),
                     (true, true) => quote!(sparse_mtv),
                 };
-                quote!(::fold_runtime::kernels::#f(#coef, #b, #xv))
+                quote!(::fold_runtime::__private::kernels::#f(#coef, #b, #xv))
             }
             Node::MatMul([l, r]) => {
                 let (cl, bl, tl) = self.view_tokens(l);
@@ -658,15 +658,15 @@ impl<'a> Scope<'a> {
                     }
                     (Node::Diag(d), _) if !self.preset(bl) => {
                         let (d, m) = (self.access(*d), dense(br, tr));
-                        scaled(quote!(::fold_runtime::kernels::scale_rows(#d, #m)))
+                        scaled(quote!(::fold_runtime::__private::kernels::scale_rows(#d, #m)))
                     }
                     (_, Node::Diag(d)) if !self.preset(br) => {
                         let (d, m) = (self.access(*d), dense(bl, tl));
-                        scaled(quote!(::fold_runtime::kernels::scale_cols(#m, #d)))
+                        scaled(quote!(::fold_runtime::__private::kernels::scale_cols(#m, #d)))
                     }
                     _ => {
                         let (x, y) = (self.access(bl), self.access(br));
-                        quote!(::fold_runtime::kernels::mm(#coef, #x, #tl, #y, #tr))
+                        quote!(::fold_runtime::__private::kernels::mm(#coef, #x, #tl, #y, #tr))
                     }
                 }
             }
@@ -827,10 +827,10 @@ impl<'a> Scope<'a> {
                     (false, true) => quote!(#f.solve(#rhs)),
                     (true, true) => quote!(#f.solve_transpose(#rhs)),
                     (false, false) => {
-                        quote!(::fold_runtime::kernels::lu_solve_columns(&#f, #rhs, false))
+                        quote!(::fold_runtime::__private::kernels::lu_solve_columns(&#f, #rhs, false))
                     }
                     (true, false) => {
-                        quote!(::fold_runtime::kernels::lu_solve_columns(&#f, #rhs, true))
+                        quote!(::fold_runtime::__private::kernels::lu_solve_columns(&#f, #rhs, true))
                     }
                 };
                 if v.coef.is_empty() && !v.negated {
@@ -861,7 +861,7 @@ impl<'a> Scope<'a> {
             }
             Node::Eye(_) => {
                 let x = a(0);
-                quote!(::fold_runtime::kernels::eye_like(#x))
+                quote!(::fold_runtime::__private::kernels::eye_like(#x))
             }
             Node::Diag(_) => {
                 let x = a(0);
@@ -905,11 +905,11 @@ impl<'a> Scope<'a> {
                     Node::GatherRows(_) => quote!(gather_rows),
                     _ => quote!(gather_cols),
                 };
-                quote!(::fold_runtime::kernels::#f(#x, #s))
+                quote!(::fold_runtime::__private::kernels::#f(#x, #s))
             }
             Node::Scatter(_) => {
                 let (x, s, like) = (a(0), a(1), r(2));
-                quote!(::fold_runtime::kernels::scatter(#x, #s, #like.len()))
+                quote!(::fold_runtime::__private::kernels::scatter(#x, #s, #like.len()))
             }
             Node::Call(name, args) => {
                 let ty = self
@@ -965,9 +965,9 @@ impl<'a> Scope<'a> {
                         let fi = format_ident!("output_{}", f);
                         let n = name.as_str();
                         if self.fallible {
-                            quote!(::fold_runtime::kernels::#fi(#tuple, #k, #n)?)
+                            quote!(::fold_runtime::__private::kernels::#fi(#tuple, #k, #n)?)
                         } else {
-                            quote!(::fold_runtime::kernels::#fi(#tuple, #k, #n).unwrap_or_else(|_| ::core::default::Default::default()))
+                            quote!(::fold_runtime::__private::kernels::#fi(#tuple, #k, #n).unwrap_or_else(|_| ::core::default::Default::default()))
                         }
                     }
                     Node::CallVjp(ch) | Node::CallJvp(ch) => {
@@ -986,7 +986,7 @@ impl<'a> Scope<'a> {
                             None => quote!(None),
                         };
                         let tuple = self.recv(t);
-                        quote!(::fold_runtime::kernels::#fi(&mut #tuple, #k, #like))
+                        quote!(::fold_runtime::__private::kernels::#fi(&mut #tuple, #k, #like))
                     }
                     _ => quote!(()),
                 }

@@ -3,7 +3,7 @@
 //! restrictions are operations of their own so that derivatives stay readable and
 //! simplifiable rather than hidden inside opaque calls.
 
-use egg::{define_language, Id, Symbol};
+use egg::Symbol;
 use std::fmt;
 use std::str::FromStr;
 
@@ -51,90 +51,101 @@ impl FromStr for Lit {
     }
 }
 
-define_language! {
-    /// One operation of the IR. Operands follow nalgebra's meaning; `Mul`'s first operand
-    /// is always a scalar, `Div`'s second always a scalar.
-    pub enum Node {
-        "+" = Add([Id; 2]),
-        "neg" = Neg(Id),
-        "*" = Mul([Id; 2]),
-        "/" = Div([Id; 2]),
-        "mv" = MatVec([Id; 2]),
-        "mm" = MatMul([Id; 2]),
-        "T" = Transpose(Id),
-        "outer" = Outer([Id; 2]),
-        "dot" = Dot([Id; 2]),
-        "sum" = Sum(Id),
-        "norm" = Norm(Id),
-        "norm2" = NormSq(Id),
-        ".*" = CMul([Id; 2]),
-        "./" = CDiv([Id; 2]),
-        "+s" = AddS([Id; 2]),
-        "recip" = Recip(Id),
-        "recip0" = SafeRecip(Id),
-        "exp" = Exp(Id),
-        "ln" = Ln(Id),
-        "sin" = Sin(Id),
-        "cos" = Cos(Id),
-        "tanh" = Tanh(Id),
-        "sqrt" = Sqrt(Id),
-        "abs" = Abs(Id),
-        "sigmoid" = Sigmoid(Id),
-        "softplus" = Softplus(Id),
-        "relu" = Relu(Id),
-        "sign" = Sign(Id),
-        "powi" = Powi([Id; 2]),
-        "powf" = Powf([Id; 2]),
-        "max" = Max([Id; 2]),
-        "min" = Min([Id; 2]),
-        "clamp" = Clamp([Id; 3]),
-        "soft_threshold" = SoftThreshold([Id; 2]),
-        "softmax" = Softmax(Id),
-        "log_sum_exp" = LogSumExp(Id),
-        "proj_simplex" = ProjSimplex([Id; 2]),
-        "proj_capped_simplex" = ProjCappedSimplex([Id; 2]),
-        "proj_l2_ball" = ProjL2Ball([Id; 2]),
-        "solve" = Solve([Id; 2]),
-        // `M⁻ᵀ r`: its own operation, so that the e-graph never rewrites the transpose of a
-        // factored matrix into another matrix with a factorization of its own.
-        "solve_t" = SolveT([Id; 2]),
-        // 0/1 masks, elementwise (on scalars too): the diagonals of kinked derivatives.
-        "in" = MaskIn([Id; 3]),
-        ">" = Gt([Id; 2]),
-        "<" = Lt([Id; 2]),
-        ">=" = Ge([Id; 2]),
-        "<=" = Le([Id; 2]),
-        "outside" = Outside([Id; 2]),
-        "ones" = Ones(Id),
-        "eye" = Eye(Id),
-        "diag" = Diag(Id),
-        // The diagonal of a square matrix, as a vector (the adjoint of `diag`).
-        "diagonal" = Diagonal(Id),
-        // Vector reductions with a kink, and the indicators of where they are attained.
-        "max_entry" = MaxEntry(Id),
-        "min_entry" = MinEntry(Id),
-        "argmax" = ArgMax(Id),
-        "argmin" = ArgMin(Id),
-        "select" = Select([Id; 3]),
-        // Support restriction: `supp m` is the index set {i : mᵢ ≠ 0}.
-        "supp" = Support(Id),
-        "card" = Card(Id),
-        "gv" = GatherV([Id; 2]),
-        "gm" = GatherM([Id; 2]),
-        "grows" = GatherRows([Id; 2]),
-        "gcols" = GatherCols([Id; 2]),
-        "scatter" = Scatter([Id; 3]),
-        // Opaque primitives: `call` evaluates, `vjp`/`jvp` apply its Jacobian; `get` picks
-        // output i (a literal) of a tuple.
-        "vjp" = CallVjp(Box<[Id]>),
-        "jvp" = CallJvp(Box<[Id]>),
-        "get" = Get([Id; 2]),
-        "zero" = Zero,
-        Num(Lit),
-        Var(Symbol),
-        Call(Symbol, Vec<Id>),
+/// The operations, one e-graph language for primal and derivative terms.
+mod language {
+    // Variants are the operation names in the e-graph's syntax (the string beside each).
+    #![allow(missing_docs)]
+    use egg::{define_language, Id, Symbol};
+
+    use super::Lit;
+
+    define_language! {
+        /// One operation of the IR. Operands follow nalgebra's meaning; `Mul`'s first operand
+        /// is always a scalar, `Div`'s second always a scalar.
+        pub enum Node {
+            "+" = Add([Id; 2]),
+            "neg" = Neg(Id),
+            "*" = Mul([Id; 2]),
+            "/" = Div([Id; 2]),
+            "mv" = MatVec([Id; 2]),
+            "mm" = MatMul([Id; 2]),
+            "T" = Transpose(Id),
+            "outer" = Outer([Id; 2]),
+            "dot" = Dot([Id; 2]),
+            "sum" = Sum(Id),
+            "norm" = Norm(Id),
+            "norm2" = NormSq(Id),
+            ".*" = CMul([Id; 2]),
+            "./" = CDiv([Id; 2]),
+            "+s" = AddS([Id; 2]),
+            "recip" = Recip(Id),
+            "recip0" = SafeRecip(Id),
+            "exp" = Exp(Id),
+            "ln" = Ln(Id),
+            "sin" = Sin(Id),
+            "cos" = Cos(Id),
+            "tanh" = Tanh(Id),
+            "sqrt" = Sqrt(Id),
+            "abs" = Abs(Id),
+            "sigmoid" = Sigmoid(Id),
+            "softplus" = Softplus(Id),
+            "relu" = Relu(Id),
+            "sign" = Sign(Id),
+            "powi" = Powi([Id; 2]),
+            "powf" = Powf([Id; 2]),
+            "max" = Max([Id; 2]),
+            "min" = Min([Id; 2]),
+            "clamp" = Clamp([Id; 3]),
+            "soft_threshold" = SoftThreshold([Id; 2]),
+            "softmax" = Softmax(Id),
+            "log_sum_exp" = LogSumExp(Id),
+            "proj_simplex" = ProjSimplex([Id; 2]),
+            "proj_capped_simplex" = ProjCappedSimplex([Id; 2]),
+            "proj_l2_ball" = ProjL2Ball([Id; 2]),
+            "solve" = Solve([Id; 2]),
+            // `M⁻ᵀ r`: its own operation, so that the e-graph never rewrites the transpose of a
+            // factored matrix into another matrix with a factorization of its own.
+            "solve_t" = SolveT([Id; 2]),
+            // 0/1 masks, elementwise (on scalars too): the diagonals of kinked derivatives.
+            "in" = MaskIn([Id; 3]),
+            ">" = Gt([Id; 2]),
+            "<" = Lt([Id; 2]),
+            ">=" = Ge([Id; 2]),
+            "<=" = Le([Id; 2]),
+            "outside" = Outside([Id; 2]),
+            "ones" = Ones(Id),
+            "eye" = Eye(Id),
+            "diag" = Diag(Id),
+            // The diagonal of a square matrix, as a vector (the adjoint of `diag`).
+            "diagonal" = Diagonal(Id),
+            // Vector reductions with a kink, and the indicators of where they are attained.
+            "max_entry" = MaxEntry(Id),
+            "min_entry" = MinEntry(Id),
+            "argmax" = ArgMax(Id),
+            "argmin" = ArgMin(Id),
+            "select" = Select([Id; 3]),
+            // Support restriction: `supp m` is the index set {i : mᵢ ≠ 0}.
+            "supp" = Support(Id),
+            "card" = Card(Id),
+            "gv" = GatherV([Id; 2]),
+            "gm" = GatherM([Id; 2]),
+            "grows" = GatherRows([Id; 2]),
+            "gcols" = GatherCols([Id; 2]),
+            "scatter" = Scatter([Id; 3]),
+            // Opaque primitives: `call` evaluates, `vjp`/`jvp` apply its Jacobian; `get` picks
+            // output i (a literal) of a tuple.
+            "vjp" = CallVjp(Box<[Id]>),
+            "jvp" = CallJvp(Box<[Id]>),
+            "get" = Get([Id; 2]),
+            "zero" = Zero,
+            Num(Lit),
+            Var(Symbol),
+            Call(Symbol, Vec<Id>),
+        }
     }
 }
+
+pub use language::Node;
 
 /// What a term is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -200,17 +211,29 @@ pub fn is_elementwise_unary(node: &Node) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     /// State block `block`.
-    State { block: usize },
+    State {
+        /// Its index.
+        block: usize,
+    },
     /// A differentiated parameter.
     Param,
     /// A constant (not differentiated).
     Const,
     /// The cotangent of output block `block` (the `v` of `Φᵀv`).
-    Cotangent { block: usize },
+    Cotangent {
+        /// The output block.
+        block: usize,
+    },
     /// The tangent of state block `block` (the `u` of `Φu`).
-    Tangent { block: usize },
+    Tangent {
+        /// The state block.
+        block: usize,
+    },
     /// The tangent `δθ` of a parameter.
-    ParamTangent { param: usize },
+    ParamTangent {
+        /// The parameter's index.
+        param: usize,
+    },
     /// The reduced unknown `a` on a support (the reduced backward).
     Reduced,
 }

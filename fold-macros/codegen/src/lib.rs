@@ -8,6 +8,9 @@
 //! emit.rs + module.rs      Rust tokens calling ::fold_runtime; pretty.rs: DERIVATIVES
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod attr;
 pub mod diff;
 pub mod egraph;

@@ -338,17 +338,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             };
             let ((ea, da), (eb, db)) = (acc(a), acc(b));
             let what = format!("{db} (must equal {da})");
-            quote!(::fold_runtime::check::same_dim(#what, #ea, #eb)?;)
+            quote!(::fold_runtime::__private::check::same_dim(#what, #ea, #eb)?;)
         })
         .collect();
     let finite_check = |i: usize| -> TokenStream {
         let n = &arg_names[i];
         let what = n.to_string();
         match sig.args[i].kind {
-            Kind::Scalar => quote!(::fold_runtime::check::finite_scalar(#n, #what)?;),
-            Kind::Vector => quote!(::fold_runtime::check::finite_vector(#n, #what)?;),
-            Kind::Matrix => quote!(::fold_runtime::check::finite_matrix(#n, #what)?;),
-            _ => quote!(::fold_runtime::check::finite(#n.values(), #what)?;),
+            Kind::Scalar => quote!(::fold_runtime::__private::check::finite_scalar(#n, #what)?;),
+            Kind::Vector => quote!(::fold_runtime::__private::check::finite_vector(#n, #what)?;),
+            Kind::Matrix => quote!(::fold_runtime::__private::check::finite_matrix(#n, #what)?;),
+            _ => quote!(::fold_runtime::__private::check::finite(#n.values(), #what)?;),
         }
     };
 
@@ -482,7 +482,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         for (b, &sd) in seeds.iter().enumerate() {
             let s = Ident::new(&display_name_of(&g, sd), Span::call_site());
             out.extend(
-                quote!(let #s = ::fold_runtime::kernels::block(#param, #off, self.blocks[#b]);),
+                quote!(let #s = ::fold_runtime::__private::kernels::block(#param, #off, self.blocks[#b]);),
             );
             off = quote!(#off + self.blocks[#b]);
             scope.bind_owned(sd);
@@ -502,7 +502,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             })
             .collect();
         if block_state {
-            quote!(::fold_runtime::kernels::pack(&[#(#parts),*]))
+            quote!(::fold_runtime::__private::kernels::pack(&[#(#parts),*]))
         } else {
             match roots[0] {
                 Some(id) => owned(scope, id),
@@ -682,9 +682,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                         let n: usize = self.blocks.iter().sum();
                         let mut jac = ::fold_runtime::nalgebra::DMatrix::zeros(n, #width);
                         for i in 0..n {
-                            let e = ::fold_runtime::kernels::unit(n, i);
+                            let e = ::fold_runtime::__private::kernels::unit(n, i);
                             let g = self.vjp_params(&e);
-                            ::fold_runtime::kernels::set_row(&mut jac, i, ::fold_runtime::kernels::entries(&g.#n));
+                            ::fold_runtime::__private::kernels::set_row(&mut jac, i, ::fold_runtime::__private::kernels::entries(&g.#n));
                         }
                         jac
                     })
@@ -804,7 +804,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     fn inner_vjp_state(&self, u: &DVector<f64>) -> DVector<f64> {
                         match &self.staged {
                             Ok(s) => s.inner_vjp_state(u),
-                            Err(_) => ::fold_runtime::kernels::nan_vector(self.blocks[0]),
+                            Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.blocks[0]),
                         }
                     }
                     fn inner_vjp_params(&self, u: &DVector<f64>) -> Grads {
@@ -881,7 +881,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let mut off = quote!(0);
         for (k, &b) in sig.blocks.iter().enumerate() {
             let id = format_ident!("{}_k", arg_names[b]);
-            split.extend(quote!(let #id = ::fold_runtime::kernels::block(packed, #off, lens[#k]);));
+            split.extend(quote!(let #id = ::fold_runtime::__private::kernels::block(packed, #off, lens[#k]);));
             off = quote!(#off + lens[#k]);
         }
         let next_ids: Vec<Ident> = sig
@@ -902,12 +902,12 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 check_finite(#(#internal_args_in_free),*)?;
                 check_dims(#(#internal_args_in_free),*)?;
                 let lens = [#(#lens),*];
-                let start = ::fold_runtime::kernels::pack(&[#(#starts),*]);
+                let start = ::fold_runtime::__private::kernels::pack(&[#(#starts),*]);
                 ::fold_runtime::fixed_point(
                     |packed: &::fold_runtime::nalgebra::DVector<f64>| {
                         #split
                         let #next_pat = step(#(#internal_args),*)?;
-                        Ok(::fold_runtime::kernels::pack(&[#(&#next_ids),*]))
+                        Ok(::fold_runtime::__private::kernels::pack(&[#(&#next_ids),*]))
                     },
                     start,
                     #opts_id,
@@ -921,13 +921,13 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let vt = vec_ty();
         let lens_ty = quote!([usize; #nblocks]);
         let outs: Vec<TokenStream> = (0..nblocks)
-            .map(|k| quote!(::fold_runtime::kernels::block_or_nan(v, &lens, #k)))
+            .map(|k| quote!(::fold_runtime::__private::kernels::block_or_nan(v, &lens, #k)))
             .collect();
         let tys = (0..nblocks).map(|_| vec_ty());
         quote! {
             /// Concatenates the state blocks, in the declared order.
             pub fn pack(#(#block_idents: &#vt),*) -> #vt {
-                ::fold_runtime::kernels::pack(&[#(#block_idents),*])
+                ::fold_runtime::__private::kernels::pack(&[#(#block_idents),*])
             }
             /// Splits a concatenated state into its blocks of the given lengths (entries
             /// beyond `v`'s length read as NaN; this never panics).
@@ -961,8 +961,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let n = &arg_names[p];
             match sig.args[p].kind {
                 Kind::Scalar => quote!(#n: f64::NAN),
-                Kind::Vector => quote!(#n: ::fold_runtime::kernels::nan_vector(self.params[#k].0)),
-                _ => quote!(#n: ::fold_runtime::kernels::nan_matrix(self.params[#k].0, self.params[#k].1)),
+                Kind::Vector => quote!(#n: ::fold_runtime::__private::kernels::nan_vector(self.params[#k].0)),
+                _ => quote!(#n: ::fold_runtime::__private::kernels::nan_matrix(self.params[#k].0, self.params[#k].1)),
             }
         })
         .collect();
@@ -1038,7 +1038,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         struct Staged<'a> {
             #( #arg_names: #arg_field_tys, )*
             #( #field_idents: #field_tys, )*
-            #( #factor_idents: ::fold_runtime::linalg::Lu, )*
+            #( #factor_idents: ::fold_runtime::__private::Lu, )*
             blocks: [usize; #block_count],
             #phantom,
         }
@@ -1096,7 +1096,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     Some(phi) => phi,
                     None => {
                         let n: usize = self.blocks.iter().sum();
-                        ::fold_runtime::kernels::columns(n, |e| self.jvp_state(e))
+                        ::fold_runtime::__private::kernels::columns(n, |e| self.jvp_state(e))
                     }
                 };
                 Jacobians {
@@ -1126,8 +1126,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                         let n: usize = self.blocks.iter().sum();
                         let g = self.nan_grads();
                         Jacobians {
-                            state: ::fold_runtime::kernels::nan_matrix(n, n),
-                            #( #param_idents: ::fold_runtime::kernels::nan_matrix(n, ::fold_runtime::kernels::entries(&g.#param_idents).len()), )*
+                            state: ::fold_runtime::__private::kernels::nan_matrix(n, n),
+                            #( #param_idents: ::fold_runtime::__private::kernels::nan_matrix(n, ::fold_runtime::__private::kernels::entries(&g.#param_idents).len()), )*
                         }
                     }
                 }
@@ -1148,13 +1148,13 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             fn vjp_state(&self, v: &DVector<f64>) -> DVector<f64> {
                 match &self.staged {
                     Ok(s) => s.vjp_state(v),
-                    Err(_) => ::fold_runtime::kernels::nan_vector(self.state_dim()),
+                    Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.state_dim()),
                 }
             }
             fn jvp_state(&self, u: &DVector<f64>) -> DVector<f64> {
                 match &self.staged {
                     Ok(s) => s.jvp_state(u),
-                    Err(_) => ::fold_runtime::kernels::nan_vector(self.state_dim()),
+                    Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.state_dim()),
                 }
             }
             fn vjp_params(&self, v: &DVector<f64>) -> Grads {
@@ -1166,7 +1166,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             fn jvp_params(&self, dtheta: &Grads) -> DVector<f64> {
                 match &self.staged {
                     Ok(s) => s.jvp_params(dtheta),
-                    Err(_) => ::fold_runtime::kernels::nan_vector(self.state_dim()),
+                    Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.state_dim()),
                 }
             }
             fn state_jacobian(&self) -> ::std::option::Option<DMatrix<f64>> {
@@ -1205,7 +1205,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         /// [`backward`], also reporting what the linear solver did.
         pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<(Grads, ::fold_runtime::SolveStats), ::fold_runtime::FoldError> {
             check_finite_unstaged(#(#internal_args_in_free),*)?;
-            ::fold_runtime::check::finite_vector(#grad_id, "grad")?;
+            ::fold_runtime::__private::check::finite_vector(#grad_id, "grad")?;
             let lin = linearize(#(#arg_names),*);
             ::fold_runtime::Linearized::check(&lin)?;
             ::fold_runtime::folded_backward(&lin, #grad_id, #opts_id)

@@ -25,9 +25,9 @@ pub(super) fn checked_state_jacobian<L: Linearized + ?Sized>(
     match lin.state_jacobian() {
         None => Ok(None),
         Some(phi) => {
-            crate::check::same_dim("rows of state_jacobian", n, phi.nrows())?;
-            crate::check::same_dim("columns of state_jacobian", n, phi.ncols())?;
-            crate::check::finite_matrix(&phi, "state_jacobian")?;
+            crate::__private::check::same_dim("rows of state_jacobian", n, phi.nrows())?;
+            crate::__private::check::same_dim("columns of state_jacobian", n, phi.ncols())?;
+            crate::__private::check::finite_matrix(&phi, "state_jacobian")?;
             Ok(Some(phi))
         }
     }
@@ -79,9 +79,9 @@ fn identity_minus_product(
     y: &mut DVector<f64>,
     what: &str,
 ) -> Result<(), FoldError> {
-    crate::check::same_dim(what, x.len(), p.len())?;
-    crate::check::finite_vector(p, what)?;
-    crate::check::same_dim("solver buffer", x.len(), y.len())?;
+    crate::__private::check::same_dim(what, x.len(), p.len())?;
+    crate::__private::check::finite_vector(p, what)?;
+    crate::__private::check::same_dim("solver buffer", x.len(), y.len())?;
     y.zip_zip_apply(x, p, |yi, xi, pi| *yi = xi - pi);
     Ok(())
 }

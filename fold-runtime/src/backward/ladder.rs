@@ -91,7 +91,7 @@ pub(crate) fn run(
         let scaled = b / s;
         let mut out = climb(system, &scaled, ladder, stop)?;
         out.solved.x *= s;
-        if !crate::check::all_finite(out.solved.x.as_slice()) {
+        if !crate::__private::check::all_finite(out.solved.x.as_slice()) {
             return Err(FoldError::non_finite(
                 "solution (its entries exceed the range of f64)",
             ));
@@ -192,14 +192,14 @@ fn approximate(
             format!("must lie in (0, 1], got {damping}"),
         ));
     }
-    crate::check::same_dim("right-hand side", op.dim(), b.len())?;
+    crate::__private::check::same_dim("right-hand side", op.dim(), b.len())?;
     let bnorm = b.norm();
     let mut x = b.clone();
     let mut r = DVector::zeros(b.len());
     for _ in 0..steps {
         residual_into(op, &x, b, &mut r)?;
         x.axpy(damping, &r, 1.0);
-        if !crate::check::all_finite(x.as_slice()) {
+        if !crate::__private::check::all_finite(x.as_slice()) {
             return Err(crate::solvers::not_converged(
                 steps,
                 f64::INFINITY,
@@ -239,7 +239,7 @@ pub(crate) fn min_norm(
     let null = svd.singular_values.iter().filter(|&&s| s <= cut).count();
     let pinv = |r: &DVector<f64>| -> Result<DVector<f64>, FoldError> {
         let x = svd.solve(r, cut).map_err(|_| FoldError::Singular)?;
-        if crate::check::all_finite(x.as_slice()) {
+        if crate::__private::check::all_finite(x.as_slice()) {
             Ok(x)
         } else {
             Err(FoldError::Singular)

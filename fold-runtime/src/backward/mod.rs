@@ -151,8 +151,8 @@ pub fn folded_jvp<L: Linearized + ?Sized>(
     }
     let n = lin.state_dim();
     let rhs = lin.jvp_params(dtheta);
-    crate::check::same_dim("Ψ δθ (jvp_params output)", n, rhs.len())?;
-    crate::check::finite_vector(&rhs, "Ψ δθ (jvp_params output)")?;
+    crate::__private::check::same_dim("Ψ δθ (jvp_params output)", n, rhs.len())?;
+    crate::__private::check::finite_vector(&rhs, "Ψ δθ (jvp_params output)")?;
     solve_full(&TangentOperator { lin, n }, &rhs, opts, &|| {
         dense_tangent(lin, n)
     })
@@ -177,9 +177,13 @@ impl FixedPointCheck {
     ///
     /// Errors: `DimensionMismatch` for different lengths, `NonFinite` for a NaN/∞.
     pub fn residual(x: &DVector<f64>, ux: &DVector<f64>) -> Result<f64, FoldError> {
-        crate::check::same_dim("U(x) (must equal the state's length)", x.len(), ux.len())?;
-        crate::check::finite_vector(x, "x")?;
-        crate::check::finite_vector(ux, "U(x)")?;
+        crate::__private::check::same_dim(
+            "U(x) (must equal the state's length)",
+            x.len(),
+            ux.len(),
+        )?;
+        crate::__private::check::finite_vector(x, "x")?;
+        crate::__private::check::finite_vector(ux, "U(x)")?;
         let diff = x
             .iter()
             .zip(ux.iter())
@@ -256,8 +260,8 @@ fn check_grad<L: Linearized + ?Sized>(
 ) -> Result<usize, FoldError> {
     check_tol(opts)?;
     let n = lin.state_dim();
-    crate::check::same_dim("grad", n, grad.len())?;
-    crate::check::finite_vector(grad, "grad")?;
+    crate::__private::check::same_dim("grad", n, grad.len())?;
+    crate::__private::check::finite_vector(grad, "grad")?;
     Ok(n)
 }
 

@@ -25,8 +25,8 @@ impl<G: Cotangent> Operator for ReducedOperator<'_, G> {
     }
     fn apply(&self, a: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
         let k = self.dim();
-        crate::check::same_dim("reduced operand", k, a.len())?;
-        crate::check::same_dim("reduced output", k, y.len())?;
+        crate::__private::check::same_dim("reduced operand", k, a.len())?;
+        crate::__private::check::same_dim("reduced output", k, y.len())?;
         let mut u = self.scatter.borrow_mut();
         for (&i, &ai) in self.support.iter().zip(a.iter()) {
             u[i] = ai;
@@ -36,8 +36,8 @@ impl<G: Cotangent> Operator for ReducedOperator<'_, G> {
             u[i] = 0.0;
         }
         let what = "Mᵀu (inner_vjp_state output)";
-        crate::check::same_dim(what, u.len(), m.len())?;
-        crate::check::finite_vector(&m, what)?;
+        crate::__private::check::same_dim(what, u.len(), m.len())?;
+        crate::__private::check::finite_vector(&m, what)?;
         for (yi, &i) in y.iter_mut().zip(self.support) {
             *yi = m[i];
         }
@@ -91,9 +91,9 @@ pub(super) fn reduced_solve<G: Cotangent>(
             null_space_dim: None,
         }
     } else if let Some(r) = f.reduced_matrix() {
-        crate::check::same_dim("rows of reduced_matrix", k, r.nrows())?;
-        crate::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
-        crate::check::finite_matrix(&r, "reduced_matrix")?;
+        crate::__private::check::same_dim("rows of reduced_matrix", k, r.nrows())?;
+        crate::__private::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
+        crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
         let op = DenseOperator::new(&r)?;
         let dense = || {
             Ok(Dense {
@@ -161,7 +161,7 @@ pub(super) fn reduced_adjoint<G: Cotangent>(
 ) -> Result<DVector<f64>, FoldError> {
     let m = f.inner_vjp_state(u);
     let what = "Mᵀu (inner_vjp_state output)";
-    crate::check::same_dim(what, g.len(), m.len())?;
-    crate::check::finite_vector(&m, what)?;
+    crate::__private::check::same_dim(what, g.len(), m.len())?;
+    crate::__private::check::finite_vector(&m, what)?;
     Ok(m + g)
 }

@@ -506,7 +506,7 @@ impl ProjHyperplaneLin {
         }
         let s = a.dot(v) - b;
         let y = v - a * (s / q);
-        if !s.is_finite() || !crate::check::all_finite(y.as_slice()) {
+        if !s.is_finite() || !crate::__private::check::all_finite(y.as_slice()) {
             return Err(FoldError::non_finite(
                 "proj_hyperplane: the projection (it exceeds the range of f64)",
             ));

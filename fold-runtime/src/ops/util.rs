@@ -1,6 +1,7 @@
 //! Argument checks and conversions shared by the primitives.
 
-use crate::{check, Arg, FoldError, Value};
+use crate::__private::check;
+use crate::{Arg, FoldError, Value};
 use nalgebra::{DMatrix, DVector};
 
 /// `Err(NonFinite)` naming `primitive: what` unless every entry is finite.

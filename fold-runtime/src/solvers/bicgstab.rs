@@ -70,7 +70,7 @@ pub fn bicgstab<A: Operator + ?Sized>(
                 p.zip_zip_apply(&r, &v, |pi, ri, vi| *pi = ri + beta * (*pi - omega * vi));
             }
             fresh = false;
-            if !crate::check::all_finite(p.as_slice()) {
+            if !crate::__private::check::all_finite(p.as_slice()) {
                 return Err(not_converged(products, f64::INFINITY, stop.tol));
             }
             a.apply(&p, &mut v)?;
@@ -105,7 +105,7 @@ pub fn bicgstab<A: Operator + ?Sized>(
             r.axpy(-omega, &t, 1.0);
             rnorm = r.norm();
             rho_old = rho;
-            if !rnorm.is_finite() || !crate::check::all_finite(x.as_slice()) {
+            if !rnorm.is_finite() || !crate::__private::check::all_finite(x.as_slice()) {
                 // The inputs were finite (checked above and by every product): an
                 // overflowing recurrence is a breakdown of the method (a singular or
                 // badly conditioned system), not bad data. Fall back to the last

@@ -14,7 +14,7 @@ pub struct DenseOperator<'a> {
 impl<'a> DenseOperator<'a> {
     /// `x ↦ A x`; `DimensionMismatch` unless `A` is square.
     pub fn new(matrix: &'a DMatrix<f64>) -> Result<Self, FoldError> {
-        crate::check::same_dim(
+        crate::__private::check::same_dim(
             "columns of a square operator",
             matrix.nrows(),
             matrix.ncols(),
@@ -51,13 +51,13 @@ impl Operator for DenseOperator<'_> {
 
     fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
         let n = self.dim();
-        crate::check::same_dim("operand of a dense operator", n, x.len())?;
-        crate::check::same_dim("output of a dense operator", n, y.len())?;
+        crate::__private::check::same_dim("operand of a dense operator", n, x.len())?;
+        crate::__private::check::same_dim("output of a dense operator", n, y.len())?;
         if self.transposed {
             crate::linalg::gemv_t(y, 1.0, self.matrix, x, 0.0);
         } else {
             crate::linalg::gemv(y, 1.0, self.matrix, x, 0.0);
         }
-        crate::check::finite_vector(y, "dense matrix-vector product")
+        crate::__private::check::finite_vector(y, "dense matrix-vector product")
     }
 }

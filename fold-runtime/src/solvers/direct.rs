@@ -22,14 +22,6 @@ pub enum DenseFactor {
 }
 
 impl DenseFactor {
-    /// Which factorization this is.
-    pub fn kind(&self) -> DenseFactorization {
-        match self {
-            DenseFactor::Lu(_) => DenseFactorization::Lu,
-            DenseFactor::Cholesky(_) => DenseFactorization::Cholesky,
-        }
-    }
-
     /// Dimension of the factored matrix.
     pub fn dim(&self) -> usize {
         match self {
@@ -67,7 +59,7 @@ pub fn direct_dense<A: Operator + ?Sized>(
     b: &DVector<f64>,
     stop: &Stop,
 ) -> Result<(Solved, DenseFactorization), FoldError> {
-    crate::check::same_dim("dimension of the dense matrix", op.dim(), a.nrows())?;
+    crate::__private::check::same_dim("dimension of the dense matrix", op.dim(), a.nrows())?;
     let mut spent = 0;
     if linalg::looks_symmetric(&a, linalg::SYMMETRY_TOL) {
         // Unchecked: a non-finite `a` fails the residual, is not symmetric, and reaches
@@ -115,14 +107,14 @@ pub fn direct<A: Operator + ?Sized>(
     stop: &Stop,
 ) -> Result<Solved, FoldError> {
     let bnorm = super::check_system(a, b, stop)?;
-    crate::check::same_dim("dimension of the factorization", a.dim(), factor.dim())?;
+    crate::__private::check::same_dim("dimension of the factorization", a.dim(), factor.dim())?;
     if bnorm == 0.0 {
         return Ok(Solved::zero(a.dim()));
     }
     let mut x = b.clone();
     factor.solve_in_place(&mut x, transposed);
     // A finite factorization of a finite matrix that overflows is numerically singular.
-    if !crate::check::all_finite(x.as_slice()) {
+    if !crate::__private::check::all_finite(x.as_slice()) {
         return Err(FoldError::Singular);
     }
     let mut r = DVector::zeros(a.dim());
@@ -146,7 +138,7 @@ pub fn direct<A: Operator + ?Sized>(
         best = rnorm;
         factor.solve_in_place(&mut r, transposed);
         x += &r;
-        if !crate::check::all_finite(x.as_slice()) {
+        if !crate::__private::check::all_finite(x.as_slice()) {
             return Err(FoldError::Singular);
         }
     }

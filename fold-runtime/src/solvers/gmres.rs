@@ -132,7 +132,7 @@ pub fn gmres<A: Operator + ?Sized>(
         for (yi, vi) in y.iter().zip(&basis).take(steps) {
             axpy(x.as_mut_slice(), *yi, vi.as_slice());
         }
-        crate::check::finite_vector(&x, "GMRES iterate")?;
+        crate::__private::check::finite_vector(&x, "GMRES iterate")?;
 
         beta = residual_into(a, &x, b, &mut basis[0])?;
         products += 1;

@@ -14,7 +14,7 @@ pub mod lfpi;
 
 pub use bicgstab::bicgstab;
 pub use dense::DenseOperator;
-pub use direct::{assemble, direct, direct_dense, DenseFactor};
+pub use direct::{assemble, direct_dense};
 pub use gmres::gmres;
 pub use lfpi::lfpi;
 
@@ -92,8 +92,8 @@ pub(crate) fn check_system<A: Operator + ?Sized>(
     b: &DVector<f64>,
     stop: &Stop,
 ) -> Result<f64, FoldError> {
-    crate::check::same_dim("right-hand side", a.dim(), b.len())?;
-    crate::check::finite_vector(b, "right-hand side")?;
+    crate::__private::check::same_dim("right-hand side", a.dim(), b.len())?;
+    crate::__private::check::finite_vector(b, "right-hand side")?;
     if stop.tol.is_nan() {
         return Err(FoldError::non_finite("tol"));
     }

@@ -39,10 +39,10 @@ pub fn mv_checked(
     } else {
         mv(alpha, a, x)
     };
-    if crate::check::all_finite(y.as_slice()) {
+    if crate::__private::check::all_finite(y.as_slice()) {
         return Ok(y);
     }
-    if !crate::check::all_finite(a.as_slice()) {
+    if !crate::__private::check::all_finite(a.as_slice()) {
         return Err(FoldError::non_finite(what));
     }
     Err(FoldError::non_finite(format!(

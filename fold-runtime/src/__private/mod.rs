@@ -1,0 +1,8 @@
+//! What only generated code (and the project's own benchmarks) calls: not part of the
+//! public API, free to change in any release.
+
+pub mod check;
+pub mod kernels;
+
+pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Lu};
+pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};
