@@ -6,9 +6,12 @@ use nalgebra::DVector;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
     /// Reduced system when `Φ` factors through a projection's support; else direct LU for
-    /// small systems and GMRES otherwise, falling back to the other when the first fails.
+    /// small systems and GMRES otherwise, falling back to the other when the first fails
+    /// (the policy: [`crate::backward::ladder`]).
     Auto,
-    /// Dense LU of `(I − Φ)ᵀ`.
+    /// Dense LU of `(I − Φ)ᵀ` (Cholesky when symmetric positive definite); a singular
+    /// but consistent system gets the minimum-norm solution by SVD
+    /// ([`SolveStats::null_space_dim`]).
     Direct,
     /// Restarted GMRES, matrix-free.
     Gmres {
