@@ -6,6 +6,6 @@ pub use crate::nalgebra_sparse::CsrMatrix;
 pub use crate::ops::*;
 pub use crate::{
     fixed_point, folded_backward, unrolled_backward, Arg, BackwardOptions, CodegenStats, Cotangent,
-    Factored, FoldError, ForwardOptions, Linearized, Method, OpCounts, Primitive,
+    Factored, FoldError, FoldRule, ForwardOptions, Linearized, Method, OpCounts, Primitive,
     PrimitiveLinearization, Solution, SolveStats, SupportKernel, Value,
 };
