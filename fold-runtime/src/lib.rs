@@ -31,6 +31,7 @@ pub use nalgebra;
 pub use nalgebra_sparse;
 
 pub mod backward;
+pub mod batch;
 pub mod check;
 pub mod cotangent;
 pub mod error;
