@@ -36,6 +36,7 @@ pub mod check;
 pub mod cotangent;
 pub mod error;
 pub mod forward;
+pub mod integrations;
 pub mod kernels;
 pub mod linalg;
 pub mod linearized;
