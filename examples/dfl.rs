@@ -12,6 +12,8 @@
 //! rule to ‖U(x) − x‖∞ ≤ 1e-12, one thread), `fold_2threads` (the same on two threads).
 
 use candle_core::{DType, Device, Tensor, Var};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
 use fold_runtime::batch::Batcher;
 use fold_runtime::integrations::candle::{BatchForward, FoldLayer};
 use fold_runtime::prelude::*;
@@ -129,23 +131,35 @@ fn pgd_batch(
         if k == 0 {
             break;
         }
-        g.columns_mut(0, k).gemm(1.0, q, &x.columns(0, k), 0.0);
+        // G[:, :k] = Q X[:, :k] (faer, sequential).
+        matmul(
+            MatMut::from_column_major_slice_mut(&mut g.as_mut_slice()[..N * k], N, k),
+            Accum::Replace,
+            MatRef::from_column_major_slice(q.as_slice(), N, N),
+            MatRef::from_column_major_slice(&x.as_slice()[..N * k], N, k),
+            1.0,
+            Par::Seq,
+        );
         let mut j = 0;
         while j < k {
-            let c = cs[owner[j]];
-            let mut step = 0.0f64;
-            {
-                let (xs, gs) = (x.column_mut(j), g.column(j));
-                let mut xs = xs;
-                for i in 0..N {
-                    let xi = xs[i];
-                    let grad = gs[i] + c[i];
-                    let y = xi - alpha * grad;
-                    let xn = y.clamp(0.0, 1.0); // = min(max(y, 0), 1) for finite y
-                    step = step.max((xn - xi).abs());
-                    xs[i] = xn;
+            let c = cs[owner[j]].as_slice();
+            let xs = &mut x.as_mut_slice()[j * N..(j + 1) * N];
+            let gs = &g.as_slice()[j * N..(j + 1) * N];
+            let mut next = [0.0f64; N];
+            for (((xn, xi), gi), ci) in next.iter_mut().zip(xs.iter()).zip(gs).zip(c) {
+                let grad = gi + ci;
+                let y = xi - alpha * grad;
+                *xn = y.max(0.0).min(1.0); // min(max(y, 0), 1)
+            }
+            // max |x_k − x_{k−1}| in eight lanes (vectorizes).
+            let mut lanes = [0.0f64; 8];
+            for (cn, cx) in next.chunks(8).zip(xs.chunks(8)) {
+                for ((l, a), b) in lanes.iter_mut().zip(cn).zip(cx) {
+                    *l = l.max((a - b).abs());
                 }
             }
+            let step = lanes.iter().fold(0.0f64, |m, &v| m.max(v));
+            xs.copy_from_slice(&next);
             if step <= tol {
                 let s = owner[j];
                 out[s] = x.column(j).into_owned();
@@ -524,6 +538,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Res<()> {
+    // candle sizes its CPU kernels' thread count from RAYON_NUM_THREADS, else re-reads the
+    // core count (/proc/cpuinfo) at every matmul. The network is tiny and the benchmark
+    // single-core: run candle's kernels on one thread (the Fold layer uses its own pools).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let args: Vec<String> = std::env::args().collect();
     let json = args
         .iter()

@@ -124,16 +124,27 @@ impl<T> BatchResults<T> {
 #[derive(Debug, Default)]
 pub struct Batcher {
     pool: Option<rayon::ThreadPool>,
+    sequential: bool,
 }
 
 impl Batcher {
     /// Batches on rayon's global pool (as many threads as `RAYON_NUM_THREADS` or cores).
     pub fn global() -> Self {
-        Batcher { pool: None }
+        Batcher {
+            pool: None,
+            sequential: false,
+        }
     }
 
-    /// Batches on a pool of exactly `threads` threads (`1`: sequential, on a worker).
+    /// Batches on a pool of exactly `threads` threads (`1`: sequentially on the calling
+    /// thread, no pool).
     pub fn with_threads(threads: usize) -> Result<Self, BatchError> {
+        if threads <= 1 {
+            return Ok(Batcher {
+                pool: None,
+                sequential: true,
+            });
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
@@ -141,12 +152,16 @@ impl Batcher {
                 index: 0,
                 error: FoldError::primitive("rayon thread pool", e.to_string()),
             })?;
-        Ok(Batcher { pool: Some(pool) })
+        Ok(Batcher {
+            pool: Some(pool),
+            sequential: false,
+        })
     }
 
     /// The number of threads batches run on.
     pub fn threads(&self) -> usize {
         match &self.pool {
+            _ if self.sequential => 1,
             Some(p) => p.current_num_threads(),
             None => rayon::current_num_threads(),
         }
@@ -154,6 +169,9 @@ impl Batcher {
 
     /// `f(i)` for every `i < n`, in parallel, collected in index order.
     pub fn map<T: Send>(&self, n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+        if self.sequential {
+            return (0..n).map(f).collect();
+        }
         let run = || (0..n).into_par_iter().map(&f).collect();
         match &self.pool {
             Some(p) => p.install(run),
