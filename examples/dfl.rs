@@ -149,7 +149,10 @@ fn pgd_batch(
             for (((xn, xi), gi), ci) in next.iter_mut().zip(xs.iter()).zip(gs).zip(c) {
                 let grad = gi + ci;
                 let y = xi - alpha * grad;
-                *xn = y.max(0.0).min(1.0); // min(max(y, 0), 1)
+                // min(max(y, 0), 1), numpy's clip (clamp would differ only on NaN).
+                #[allow(clippy::manual_clamp)]
+                let v = y.max(0.0).min(1.0);
+                *xn = v;
             }
             // max |x_k − x_{k−1}| in eight lanes (vectorizes).
             let mut lanes = [0.0f64; 8];
