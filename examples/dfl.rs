@@ -7,6 +7,11 @@
 //! python3 ../shared/tools/compare_dfl.py dfl.json ../shared/benchdata-train/dfl_boxqp/peer_results.json
 //! ```
 //!
+//! `--only a,b` runs some of the configurations; `--merge` adds them to an existing JSON
+//! file (so the one-thread runs can be pinned to one core and the two-thread run to two:
+//! `taskset -c 0 … -- --only fold_pgd,fold --json dfl.json`, then
+//! `taskset -c 0,1 … -- --only fold_2threads --merge --json dfl.json`).
+//!
 //! Runs: `fold_pgd` (the data set's PGD forward exactly, one thread), `fold` (warm starts
 //! and a Newton active-set step on the fixed-point residual, every x* verified against the
 //! rule to ‖U(x) − x‖∞ ≤ 1e-12, one thread), `fold_2threads` (the same on two threads).
@@ -565,16 +570,36 @@ fn main() -> Res<()> {
         return Ok(());
     }
     let d = Data::load(&dir)?;
-    let configs = [
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let merge = args.iter().any(|a| a == "--merge");
+    let configs: Vec<(&str, Config)> = [
         ("fold_pgd", Config::Pgd),
         ("fold", Config::Newton { threads: 1 }),
         ("fold_2threads", Config::Newton { threads: 2 }),
-    ];
+    ]
+    .into_iter()
+    .filter(|(name, _)| {
+        only.as_ref()
+            .is_none_or(|o| o.split(',').any(|n| n == *name))
+    })
+    .collect();
     let bar = ProgressBar::new((configs.len() * EPOCHS) as u64);
     bar.set_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} epochs {msg}",
     )?);
     let mut results = serde_json::Map::new();
+    if let (true, Some(path)) = (merge, &json) {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let old: serde_json::Value = serde_json::from_str(&text)?;
+            if let Some(m) = old["results"].as_object() {
+                results = m.clone();
+            }
+        }
+    }
     let mut runs = Vec::new();
     for (name, config) in configs {
         bar.set_message(name);
