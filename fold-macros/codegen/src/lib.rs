@@ -15,6 +15,7 @@ pub mod attr;
 pub mod diff;
 pub mod egraph;
 pub mod emit;
+pub mod emit_rule;
 pub mod errors;
 pub mod graph;
 #[cfg(feature = "testing")]

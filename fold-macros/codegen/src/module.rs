@@ -1,5 +1,5 @@
 //! The generated module beside the user's function: `Grads`, `Linearization`,
-//! `linearize`, `jacobians`, `backward`, `solve`, `pack`/`unpack`, `DERIVATIVES`,
+//! `linearize`, `jacobians`, `backward`, `solve`, `pack`/`unpack`, `Params`/`Consts`/`Rule` (emit_rule.rs), `DERIVATIVES`,
 //! `SOURCE` and `STATS` (DESIGN §3).
 
 use crate::emit::{ident_of, Item, Scope};
@@ -984,6 +984,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let jacobian_doc = format!("`Φ = ∂{fn_name}/∂state` (n × n) and `Ψ` per parameter (n × len, matrices flattened column-major).");
     let phantom = quote!(_lifetime: ::core::marker::PhantomData<&'a ()>);
 
+    let rule_items = crate::emit_rule::rule_items(sig, &kind_ty);
     let module_body = quote! {
         use ::fold_runtime::nalgebra::{DMatrix, DVector};
         #[allow(unused_imports)]
@@ -1214,6 +1215,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         #solve_fn
 
         #pack_fns
+
+        #rule_items
 
         /// The simplified derivatives of the rule, as math.
         pub const DERIVATIVES: &str = #derivatives;

@@ -1,0 +1,650 @@
+//! Decision-focused learning through a box-QP layer: the training benchmark of
+//! `../shared/benchdata-train/dfl_boxqp` (its README specifies every step), with the MLP in
+//! candle and the layer from `#[fold]`.
+//!
+//! ```sh
+//! taskset -c 0 cargo run --release --example dfl -- --json dfl.json
+//! python3 ../shared/tools/compare_dfl.py dfl.json ../shared/benchdata-train/dfl_boxqp/peer_results.json
+//! ```
+//!
+//! `--only a,b` runs some of the configurations; `--merge` adds them to an existing JSON
+//! file (so the one-thread runs can be pinned to one core and the two-thread run to two:
+//! `taskset -c 0 … -- --only fold_pgd,fold --json dfl.json`, then
+//! `taskset -c 0,1 … -- --only fold_2threads --merge --json dfl.json`).
+//!
+//! Runs: `fold_pgd` (the data set's PGD forward exactly, one thread), `fold` (warm starts
+//! and a Newton active-set step on the fixed-point residual, every x* verified against the
+//! rule to ‖U(x) − x‖∞ ≤ 1e-12, one thread), `fold_2threads` (the same on two threads).
+
+use candle_core::{DType, Device, Tensor, Var};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use fold_runtime::batch::Batcher;
+use fold_runtime::integrations::candle::{BatchForward, FoldLayer};
+use fold_runtime::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One projected-gradient step of the data set's decision layer (README §3).
+#[fold(state = x, params(c))]
+fn boxqp(x: &DVector<f64>, c: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
+    proj_box(&(x - (q * x + c) * alpha), 0.0, 1.0)
+}
+
+type R = boxqp::Rule;
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const N: usize = 50;
+const BATCH: usize = 32;
+const EPOCHS: usize = 5;
+
+struct Data {
+    dir: PathBuf,
+    arrays: HashMap<String, (Vec<usize>, Vec<f64>)>,
+    alpha: f64,
+    tol: f64,
+    maxit: usize,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+}
+
+impl Data {
+    fn load(dir: &Path) -> Res<Data> {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json"))?)?;
+        let mut arrays = HashMap::new();
+        for a in m["arrays"].as_array().ok_or("manifest: no arrays")? {
+            let name = a["name"].as_str().ok_or("array name")?.to_string();
+            let shape: Vec<usize> = a["shape"]
+                .as_array()
+                .ok_or("array shape")?
+                .iter()
+                .map(|v| v.as_u64().unwrap_or(0) as usize)
+                .collect();
+            let bytes = std::fs::read(dir.join(a["file"].as_str().ok_or("array file")?))?;
+            let len: usize = shape.iter().product();
+            if bytes.len() != 8 * len {
+                return Err(format!("{name}: {} bytes for shape {shape:?}", bytes.len()).into());
+            }
+            let data = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect();
+            arrays.insert(name, (shape, data));
+        }
+        let s = &m["scalars"];
+        let get = |k: &str| s[k].as_f64().ok_or(format!("manifest: no scalar {k}"));
+        Ok(Data {
+            dir: dir.to_path_buf(),
+            arrays,
+            alpha: get("alpha")?,
+            tol: get("pgd_tol_inf")?,
+            maxit: get("pgd_maxit")? as usize,
+            lr: get("adam_lr")?,
+            beta1: get("adam_beta1")?,
+            beta2: get("adam_beta2")?,
+            eps: get("adam_eps")?,
+        })
+    }
+
+    fn get(&self, name: &str) -> Res<&(Vec<usize>, Vec<f64>)> {
+        self.arrays
+            .get(name)
+            .ok_or_else(|| format!("{}: no array {name}", self.dir.display()).into())
+    }
+
+    fn tensor(&self, name: &str) -> Res<Tensor> {
+        let (shape, data) = self.get(name)?;
+        Ok(Tensor::from_vec(
+            data.clone(),
+            shape.as_slice(),
+            &Device::Cpu,
+        )?)
+    }
+
+    fn q(&self) -> Res<DMatrix<f64>> {
+        let (_, d) = self.get("Q")?;
+        Ok(DMatrix::from_row_slice(N, N, d))
+    }
+}
+
+// --- forward solvers ------------------------------------------------------------------
+
+/// README §3 exactly, for a batch: `x_k = clip(x_{k−1} − α (Q x_{k−1} + ĉ), 0, 1)` until
+/// `max|x_k − x_{k−1}| ≤ tol`, each sample stopped by its own test (finished columns leave
+/// the working set); one matrix–matrix product per iteration for the active samples.
+fn pgd_batch(
+    q: &DMatrix<f64>,
+    alpha: f64,
+    cs: &[&DVector<f64>],
+    tol: f64,
+    maxit: usize,
+) -> (Vec<DVector<f64>>, Vec<usize>) {
+    let b = cs.len();
+    let mut x = DMatrix::<f64>::zeros(N, b);
+    let mut g = DMatrix::<f64>::zeros(N, b);
+    let mut owner: Vec<usize> = (0..b).collect();
+    let mut out = vec![DVector::zeros(N); b];
+    let mut iters = vec![maxit; b];
+    let mut k = b;
+    for it in 1..=maxit {
+        if k == 0 {
+            break;
+        }
+        // G[:, :k] = Q X[:, :k] (faer, sequential).
+        matmul(
+            MatMut::from_column_major_slice_mut(&mut g.as_mut_slice()[..N * k], N, k),
+            Accum::Replace,
+            MatRef::from_column_major_slice(q.as_slice(), N, N),
+            MatRef::from_column_major_slice(&x.as_slice()[..N * k], N, k),
+            1.0,
+            Par::Seq,
+        );
+        let mut j = 0;
+        while j < k {
+            let c = cs[owner[j]].as_slice();
+            let xs = &mut x.as_mut_slice()[j * N..(j + 1) * N];
+            let gs = &g.as_slice()[j * N..(j + 1) * N];
+            let mut next = [0.0f64; N];
+            for (((xn, xi), gi), ci) in next.iter_mut().zip(xs.iter()).zip(gs).zip(c) {
+                let grad = gi + ci;
+                let y = xi - alpha * grad;
+                // min(max(y, 0), 1), numpy's clip (clamp would differ only on NaN).
+                #[allow(clippy::manual_clamp)]
+                let v = y.max(0.0).min(1.0);
+                *xn = v;
+            }
+            // max |x_k − x_{k−1}| in eight lanes (vectorizes).
+            let mut lanes = [0.0f64; 8];
+            for (cn, cx) in next.chunks(8).zip(xs.chunks(8)) {
+                for ((l, a), b) in lanes.iter_mut().zip(cn).zip(cx) {
+                    *l = l.max((a - b).abs());
+                }
+            }
+            let step = lanes.iter().fold(0.0f64, |m, &v| m.max(v));
+            xs.copy_from_slice(&next);
+            if step <= tol {
+                let s = owner[j];
+                out[s] = x.column(j).into_owned();
+                iters[s] = it;
+                k -= 1;
+                x.swap_columns(j, k);
+                g.swap_columns(j, k);
+                owner.swap(j, k);
+            } else {
+                j += 1;
+            }
+        }
+    }
+    for j in 0..k {
+        out[owner[j]] = x.column(j).into_owned();
+    }
+    (out, iters)
+}
+
+/// `max|U(x) − x|` by the generated rule itself.
+fn fixed_point_residual(
+    p: &boxqp::Params,
+    k: &boxqp::Consts,
+    x: &DVector<f64>,
+) -> Result<f64, FoldError> {
+    let u = R::step(p, k, x)?;
+    Ok((u - x).amax())
+}
+
+/// Newton's method on the fixed-point residual `x − U(x)` from a warm start (for this
+/// rule: an active-set step `Q_FF x_F = −(ĉ_F + Q_FU 1)` on the free set of the step's
+/// pre-image), accepted only when `max|U(x) − x| ≤ 1e-12`; plain PGD steps if it stalls.
+fn newton(
+    p: &boxqp::Params,
+    k: &boxqp::Consts,
+    x0: &DVector<f64>,
+) -> Result<DVector<f64>, FoldError> {
+    const TOL: f64 = 1e-12;
+    let (q, alpha, c) = (&k.q, k.alpha, &p.c);
+    let mut x = x0.clone();
+    let mut g = DVector::zeros(N);
+    for _ in 0..30 {
+        g.gemv(1.0, q, &x, 0.0);
+        let z = DVector::from_fn(N, |i, _| x[i] - alpha * (g[i] + c[i]));
+        let r = (0..N)
+            .map(|i| (z[i].clamp(0.0, 1.0) - x[i]).abs())
+            .fold(0.0, f64::max);
+        if r <= 0.1 * TOL {
+            break;
+        }
+        let free: Vec<usize> = (0..N).filter(|&i| z[i] > 0.0 && z[i] < 1.0).collect();
+        let mut next = DVector::from_fn(N, |i, _| if z[i] >= 1.0 { 1.0 } else { 0.0 });
+        if !free.is_empty() {
+            let m = free.len();
+            let qff = DMatrix::from_fn(m, m, |a, b| q[(free[a], free[b])]);
+            let qx = q * &next;
+            let rhs = DVector::from_fn(m, |a, _| -(c[free[a]] + qx[free[a]]));
+            let sol = qff.cholesky().ok_or(FoldError::Singular)?.solve(&rhs);
+            for (a, &i) in free.iter().enumerate() {
+                next[i] = sol[a];
+            }
+        }
+        x = next;
+    }
+    let mut res = fixed_point_residual(p, k, &x)?;
+    let mut steps = 0;
+    while res > TOL && steps < 200_000 {
+        x = R::step(p, k, &x)?;
+        res = fixed_point_residual(p, k, &x)?;
+        steps += 1;
+    }
+    if res > TOL {
+        return Err(FoldError::NotConverged {
+            iterations: steps,
+            residual: res,
+            tol: TOL,
+        });
+    }
+    Ok(x)
+}
+
+// --- the model ---------------------------------------------------------------------------
+
+struct Mlp {
+    vars: Vec<Var>, // W1 (64×5), b1, W2 (50×64), b2
+    m: Vec<Vec<f64>>,
+    v: Vec<Vec<f64>>,
+    t: i32,
+}
+
+impl Mlp {
+    fn new(d: &Data) -> Res<Mlp> {
+        let vars = ["W1", "b1", "W2", "b2"]
+            .iter()
+            .map(|n| Ok(Var::from_tensor(&d.tensor(n)?)?))
+            .collect::<Res<Vec<Var>>>()?;
+        let zeros: Vec<Vec<f64>> = vars.iter().map(|v| vec![0.0; v.elem_count()]).collect();
+        Ok(Mlp {
+            vars,
+            m: zeros.clone(),
+            v: zeros,
+            t: 0,
+        })
+    }
+
+    /// `Ĉ = max(Z W1ᵀ + b1, 0) W2ᵀ + b2`, with the ReLU's derivative 0 at 0.
+    fn forward(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        let [w1, b1, w2, b2] = [0, 1, 2, 3].map(|i| self.vars[i].as_tensor());
+        let a = z.matmul(&w1.t()?)?.broadcast_add(b1)?;
+        let mask = a.gt(0.0)?.to_dtype(DType::F64)?;
+        let h = (&a * &mask)?;
+        h.matmul(&w2.t()?)?.broadcast_add(b2)
+    }
+
+    /// One Adam step with torch semantics (README §6).
+    fn adam(&mut self, grads: &candle_core::backprop::GradStore, d: &Data) -> Res<()> {
+        self.t += 1;
+        let bc1 = 1.0 - d.beta1.powi(self.t);
+        let bc2 = 1.0 - d.beta2.powi(self.t);
+        let step = d.lr / bc1;
+        for (i, var) in self.vars.iter().enumerate() {
+            let g = grads
+                .get(var.as_tensor())
+                .ok_or("no gradient")?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let mut th = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            for j in 0..th.len() {
+                m[j] = d.beta1 * m[j] + (1.0 - d.beta1) * g[j];
+                v[j] = d.beta2 * v[j] + (1.0 - d.beta2) * g[j] * g[j];
+                let denom = v[j].sqrt() / bc2.sqrt() + d.eps;
+                th[j] -= step * (m[j] / denom);
+            }
+            var.set(&Tensor::from_vec(th, var.shape(), &Device::Cpu)?)?;
+        }
+        Ok(())
+    }
+
+    fn flat(&self) -> Res<Vec<f64>> {
+        let mut out = Vec::new();
+        for v in &self.vars {
+            out.extend(v.as_tensor().flatten_all()?.to_vec1::<f64>()?);
+        }
+        Ok(out)
+    }
+}
+
+fn rows(t: &Tensor) -> Res<Vec<DVector<f64>>> {
+    Ok(t.to_vec2::<f64>()?
+        .into_iter()
+        .map(DVector::from_vec)
+        .collect())
+}
+
+/// Max |a − b| / max(1, max|b|).
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+fn f_val(q: &DMatrix<f64>, x: &DVector<f64>, c: &DVector<f64>) -> f64 {
+    0.5 * x.dot(&(q * x)) + c.dot(x)
+}
+
+fn test_regret(d: &Data, mlp: &Mlp, q: &DMatrix<f64>) -> Res<f64> {
+    let chat = rows(&mlp.forward(&d.tensor("z_test")?)?)?;
+    let refs: Vec<&DVector<f64>> = chat.iter().collect();
+    let (xs, _) = pgd_batch(q, d.alpha, &refs, d.tol, d.maxit);
+    let (_, ct) = d.get("c_test")?;
+    let (_, fopt) = d.get("f_opt_test")?;
+    let mut num = 0.0;
+    for (j, x) in xs.iter().enumerate() {
+        let c = DVector::from_column_slice(&ct[j * N..(j + 1) * N]);
+        num += f_val(q, x, &c) - fopt[j];
+    }
+    Ok(num / fopt.iter().map(|v| v.abs()).sum::<f64>())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Config {
+    Pgd,
+    Newton { threads: usize },
+}
+
+struct Run {
+    epochs: Vec<[f64; 4]>,
+    regret: Vec<f64>,
+    threads: usize,
+    checks: Vec<(String, f64)>,
+}
+
+fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
+    let q = d.q()?;
+    let consts = boxqp::Consts {
+        q: q.clone(),
+        alpha: d.alpha,
+    };
+    let threads = match config {
+        Config::Pgd => 1,
+        Config::Newton { threads } => threads,
+    };
+    let last_iters: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let solver: Arc<BatchForward<R>> = match config {
+        Config::Pgd => {
+            let (tol, maxit, it) = (d.tol, d.maxit, last_iters.clone());
+            Arc::new(
+                move |ps: &[boxqp::Params], k: &boxqp::Consts, _starts: &[DVector<f64>]| {
+                    let cs: Vec<&DVector<f64>> = ps.iter().map(|p| &p.c).collect();
+                    let (xs, iters) = pgd_batch(&k.q, k.alpha, &cs, tol, maxit);
+                    if let Ok(mut l) = it.lock() {
+                        *l = iters;
+                    }
+                    xs.into_iter().map(Ok).collect()
+                },
+            )
+        }
+        Config::Newton { threads } => {
+            let pool = Batcher::with_threads(threads)?;
+            Arc::new(
+                move |ps: &[boxqp::Params], k: &boxqp::Consts, starts: &[DVector<f64>]| {
+                    pool.map(ps.len(), |i| newton(&ps[i], k, &starts[i]))
+                },
+            )
+        }
+    };
+    let layer = FoldLayer::<R>::new(consts, DVector::zeros(N))
+        .with_solver(solver)
+        .with_batcher(Batcher::with_threads(threads)?);
+    let mut mlp = Mlp::new(d)?;
+    let qt = Tensor::from_vec(q.as_slice().to_vec(), (N, N), &Device::Cpu)?; // symmetric
+    let (zshape, ztrain) = d.get("z_train")?;
+    let (_, ctrain) = d.get("c_train")?;
+    let (_, perm) = d.get("perm")?;
+    let p_in = zshape[1];
+    let ntrain = zshape[0];
+    let mut warm: Vec<DVector<f64>> = vec![DVector::zeros(N); ntrain];
+    let mut run = Run {
+        epochs: vec![],
+        regret: vec![test_regret(d, &mlp, &q)?],
+        threads,
+        checks: vec![],
+    };
+    batch0_checks(d, &mlp, &layer, config, &last_iters, &mut run.checks)?;
+    let mut losses = Vec::new();
+    for e in 0..EPOCHS {
+        layer.reset_stats();
+        let start = Instant::now();
+        for b in 0..ntrain / BATCH {
+            let idx: Vec<usize> = perm[e * ntrain + b * BATCH..e * ntrain + (b + 1) * BATCH]
+                .iter()
+                .map(|&v| v as usize)
+                .collect();
+            let z: Vec<f64> = idx
+                .iter()
+                .flat_map(|&i| ztrain[i * p_in..(i + 1) * p_in].iter().copied())
+                .collect();
+            let c: Vec<f64> = idx
+                .iter()
+                .flat_map(|&i| ctrain[i * N..(i + 1) * N].iter().copied())
+                .collect();
+            let z = Tensor::from_vec(z, (BATCH, p_in), &Device::Cpu)?;
+            let c = Tensor::from_vec(c, (BATCH, N), &Device::Cpu)?;
+            let chat = mlp.forward(&z)?;
+            let x = match config {
+                Config::Pgd => layer.forward(&[&chat])?,
+                Config::Newton { .. } => {
+                    layer.forward_from(&[&chat], idx.iter().map(|&i| warm[i].clone()).collect())?
+                }
+            };
+            let f = ((x.matmul(&qt)? * &x)? * 0.5)?.add(&(&c * &x)?)?.sum(1)?;
+            let loss = (f.sum_all()? / BATCH as f64)?;
+            let grads = loss.backward()?;
+            mlp.adam(&grads, d)?;
+            losses.push(loss.to_scalar::<f64>()?);
+            if matches!(config, Config::Newton { .. }) {
+                for (r, &i) in x.to_vec2::<f64>()?.into_iter().zip(&idx) {
+                    warm[i] = DVector::from_vec(r);
+                }
+            }
+            if e == 0 && b == 0 {
+                run.checks.push((
+                    "ref_b0_params_after".into(),
+                    rel(&mlp.flat()?, &d.get("ref_b0_params_after")?.1),
+                ));
+            }
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let st = layer.stats();
+        let (fw, bw) = (st.forward.as_secs_f64(), st.backward.as_secs_f64());
+        run.epochs.push([wall, fw, bw, wall - fw - bw]);
+        let p_ref = &d.get("ref_params_after_epoch")?.1;
+        let np = p_ref.len() / EPOCHS;
+        run.checks.push((
+            format!("params after epoch {}", e + 1),
+            rel(&mlp.flat()?, &p_ref[e * np..(e + 1) * np]),
+        ));
+        run.regret.push(test_regret(d, &mlp, &q)?);
+        bar.inc(1);
+    }
+    run.checks.push((
+        "ref_train_loss".into(),
+        rel(&losses, &d.get("ref_train_loss")?.1),
+    ));
+    let rr = &d.get("ref_test_regret")?.1;
+    run.checks.push((
+        "ref_test_regret (final, relative)".into(),
+        (run.regret[EPOCHS] - rr[EPOCHS]).abs() / rr[EPOCHS].abs(),
+    ));
+    Ok(run)
+}
+
+/// README §8, epoch 0 batch 0 at the initial weights: Ĉ, x*, the PGD step counts and the
+/// layer's VJP ∂L/∂Ĉ (taken at Ĉ as a leaf, so candle keeps its gradient).
+fn batch0_checks(
+    d: &Data,
+    mlp: &Mlp,
+    layer: &FoldLayer<R>,
+    config: Config,
+    iters: &Mutex<Vec<usize>>,
+    out: &mut Vec<(String, f64)>,
+) -> Res<()> {
+    let (zshape, ztrain) = d.get("z_train")?;
+    let (_, ctrain) = d.get("c_train")?;
+    let (_, perm) = d.get("perm")?;
+    let p_in = zshape[1];
+    let idx: Vec<usize> = perm[..BATCH].iter().map(|&v| v as usize).collect();
+    let z: Vec<f64> = idx
+        .iter()
+        .flat_map(|&i| ztrain[i * p_in..(i + 1) * p_in].iter().copied())
+        .collect();
+    let c: Vec<f64> = idx
+        .iter()
+        .flat_map(|&i| ctrain[i * N..(i + 1) * N].iter().copied())
+        .collect();
+    let chat = mlp.forward(&Tensor::from_vec(z, (BATCH, p_in), &Device::Cpu)?)?;
+    let leaf = Var::from_tensor(&chat.detach())?;
+    let x = layer.forward_from(&[leaf.as_tensor()], vec![DVector::zeros(N); BATCH])?;
+    let qt = Tensor::from_vec(d.q()?.as_slice().to_vec(), (N, N), &Device::Cpu)?;
+    let c = Tensor::from_vec(c, (BATCH, N), &Device::Cpu)?;
+    let f = ((x.matmul(&qt)? * &x)? * 0.5)?.add(&(&c * &x)?)?.sum(1)?;
+    let grads = (f.sum_all()? / BATCH as f64)?.backward()?;
+    let flat = |t: &Tensor| -> Res<Vec<f64>> { Ok(t.flatten_all()?.to_vec1::<f64>()?) };
+    let g = flat(grads.get(leaf.as_tensor()).ok_or("no dL/dĈ")?)?;
+    let chk = |name: &str, v: &[f64]| -> Res<(String, f64)> {
+        Ok((name.to_string(), rel(v, &d.get(name)?.1)))
+    };
+    out.push(chk("ref_b0_chat", &flat(&chat)?)?);
+    out.push(chk("ref_b0_x_star", &flat(&x)?)?);
+    out.push(chk("ref_b0_g_chat", &g)?);
+    let r = &d.get("ref_b0_g_chat")?.1;
+    let same = g.iter().zip(r).all(|(a, b)| (*a == 0.0) == (*b == 0.0));
+    out.push((
+        "ref_b0_g_chat: exact zeros in the same places (1 = yes)".into(),
+        f64::from(u8::from(same)),
+    ));
+    if config == Config::Pgd {
+        let it: Vec<f64> = iters
+            .lock()
+            .map_err(|_| "lock")?
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        out.push(chk("ref_b0_iters", &it)?);
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Res<()> {
+    // candle sizes its CPU kernels' thread count from RAYON_NUM_THREADS, else re-reads the
+    // core count (/proc/cpuinfo) at every matmul. The network is tiny and the benchmark
+    // single-core: run candle's kernels on one thread (the Fold layer uses its own pools).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let dir = match std::env::var_os("FOLD_BENCHDATA_TRAIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/benchdata-train/dfl_boxqp"),
+    };
+    if !dir.join("manifest.json").exists() {
+        println!(
+            "dfl: no training data at {} (set FOLD_BENCHDATA_TRAIN); nothing to run",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let d = Data::load(&dir)?;
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let merge = args.iter().any(|a| a == "--merge");
+    let configs: Vec<(&str, Config)> = [
+        ("fold_pgd", Config::Pgd),
+        ("fold", Config::Newton { threads: 1 }),
+        ("fold_2threads", Config::Newton { threads: 2 }),
+    ]
+    .into_iter()
+    .filter(|(name, _)| {
+        only.as_ref()
+            .is_none_or(|o| o.split(',').any(|n| n == *name))
+    })
+    .collect();
+    let bar = ProgressBar::new((configs.len() * EPOCHS) as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} epochs {msg}",
+    )?);
+    let mut results = serde_json::Map::new();
+    if let (true, Some(path)) = (merge, &json) {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let old: serde_json::Value = serde_json::from_str(&text)?;
+            if let Some(m) = old["results"].as_object() {
+                results = m.clone();
+            }
+        }
+    }
+    let mut runs = Vec::new();
+    for (name, config) in configs {
+        bar.set_message(name);
+        let run = train(&d, config, &bar)?;
+        let epochs: Vec<serde_json::Value> = run
+            .epochs
+            .iter()
+            .map(|e| serde_json::json!({"wall_s": e[0], "forward_s": e[1], "backward_s": e[2], "rest_s": e[3]}))
+            .collect();
+        results.insert(
+            name.to_string(),
+            serde_json::json!({"epochs": epochs, "test_regret": run.regret, "threads": run.threads}),
+        );
+        runs.push((name, run));
+    }
+    bar.finish_and_clear();
+    println!(
+        "{:16} {:>7} {:>9} {:>9} {:>9} {:>9} {:>14}",
+        "run", "threads", "epoch s", "fwd s", "bwd s", "rest s", "final regret"
+    );
+    for (name, run) in &runs {
+        let col = |k: usize| median(run.epochs.iter().map(|e| e[k]).collect());
+        println!(
+            "{:16} {:>7} {:9.4} {:9.4} {:9.5} {:9.4} {:14.10}",
+            name,
+            run.threads,
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            run.regret[EPOCHS]
+        );
+    }
+    println!("\nagainst the reference trajectory (numpy_expert), max relative difference:");
+    for (name, run) in &runs {
+        for (what, v) in &run.checks {
+            println!("  {name:14} {what:48} {v:.2e}");
+        }
+    }
+    if let Some(path) = json {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&serde_json::json!({"results": results}))?,
+        )?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The rule's description for generic code: `Params`, `Consts` and `Rule` implementing
+//! `::fold_runtime::FoldRule`, delegating to the module's `solve`, `step` and
+//! `backward_with_stats` (DESIGN §2, `rule`).
+
+use crate::ir::{Kind, Role};
+use crate::signature::Signature;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::Index;
+
+/// Where argument `i` lives in the trait methods: `x` (state), `p` (params), `k` (consts).
+fn source(sig: &Signature, i: usize, x: &TokenStream) -> TokenStream {
+    let a = &sig.args[i];
+    let n = &a.name;
+    match a.role {
+        Role::State { block } if sig.block_state => {
+            let b = Index::from(block);
+            quote!(#x.#b)
+        }
+        Role::State { .. } => quote!(#x),
+        Role::Param => quote!(p.#n),
+        _ => quote!(k.#n),
+    }
+}
+
+/// Argument `i` as the module's public functions take it (the user's declared form).
+fn user_form(sig: &Signature, i: usize, x: &TokenStream) -> TokenStream {
+    let a = &sig.args[i];
+    let s = source(sig, i, x);
+    match (a.kind, a.by_ref) {
+        (_, true) => quote!(&#s),
+        (Kind::Scalar, false) => quote!(#s),
+        (_, false) => quote!(#s.clone()),
+    }
+}
+
+/// Argument `i` as the module's internal functions take it (scalars by value, the rest
+/// by reference).
+fn internal_form(sig: &Signature, i: usize, x: &TokenStream) -> TokenStream {
+    let s = source(sig, i, x);
+    if sig.args[i].kind == Kind::Scalar {
+        quote!(#s)
+    } else {
+        quote!(&#s)
+    }
+}
+
+/// `Params`, `Consts` and `Rule` for the module of `sig`; `kind_ty` gives an argument's
+/// owned type.
+pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> TokenStream {
+    let fn_name = sig.name.to_string();
+    let vec = quote!(::fold_runtime::nalgebra::DVector<f64>);
+    let res = |t: TokenStream| quote!(::std::result::Result<#t, ::fold_runtime::FoldError>);
+    let field = |i: usize| {
+        let a = &sig.args[i];
+        let (n, t) = (&a.name, kind_ty(a.kind));
+        quote!(#[allow(missing_docs)] pub #n: #t)
+    };
+    let consts: Vec<usize> = (0..sig.args.len())
+        .filter(|&i| sig.args[i].role == Role::Const)
+        .collect();
+    let param_fields = sig.params.iter().map(|&i| field(i));
+    let const_fields = consts.iter().map(|&i| field(i));
+    let param_names: Vec<String> = sig
+        .params
+        .iter()
+        .map(|&i| sig.args[i].name.to_string())
+        .collect();
+    let const_names: Vec<String> = consts
+        .iter()
+        .map(|&i| sig.args[i].name.to_string())
+        .collect();
+    let param_idents: Vec<&syn::Ident> = sig.params.iter().map(|&i| &sig.args[i].name).collect();
+    let nparams = sig.params.len();
+    let nblocks = sig.blocks.len();
+
+    let x = quote!(x);
+    let x0 = quote!(x0);
+    let all = |f: &dyn Fn(usize) -> TokenStream| -> Vec<TokenStream> {
+        (0..sig.args.len()).map(f).collect()
+    };
+    let solve_args = all(&|i| user_form(sig, i, &x0));
+    let backward_args = all(&|i| user_form(sig, i, &x));
+    let step_args = all(&|i| internal_form(sig, i, &x));
+
+    let (state_ty, pack, unpack, step_out) = if sig.block_state {
+        let tys = (0..nblocks).map(|_| vec.clone());
+        let idx: Vec<Index> = (0..nblocks).map(Index::from).collect();
+        (
+            quote!((#(#tys),*)),
+            quote!(::fold_runtime::__private::kernels::pack(&[#(&x.#idx),*])),
+            quote! {
+                let lens = [#(like.#idx.len()),*];
+                ::fold_runtime::rule::check_packed(packed, &lens)?;
+                Ok(unpack(packed, lens))
+            },
+            quote!(step(#(#step_args),*)),
+        )
+    } else {
+        (
+            vec.clone(),
+            quote!(x.clone()),
+            quote! {
+                ::fold_runtime::rule::check_packed(packed, &[like.len()])?;
+                Ok(packed.clone())
+            },
+            quote!(step(#(#step_args),*)),
+        )
+    };
+    let res_state = res(quote!(Self::State));
+    let res_solution = res(quote!(::fold_runtime::Solution));
+    let res_backward = res(quote!((Grads, ::fold_runtime::SolveStats)));
+    let res_params = res(quote!(Params));
+    let res_grads = res(quote!(Grads));
+    let params_doc =
+        format!("The parameters of `{fn_name}`, owned: one field per parameter (see [`Rule`]).");
+    let consts_doc =
+        format!("The constants of `{fn_name}`, owned: one field per constant (see [`Rule`]).");
+    let rule_doc = format!("`{fn_name}` as a `::fold_runtime::FoldRule`, for code generic over rules (batches, layers).");
+    quote! {
+        #[doc = #params_doc]
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Params { #(#param_fields,)* }
+
+        #[doc = #consts_doc]
+        #[derive(Debug, Clone)]
+        pub struct Consts { #(#const_fields,)* }
+
+        #[doc = #rule_doc]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Rule;
+
+        impl ::fold_runtime::FoldRule for Rule {
+            type State = #state_ty;
+            type Params = Params;
+            type Consts = Consts;
+            type Grads = Grads;
+            const NAME: &'static str = #fn_name;
+            const PARAMS: &'static [&'static str] = &[#(#param_names),*];
+            const CONSTS: &'static [&'static str] = &[#(#const_names),*];
+            const BLOCKS: usize = #nblocks;
+
+            fn pack(x: &Self::State) -> #vec { #pack }
+            fn unpack(packed: &#vec, like: &Self::State) -> #res_state { #unpack }
+            fn solve(p: &Params, k: &Consts, x0: &Self::State, opts: &::fold_runtime::ForwardOptions) -> #res_solution {
+                solve(#(#solve_args,)* opts)
+            }
+            fn step(p: &Params, k: &Consts, x: &Self::State) -> #res_state {
+                check_dims(#(#step_args),*)?;
+                #step_out
+            }
+            fn backward(p: &Params, k: &Consts, x: &Self::State, grad: &#vec, opts: &::fold_runtime::BackwardOptions) -> #res_backward {
+                backward_with_stats(#(#backward_args,)* grad, opts)
+            }
+            fn param_shapes(p: &Params) -> ::std::vec::Vec<(usize, usize)> {
+                ::std::vec![#(::fold_runtime::rule::FlatValue::shape(&p.#param_idents)),*]
+            }
+            fn params_to_flat(p: &Params, out: &mut ::std::vec::Vec<f64>) {
+                #(::fold_runtime::rule::FlatValue::extend_flat(&p.#param_idents, out);)*
+            }
+            fn params_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> #res_params {
+                let mut r = ::fold_runtime::rule::FlatReader::new(flat, shapes, #nparams)?;
+                Ok(Params { #(#param_idents: r.read(#param_names)?,)* })
+            }
+            fn grads_to_flat(g: &Grads, out: &mut ::std::vec::Vec<f64>) {
+                #(::fold_runtime::rule::FlatValue::extend_flat(&g.#param_idents, out);)*
+            }
+            fn grads_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> #res_grads {
+                let mut r = ::fold_runtime::rule::FlatReader::new(flat, shapes, #nparams)?;
+                Ok(Grads { #(#param_idents: r.read(#param_names)?,)* })
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Batches: the forward solve and the folded backward of many samples of one rule, in
+//! parallel, generic over [`FoldRule`].
+//!
+//! Every sample is computed on its own, by the same sequential code whatever the thread
+//! count, and results come back in sample order: a batch gives bit for bit the values of
+//! per-sample calls, for any number of threads. The runtime's dense kernels (faer) run
+//! sequentially, so a batch's threads are the only ones (no oversubscription). A failing
+//! sample does not stop the others: each result is its own `Result`, and
+//! [`BatchResults::into_all`] turns the first failure into a [`BatchError`] carrying its
+//! index.
+//!
+//! ```
+//! use fold_runtime::prelude::*;
+//! use fold_runtime::batch::{Batcher, PerSample};
+//!
+//! #[fold(state = x, params(c))]
+//! fn pgd_step(x: &DVector<f64>, c: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
+//!     proj_box(&(x - (q * x + c) * alpha), 0.0, 1.0)
+//! }
+//!
+//! let k = pgd_step::Consts { q: DMatrix::identity(2, 2), alpha: 0.5 };
+//! let params: Vec<_> = (0..4)
+//!     .map(|i| pgd_step::Params { c: DVector::from_vec(vec![-0.2 * i as f64, if i == 1 { f64::NAN } else { 0.1 }]) })
+//!     .collect();
+//! let batch = Batcher::with_threads(2)?;
+//! let x0 = DVector::zeros(2);
+//! let sols = batch.solve::<pgd_step::Rule>(&params, PerSample::Shared(&k), PerSample::Shared(&x0), &ForwardOptions::default());
+//! assert!(sols.results[0].is_ok() && sols.results[2].is_ok());
+//! // c is NaN for sample 1: its error names it, the others are kept.
+//! let err = sols.into_all().unwrap_err();
+//! assert_eq!(err.index, 1);
+//! # Ok::<(), fold_runtime::batch::BatchError>(())
+//! ```
+
+use crate::{
+    BackwardOptions, Cotangent, FoldError, FoldRule, ForwardOptions, Solution, SolveStats,
+};
+use nalgebra::DVector;
+use rayon::prelude::*;
+use thiserror::Error;
+
+/// A value shared by every sample of a batch, or one per sample.
+#[derive(Debug)]
+pub enum PerSample<'a, T> {
+    /// The same value for every sample.
+    Shared(&'a T),
+    /// One value per sample, in sample order.
+    Each(&'a [T]),
+}
+
+impl<T> Clone for PerSample<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for PerSample<'_, T> {}
+
+impl<'a, T> PerSample<'a, T> {
+    fn get(&self, i: usize) -> &'a T {
+        match self {
+            PerSample::Shared(v) => v,
+            PerSample::Each(v) => &v[i],
+        }
+    }
+
+    fn check(&self, n: usize, what: &str) -> Result<(), FoldError> {
+        match self {
+            PerSample::Shared(_) => Ok(()),
+            PerSample::Each(v) => crate::__private::check::same_dim(what, n, v.len()),
+        }
+    }
+}
+
+/// A failed sample of a batch.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("sample {index} of the batch failed: {error}")]
+pub struct BatchError {
+    /// Its index in the batch.
+    pub index: usize,
+    /// Why it failed.
+    #[source]
+    pub error: FoldError,
+}
+
+/// One result per sample, in sample order.
+#[derive(Debug, Clone)]
+pub struct BatchResults<T> {
+    /// Sample `i`'s value or error.
+    pub results: Vec<Result<T, FoldError>>,
+}
+
+impl<T> BatchResults<T> {
+    /// Every value, or the first failing sample with its index.
+    pub fn into_all(self) -> Result<Vec<T>, BatchError> {
+        self.results
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| r.map_err(|error| BatchError { index, error }))
+            .collect()
+    }
+
+    /// The failing samples, with their indices.
+    pub fn failures(&self) -> impl Iterator<Item = BatchError> + '_ {
+        self.results.iter().enumerate().filter_map(|(index, r)| {
+            r.as_ref().err().map(|e| BatchError {
+                index,
+                error: e.clone(),
+            })
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    /// Whether the batch was empty.
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+}
+
+/// Runs batches on rayon's global pool or on its own pool of a fixed number of threads.
+#[derive(Debug, Default)]
+pub struct Batcher {
+    pool: Option<rayon::ThreadPool>,
+    sequential: bool,
+}
+
+impl Batcher {
+    /// Batches on rayon's global pool (as many threads as `RAYON_NUM_THREADS` or cores).
+    pub fn global() -> Self {
+        Batcher {
+            pool: None,
+            sequential: false,
+        }
+    }
+
+    /// Batches on a pool of exactly `threads` threads (`1`: sequentially on the calling
+    /// thread, no pool).
+    pub fn with_threads(threads: usize) -> Result<Self, BatchError> {
+        if threads <= 1 {
+            return Ok(Batcher {
+                pool: None,
+                sequential: true,
+            });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| BatchError {
+                index: 0,
+                error: FoldError::primitive("rayon thread pool", e.to_string()),
+            })?;
+        Ok(Batcher {
+            pool: Some(pool),
+            sequential: false,
+        })
+    }
+
+    /// The number of threads batches run on.
+    pub fn threads(&self) -> usize {
+        match &self.pool {
+            _ if self.sequential => 1,
+            Some(p) => p.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
+    }
+
+    /// `f(i)` for every `i < n`, in parallel, collected in index order.
+    pub fn map<T: Send>(&self, n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+        if self.sequential {
+            return (0..n).map(f).collect();
+        }
+        let run = || (0..n).into_par_iter().map(&f).collect();
+        match &self.pool {
+            Some(p) => p.install(run),
+            None => run(),
+        }
+    }
+
+    /// Forward solves of every sample: `params[i]` with its constants and start.
+    pub fn solve<R: FoldRule>(
+        &self,
+        params: &[R::Params],
+        consts: PerSample<'_, R::Consts>,
+        x0: PerSample<'_, R::State>,
+        opts: &ForwardOptions,
+    ) -> BatchResults<Solution> {
+        let n = params.len();
+        let shapes = consts
+            .check(n, "number of per-sample constants")
+            .and_then(|_| x0.check(n, "number of per-sample starts"));
+        let results = match shapes {
+            Err(e) => vec![Err(e); n.max(1)],
+            Ok(()) => self.map(n, |i| R::solve(&params[i], consts.get(i), x0.get(i), opts)),
+        };
+        BatchResults { results }
+    }
+
+    /// Folded backward passes of every sample at its fixed point `x[i]` for the
+    /// cotangent `grad[i]` (packed state).
+    pub fn backward<R: FoldRule>(
+        &self,
+        params: &[R::Params],
+        consts: PerSample<'_, R::Consts>,
+        x: &[R::State],
+        grad: &[DVector<f64>],
+        opts: &BackwardOptions,
+    ) -> BatchResults<(R::Grads, SolveStats)> {
+        let n = params.len();
+        let shapes = consts
+            .check(n, "number of per-sample constants")
+            .and_then(|_| crate::__private::check::same_dim("number of fixed points", n, x.len()))
+            .and_then(|_| crate::__private::check::same_dim("number of cotangents", n, grad.len()));
+        let results = match shapes {
+            Err(e) => vec![Err(e); n.max(1)],
+            Ok(()) => self.map(n, |i| {
+                R::backward(&params[i], consts.get(i), &x[i], &grad[i], opts)
+            }),
+        };
+        BatchResults { results }
+    }
+}
+
+/// The sum of per-sample gradients, added in sample order (the same bits for any thread
+/// count); `None` for an empty batch.
+pub fn sum_grads<G: Cotangent>(grads: &[G]) -> Option<G> {
+    let (first, rest) = grads.split_first()?;
+    let mut acc = first.clone();
+    for g in rest {
+        acc += g;
+    }
+    Some(acc)
+}
