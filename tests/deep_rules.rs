@@ -101,12 +101,11 @@ fn sixteen_steps(
         -1.0,
         1.0,
     );
-    let y16 = proj_box(
+    proj_box(
         &(&y15 - (q * &y15 + c.component_mul(&cos(&y15))) * alpha),
         -1.0,
         1.0,
-    );
-    y16
+    )
 }
 
 fn fwd() -> ForwardOptions {

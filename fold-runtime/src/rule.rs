@@ -176,7 +176,11 @@ impl<'a> FlatReader<'a> {
     ) -> Result<Self, FoldError> {
         crate::__private::check::same_dim("number of parameter shapes", count, shapes.len())?;
         let total: usize = shapes.iter().map(|(r, c)| r * c).sum();
-        crate::__private::check::same_dim("flat parameter length (sum of shapes)", total, flat.len())?;
+        crate::__private::check::same_dim(
+            "flat parameter length (sum of shapes)",
+            total,
+            flat.len(),
+        )?;
         Ok(FlatReader {
             flat,
             shapes,

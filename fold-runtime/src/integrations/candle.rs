@@ -169,8 +169,12 @@ impl<R: FoldRule> FoldLayer<R> {
         starts: Option<Arc<Vec<R::State>>>,
     ) -> candle_core::Result<Tensor> {
         let err = |e: FoldError| to_candle::<R>(BatchError { index: 0, error: e });
-        crate::__private::check::same_dim("number of parameter tensors", R::PARAMS.len(), params.len())
-            .map_err(err)?;
+        crate::__private::check::same_dim(
+            "number of parameter tensors",
+            R::PARAMS.len(),
+            params.len(),
+        )
+        .map_err(err)?;
         let first = params[0];
         let b = first.dim(0)?;
         let mut flats = Vec::with_capacity(params.len());
