@@ -47,6 +47,8 @@ pub struct CodegenStats {
     pub linearize_after: OpCounts,
     /// Whether a reduced backward (through a projection's support) was generated.
     pub reduced: bool,
+    /// Empty, or why simplification left more per-linearization work than it found.
+    pub note: &'static str,
     /// Wall time of the whole expansion, microseconds.
     pub expansion_micros: u64,
 }

@@ -87,6 +87,7 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
     let (nodes, classes, iterations) = (report.nodes, report.classes, report.iterations);
     let stop = report.stop_reason.clone();
     let reduced = rule.reduction.is_some();
+    let note = work_note(before, after);
     let stats_of = |micros: u64| {
         quote!(::fold_runtime::CodegenStats {
             egraph_nodes: #nodes,
@@ -98,6 +99,7 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
             linearize_before: #lb,
             linearize_after: #la,
             reduced: #reduced,
+            note: #note,
             expansion_micros: #micros,
         })
     };
@@ -140,6 +142,36 @@ pub fn work(rule: &rule::Rule) -> ([usize; 4], [usize; 4]) {
     let all: Vec<egg::Id> = rule.product_roots().collect();
     let (_, once) = egraph::op_counts(&rule.graph, &all);
     (per_call, once)
+}
+
+/// Why per-linearization work grew in simplification, when it did: the cost model weighs
+/// per-product work [`egraph::cost::PER_CALL_WEIGHT`] times more, so it moves work out of
+/// the products into the linearization (flops compared at `n =` [`egraph::cost::N`]).
+fn work_note(before: ([usize; 4], [usize; 4]), after: ([usize; 4], [usize; 4])) -> String {
+    let w = egraph::cost::weight;
+    let (lb, la) = (w(before.1), w(after.1));
+    if la <= lb {
+        return String::new();
+    }
+    let (vb, va) = (w(before.0), w(after.0));
+    let counts = |c: [usize; 4]| {
+        format!(
+            "{} scalar, {} vector, {} matvec, {} matmul",
+            c[0], c[1], c[2], c[3]
+        )
+    };
+    let (l0, l1) = (counts(before.1), counts(after.1));
+    if va < vb {
+        let (v0, v1) = (counts(before.0), counts(after.0));
+        format!(
+            "per-linearization work grew ({l0} → {l1}) to cut the work of each product ({v0} → {v1}): a product counts {}× a linearization",
+            egraph::cost::PER_CALL_WEIGHT
+        )
+    } else {
+        format!(
+            "per-linearization work grew ({l0} → {l1}) with no gain per product: the saturation budget stopped before a cheaper form was found"
+        )
+    }
 }
 
 /// The module pretty-printed with prettyplease.
