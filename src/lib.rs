@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod benchdata;
+pub mod sparsedata;
 
 pub use fold_runtime;
 

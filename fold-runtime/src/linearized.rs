@@ -2,6 +2,7 @@
 
 use crate::Cotangent;
 use nalgebra::{DMatrix, DVector};
+use nalgebra_sparse::CsrMatrix;
 
 /// `U` linearized at `(x, θ)`: products with `Φ = ∂U/∂x` and `Ψ = ∂U/∂θ`.
 ///
@@ -96,4 +97,10 @@ pub trait Factored {
     /// The dense reduced matrix `I − Kᵀ M_SSᵀ` (|S| × |S|), when the rule's structure lets it
     /// be formed without full-size products.
     fn reduced_matrix(&self) -> Option<DMatrix<f64>>;
+    /// The reduced matrix `I − Kᵀ M_SSᵀ` assembled sparse (O(nnz) memory), when `M` is
+    /// built from `CsrMatrix` constants, diagonals and identities; `Err` when assembling
+    /// it failed (a dimension mismatch).
+    fn reduced_sparse(&self) -> Option<Result<CsrMatrix<f64>, crate::FoldError>> {
+        None
+    }
 }

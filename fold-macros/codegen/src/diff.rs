@@ -752,6 +752,25 @@ pub struct Unstructured(pub &'static str);
 /// forward mode from the seed `I` (scalar intermediates carry gradient vectors).
 /// Fails on matrix-valued intermediates that depend on `var` and on opaque calls.
 pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>>, Unstructured> {
+    jacobian_with(g, outputs, var, false)
+}
+
+/// [`jacobian`], with products by `CsrMatrix` constants kept as sparse factors (for a
+/// reduced matrix assembled sparse; never for a dense Jacobian).
+pub fn sparse_jacobian(
+    g: &mut Graph,
+    outputs: &[Id],
+    var: Id,
+) -> Result<Vec<Option<Id>>, Unstructured> {
+    jacobian_with(g, outputs, var, true)
+}
+
+fn jacobian_with(
+    g: &mut Graph,
+    outputs: &[Id],
+    var: Id,
+    sparse: bool,
+) -> Result<Vec<Option<Id>>, Unstructured> {
     let act = active_set(g, &[var]);
     let top = outputs.iter().map(|o| usize::from(*o)).max().unwrap_or(0);
     let mut jac: HashMap<Id, Id> = HashMap::new();
@@ -805,7 +824,7 @@ pub fn jacobian(g: &mut Graph, outputs: &[Id], var: Id) -> Result<Vec<Option<Id>
                         "a matrix that depends on the state multiplies a vector",
                     ));
                 }
-                if g.kind(a) == Kind::Sparse {
+                if g.kind(a) == Kind::Sparse && !sparse {
                     return Err(Unstructured(
                         "sparse products have no dense structured Jacobian",
                     ));

@@ -16,6 +16,7 @@ pub mod diff;
 pub mod egraph;
 pub mod emit;
 pub mod emit_rule;
+pub mod emit_sparse;
 pub mod errors;
 pub mod graph;
 #[cfg(feature = "testing")]

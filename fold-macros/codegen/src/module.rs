@@ -751,7 +751,40 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                         }
                 })
             });
-            let matrix = match r.matrix {
+            // A sparse-closed reduced matrix is assembled sparse, never dense.
+            let sparse = r
+                .matrix
+                .filter(|&m| r.sparse && crate::restrict::sparse_closed(&g, m));
+            let sparse_methods = match sparse {
+                None => (TokenStream::new(), TokenStream::new()),
+                Some(m) => {
+                    let mut sc = method_scope();
+                    let leaves = crate::emit_sparse::operands(&g, m);
+                    let items = sc.schedule(&leaves);
+                    let body = sc.compute(&items);
+                    let assembly = crate::emit_sparse::SparseEmitter::new(&sc, &g).assemble(m);
+                    let csr = quote!(::fold_runtime::nalgebra_sparse::CsrMatrix<f64>);
+                    let err = quote!(::fold_runtime::FoldError);
+                    (
+                        quote! {
+                            fn reduced_sparse(&self) -> ::std::result::Result<#csr, #err> {
+                                #body
+                                Ok({ #assembly })
+                            }
+                        },
+                        quote! {
+                            fn reduced_sparse(&self) -> ::std::option::Option<::std::result::Result<#csr, #err>> {
+                                match &self.staged {
+                                    Ok(s) => Some(s.reduced_sparse()),
+                                    Err(e) => Some(Err(e.clone())),
+                                }
+                            }
+                        },
+                    )
+                }
+            };
+            let (sparse_staged, sparse_impl) = sparse_methods;
+            let matrix = match r.matrix.filter(|_| sparse.is_none() && !r.sparse) {
                 None => quote!(None),
                 Some(m) => {
                     let mut sc = method_scope();
@@ -785,6 +818,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
                         #matrix
                     }
+                    #sparse_staged
                 }
             };
             let impl_ = quote! {
@@ -831,6 +865,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                             Err(_) => None,
                         }
                     }
+                    #sparse_impl
                 }
             };
             let hook = quote! {

@@ -389,6 +389,10 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
         };
         out.push_str(&format!("reduced backward (Method::Auto) on {set}:\n"));
         match r.matrix {
+            Some(m) if r.sparse => out.push_str(&format!(
+                "  solve ({}) ξ = {rhs}, assembled sparse\n",
+                p.term(m)
+            )),
             Some(m) => out.push_str(&format!("  solve ({}) ξ = {rhs}\n", p.term(m))),
             None => out.push_str(&format!(
                 "  solve (I − Kᵀ M[{set},{set}]ᵀ) ξ = {rhs} matrix-free\n"

@@ -36,8 +36,11 @@ pub struct Reduction {
     pub inner_params: Vec<Option<Id>>,
     /// `Hᵀ w` per parameter, when the head's own arguments depend on parameters.
     pub head_params: Option<Vec<Option<Id>>>,
-    /// The dense reduced matrix `I − Kᵀ M_SSᵀ`, when `M` has a structured form.
+    /// The reduced matrix `I − Kᵀ M_SSᵀ`, when `M` has a structured form.
     pub matrix: Option<Id>,
+    /// Whether `matrix` is built from sparse constants, diagonals and identities, and is
+    /// assembled sparse (never dense) at run time.
+    pub sparse: bool,
     /// Terms the restriction of `M` to `S × S` visited (linear in the rule's size).
     pub restricted: usize,
 }
@@ -127,12 +130,27 @@ pub fn reduction(
         Some(diff::vjp(g, &hs, &bars, params))
     };
 
-    let (matrix, restricted) = match diff::jacobian(g, &[z], state).ok().and_then(|j| j[0]) {
-        Some(m) => {
+    let dense = diff::jacobian(g, &[z], state).ok().and_then(|j| j[0]);
+    let sparse_m = match dense {
+        Some(_) => None,
+        None => diff::sparse_jacobian(g, &[z], state)
+            .ok()
+            .and_then(|j| j[0]),
+    };
+    let (matrix, sparse, restricted) = match (dense, sparse_m) {
+        (Some(m), _) => {
             let (r, visited) = reduced_matrix(g, m, support, mask, kernel);
-            (Some(r), visited)
+            (Some(r), false, visited)
         }
-        None => (None, 0),
+        (None, Some(m)) => {
+            let (r, visited) = reduced_matrix(g, m, support, mask, kernel);
+            if sparse_closed(g, r) {
+                (Some(r), true, visited)
+            } else {
+                (None, false, visited)
+            }
+        }
+        (None, None) => (None, false, 0),
     };
     Some(Reduction {
         mask,
@@ -143,8 +161,39 @@ pub fn reduction(
         inner_params,
         head_params,
         matrix,
+        sparse,
         restricted,
     })
+}
+
+/// Whether the matrix term `m` is built only from `CsrMatrix` leaves, identities and
+/// diagonals by sums, scalings, transposes, products and support gathers, with at least
+/// one sparse leaf: such a term is assembled sparse in O(nnz).
+pub fn sparse_closed(g: &Graph, m: Id) -> bool {
+    fn walk(g: &Graph, id: Id, memo: &mut HashMap<Id, Option<bool>>) -> Option<bool> {
+        if let Some(&r) = memo.get(&id) {
+            return r;
+        }
+        let r = match g.node(id) {
+            Node::Var(_) => (g.kind(id) == Kind::Sparse).then_some(true),
+            Node::Eye(_) | Node::Diag(_) => Some(false),
+            Node::Transpose(a)
+            | Node::Neg(a)
+            | Node::Mul([_, a])
+            | Node::Div([a, _])
+            | Node::GatherM([a, _])
+            | Node::GatherRows([a, _])
+            | Node::GatherCols([a, _]) => walk(g, *a, memo),
+            Node::Add([a, b]) | Node::MatMul([a, b]) => {
+                let (x, y) = (walk(g, *a, memo), walk(g, *b, memo));
+                Some(x? || y?)
+            }
+            _ => None,
+        };
+        memo.insert(id, r);
+        r
+    }
+    walk(g, m, &mut HashMap::new()) == Some(true)
 }
 
 /// `I − Kᵀ M_SSᵀ`, and the number of distinct terms the restriction visited.

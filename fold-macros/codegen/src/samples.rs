@@ -47,6 +47,15 @@ pub fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "tv_denoising_dual",
+            attr: quote!(state = p, params(y)),
+            item: quote! {
+                fn tv_dual(p: &DVector<f64>, y: &DVector<f64>, d: &CsrMatrix<f64>, alpha: f64, lam: f64) -> DVector<f64> {
+                    clamp(&(p - d * (d.transpose() * p - y) * alpha), -lam, lam)
+                }
+            },
+        },
+        Case {
             name: "ridge_gd",
             attr: quote!(state = x, params(lambda, y)),
             item: quote! {

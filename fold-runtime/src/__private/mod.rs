@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod kernels;
+pub mod sparse;
 
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Lu};
 pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};

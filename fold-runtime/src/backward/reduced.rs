@@ -3,9 +3,11 @@
 
 use super::ladder::{self, Dense, Outcome, System};
 use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
-use crate::solvers::{assemble, DenseOperator, Operator, Solved, DEFAULT_RESTART};
+use crate::solvers::sparse_direct::{sparse_direct, CsrOperator};
+use crate::solvers::{assemble, DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART};
 use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
 use nalgebra::DVector;
+use nalgebra_sparse::CsrMatrix;
 use std::borrow::Cow;
 use std::cell::RefCell;
 
@@ -112,6 +114,8 @@ pub(super) fn reduced_solve<G: Cotangent>(
             [krylov, Method::Direct]
         };
         ladder::run(&system, &rhs, &ladder, &stop)?
+    } else if let Some(r) = f.reduced_sparse() {
+        sparse_reduced_solve(&r?, &rhs, &stop)?
     } else {
         let op = ReducedOperator {
             f,
@@ -151,6 +155,47 @@ pub(super) fn reduced_solve<G: Cotangent>(
         forward_residual: None,
     };
     Ok((u, stats))
+}
+
+/// The assembled sparse reduced system: a sparse factorization (see
+/// [`crate::solvers::sparse_direct`]), then BiCGSTAB and GMRES on the assembled matrix
+/// when it fails (ill-conditioning; a singular system the factorization could not
+/// split). Never a dense `|S| × |S|` matrix.
+fn sparse_reduced_solve(
+    r: &CsrMatrix<f64>,
+    rhs: &DVector<f64>,
+    stop: &Stop,
+) -> Result<Outcome, FoldError> {
+    let k = rhs.len();
+    crate::__private::check::same_dim("rows of reduced_sparse", k, r.nrows())?;
+    crate::__private::check::same_dim("columns of reduced_sparse", k, r.ncols())?;
+    let first = match sparse_direct(r, rhs, stop) {
+        Ok(s) => {
+            return Ok(Outcome {
+                solved: s.solved,
+                method: Method::Direct,
+                null_space_dim: s.dropped,
+            })
+        }
+        Err(e @ (FoldError::NotConverged { .. } | FoldError::Singular)) => e,
+        Err(e) => return Err(e),
+    };
+    let op = CsrOperator::new(r)?;
+    let no_dense = || -> Result<Dense<'static>, FoldError> { Err(FoldError::Singular) };
+    let system = System {
+        op: &op,
+        dense: &no_dense,
+    };
+    let krylov = Method::Gmres {
+        restart: DEFAULT_RESTART.min(k.max(1)),
+    };
+    match ladder::run(&system, rhs, &[Method::BiCgStab, krylov], stop) {
+        Ok(out) => Ok(out),
+        Err(FoldError::NotConverged { .. }) if matches!(first, FoldError::Singular) => {
+            Err(FoldError::Singular)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The full adjoint from the reduced solution: `w = g + Mᵀ u`.

@@ -6,11 +6,13 @@
 //! singular or inconsistent systems quietly, and a silently wrong gradient is the one
 //! failure the runtime must not have.
 
+pub mod banded;
 pub mod bicgstab;
 pub mod dense;
 pub mod direct;
 pub mod gmres;
 pub mod lfpi;
+pub mod sparse_direct;
 
 pub use bicgstab::bicgstab;
 pub use dense::DenseOperator;

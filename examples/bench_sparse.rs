@@ -1,0 +1,180 @@
+//! The sparse backward benchmark: total-variation denoising duals from
+//! `../shared/benchdata-sparse/` (1-D up to n = 10⁶, 2-D up to 512²), the folded backward
+//! with `p*` given, against the reference gradient.
+//!
+//! ```sh
+//! cargo run --release --example bench_sparse -- --json sparse.json
+//! python3 ../shared/tools/compare_sparse.py sparse.json ../shared/benchdata-sparse/peer_results.json
+//! ```
+//!
+//! Options: `--json FILE`, `--only NAME[,NAME…]` (instances), `--methods auto,gmres,bicgstab`,
+//! `--reps K` (median of K, default 7; the explicit full-system methods run
+//! `max(1, K/3)` times), `--max-full N` (explicit methods only up to N states, default 3·10⁵).
+//!
+//! Timed, as for the peers: everything that depends on `p*` — the linearization (z, the
+//! free set, the reduced matrix and its factorization), the solve and the gradient
+//! `dL/dy = g + Ψᵀw` with the cotangent `−D g`. Not timed: loading the data.
+
+use fold::sparsedata::{self, SparseInstance};
+use fold_runtime::prelude::*;
+use std::time::Instant;
+
+/// The dual projected-gradient step of TV denoising (state `p`, parameter `y`).
+#[fold(state = p, params(y))]
+fn tv_dual(
+    p: &DVector<f64>,
+    y: &DVector<f64>,
+    d: &CsrMatrix<f64>,
+    alpha: f64,
+    lam: f64,
+) -> DVector<f64> {
+    clamp(&(p - d * (d.transpose() * p - y) * alpha), -lam, lam)
+}
+
+/// `dL/dy` for `L = g·x*`, `x* = y − Dᵀp*`, by the folded backward.
+fn gradient(
+    inst: &SparseInstance,
+    opts: &BackwardOptions,
+) -> Result<(DVector<f64>, SolveStats), FoldError> {
+    let cot = -(&inst.d * &inst.g);
+    let (grads, stats) = tv_dual::backward_with_stats(
+        &inst.p_star,
+        &inst.y,
+        &inst.d,
+        inst.alpha,
+        inst.lam,
+        &cot,
+        opts,
+    )?;
+    Ok((grads.y + &inst.g, stats))
+}
+
+struct Row {
+    instance: String,
+    method: String,
+    median_s: f64,
+    rel_err: f64,
+    iterations: usize,
+    solver: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let json = flag("--json");
+    let only: Option<Vec<String>> = flag("--only").map(|s| s.split(',').map(String::from).collect());
+    let methods: Vec<String> = flag("--methods")
+        .unwrap_or_else(|| "auto,gmres,bicgstab".into())
+        .split(',')
+        .map(String::from)
+        .collect();
+    let reps: usize = flag("--reps").map_or(Ok(7), |s| s.parse())?;
+    let max_full: usize = flag("--max-full").map_or(Ok(300_000), |s| s.parse())?;
+
+    let root = sparsedata::default_root();
+    let list = match sparsedata::list(&root) {
+        Ok(l) if !l.is_empty() => l,
+        _ => {
+            eprintln!(
+                "no instances under {} (set FOLD_BENCHDATA_SPARSE)",
+                root.display()
+            );
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "{:20} {:14} {:>11} {:>9} {:>7} {:>10}",
+        "instance", "method", "median", "rel_err", "iters", "solver"
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    for (_, _, dir) in list {
+        let name = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if only.as_ref().is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
+        let inst = sparsedata::load(&dir)?;
+        let refn = inst.ref_grad.norm();
+        for method in &methods {
+            let (label, m, k) = match method.as_str() {
+                "auto" => ("fold_auto", Method::Auto, reps),
+                "gmres" => ("fold_gmres", Method::Gmres { restart: 30 }, (reps / 3).max(1)),
+                "bicgstab" => ("fold_bicgstab", Method::BiCgStab, (reps / 3).max(1)),
+                other => return Err(format!("unknown method {other}").into()),
+            };
+            if !matches!(m, Method::Auto) && inst.m > max_full {
+                continue;
+            }
+            let opts = BackwardOptions {
+                method: m,
+                tol: 1e-10,
+                max_iter: 20_000,
+            };
+            let mut times = Vec::new();
+            let mut last = None;
+            for _ in 0..k {
+                let t = Instant::now();
+                let out = gradient(&inst, &opts);
+                times.push(t.elapsed().as_secs_f64());
+                last = Some(out);
+            }
+            let row = match last {
+                Some(Ok((grad, stats))) => Row {
+                    instance: name.clone(),
+                    method: label.into(),
+                    median_s: median(times),
+                    rel_err: (&grad - &inst.ref_grad).norm() / refn,
+                    iterations: stats.iterations,
+                    solver: format!("{:?}", stats.method),
+                },
+                Some(Err(e)) => {
+                    println!("{name:20} {label:14} failed: {e}");
+                    continue;
+                }
+                None => continue,
+            };
+            println!(
+                "{:20} {:14} {:>9.3} ms {:>9.1e} {:>7} {:>10}",
+                row.instance,
+                row.method,
+                row.median_s * 1e3,
+                row.rel_err,
+                row.iterations,
+                row.solver
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(path) = json {
+        let results: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "instance": r.instance,
+                    "method": r.method,
+                    "median_s": r.median_s,
+                    "rel_err": r.rel_err,
+                    "iterations": r.iterations,
+                    "solver": r.solver,
+                })
+            })
+            .collect();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?,
+        )?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! Emission of a sparse-closed matrix term (see [`crate::restrict::sparse_closed`]) as
+//! CSR assembly through `::fold_runtime::__private::sparse`: one `let` per matrix
+//! operation, scalings and signs folded into the sums and products that consume them.
+
+use crate::emit::Scope;
+use crate::graph::Graph;
+use crate::ir::{Kind, Node};
+use egg::Id;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use std::collections::{HashMap, HashSet};
+
+/// The scalar and vector terms (and index sets) the assembly of `m` reads: they are
+/// computed by the ordinary scope before the assembly.
+pub fn operands(g: &Graph, m: Id) -> Vec<Id> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![m];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let leaf = |x: Id, out: &mut Vec<Id>| {
+            if !out.contains(&x) {
+                out.push(x);
+            }
+        };
+        match g.node(id) {
+            Node::Var(_) => leaf(id, &mut out),
+            Node::Eye(v) => match g.node(*v) {
+                Node::GatherV([_, s]) => leaf(*s, &mut out),
+                _ => leaf(*v, &mut out),
+            },
+            Node::Diag(d) => leaf(*d, &mut out),
+            Node::Transpose(a) | Node::Neg(a) => stack.push(*a),
+            Node::Mul([s, a]) | Node::Div([a, s]) => {
+                leaf(*s, &mut out);
+                stack.push(*a);
+            }
+            Node::GatherM([a, s]) | Node::GatherRows([a, s]) | Node::GatherCols([a, s]) => {
+                leaf(*s, &mut out);
+                stack.push(*a);
+            }
+            Node::Add([a, b]) | Node::MatMul([a, b]) => {
+                stack.push(*a);
+                stack.push(*b);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A matrix seen through scalings and signs: `coef · base`.
+struct Scaled {
+    coef: Vec<TokenStream>,
+    negated: bool,
+    base: Id,
+}
+
+/// Emits the assembly of `m`: statements, then the expression of the owned result.
+pub struct SparseEmitter<'s, 'a> {
+    sc: &'s Scope<'a>,
+    g: &'a Graph,
+    done: HashMap<Id, proc_macro2::Ident>,
+    out: TokenStream,
+}
+
+impl<'s, 'a> SparseEmitter<'s, 'a> {
+    /// An emitter reading scalar and vector operands from `sc` (already computed there).
+    pub fn new(sc: &'s Scope<'a>, g: &'a Graph) -> Self {
+        SparseEmitter {
+            sc,
+            g,
+            done: HashMap::new(),
+            out: TokenStream::new(),
+        }
+    }
+
+    /// The statements assembling `m`, ending in the owned CSR matrix.
+    pub fn assemble(mut self, m: Id) -> TokenStream {
+        let sp = quote!(::fold_runtime::__private::sparse);
+        let v = self.scaled(m);
+        // A scaled product takes the scaling as its coefficient: no scaled copy.
+        if let (Node::MatMul([a, b]), Some(c)) = (self.g.node(v.base).clone(), self.coef_tokens(&v)) {
+            let e = self.product(a, b, Some(c));
+            let out = self.out;
+            return quote!(#out #e);
+        }
+        let base = self.matrix(v.base);
+        let coef = self.coef_tokens(&v);
+        let result = match (&coef, self.done.contains_key(&v.base)) {
+            (None, true) => {
+                let name = &self.done[&v.base];
+                quote!(#name)
+            }
+            (None, false) => quote!((#base).clone()),
+            (Some(c), _) => quote!(#sp::scale(#c, #base)),
+        };
+        let out = self.out;
+        quote!(#out #result)
+    }
+
+    fn scaled(&self, mut id: Id) -> Scaled {
+        let mut v = Scaled {
+            coef: Vec::new(),
+            negated: false,
+            base: id,
+        };
+        loop {
+            match self.g.node(id) {
+                Node::Neg(a) => {
+                    v.negated = !v.negated;
+                    id = *a;
+                }
+                Node::Mul([s, a]) if self.g.kind(*a) != Kind::Scalar => {
+                    v.coef.push(self.sc.access(*s));
+                    id = *a;
+                }
+                Node::Div([a, s]) => {
+                    let s = self.sc.access(*s);
+                    v.coef.push(quote!((1.0 / #s)));
+                    id = *a;
+                }
+                _ => break,
+            }
+        }
+        v.base = id;
+        v
+    }
+
+    /// `Some(coefficient)` unless it is 1.
+    fn coef_tokens(&self, v: &Scaled) -> Option<TokenStream> {
+        if v.coef.is_empty() && !v.negated {
+            return None;
+        }
+        let mut t = if v.coef.is_empty() {
+            quote!(1.0)
+        } else {
+            let c = &v.coef;
+            quote!((#(#c)*))
+        };
+        if v.negated {
+            t = quote!(-#t);
+        }
+        Some(t)
+    }
+
+    fn coef_or_one(&self, v: &Scaled) -> TokenStream {
+        self.coef_tokens(v).unwrap_or_else(|| quote!(1.0))
+    }
+
+    /// A reference to the assembled matrix `id` (not a scaling or sign: see `scaled`).
+    fn matrix(&mut self, id: Id) -> TokenStream {
+        if let Some(name) = self.done.get(&id) {
+            return quote!(&#name);
+        }
+        let g = self.g;
+        let sp = quote!(::fold_runtime::__private::sparse);
+        let e = match g.node(id).clone() {
+            Node::Var(_) => return self.sc.access(id),
+            Node::Eye(v) => {
+                let len = match g.node(v) {
+                    Node::GatherV([_, s]) => self.sc.access(*s),
+                    _ => self.sc.access(v),
+                };
+                quote!(#sp::eye((#len).len()))
+            }
+            Node::Diag(d) => {
+                let d = self.sc.access(d);
+                quote!(#sp::diag(#d)?)
+            }
+            Node::Transpose(a) => {
+                let a = self.operand_unscaled(a);
+                quote!(#sp::transpose(#a)?)
+            }
+            Node::GatherM([a, s]) | Node::GatherRows([a, s]) | Node::GatherCols([a, s]) => {
+                let f = match g.node(id) {
+                    Node::GatherM(_) => quote!(sub),
+                    Node::GatherRows(_) => quote!(rows),
+                    _ => quote!(cols),
+                };
+                let a = self.operand_unscaled(a);
+                let s = self.sc.access(s);
+                quote!(#sp::#f(#a, #s)?)
+            }
+            Node::Add([a, b]) => {
+                let (va, vb) = (self.scaled(a), self.scaled(b));
+                let (ca, cb) = (self.coef_or_one(&va), self.coef_or_one(&vb));
+                let (ma, mb) = (self.matrix(va.base), self.matrix(vb.base));
+                quote!(#sp::axpby(#ca, #ma, #cb, #mb)?)
+            }
+            Node::MatMul([a, b]) => self.product(a, b, None),
+            Node::Neg(_) | Node::Mul(_) | Node::Div(_) => {
+                let v = self.scaled(id);
+                let c = self.coef_or_one(&v);
+                let m = self.matrix(v.base);
+                quote!(#sp::scale(#c, #m))
+            }
+            other => {
+                let msg = format!("fold-codegen: {other:?} is not sparse-closed");
+                quote!(compile_error!(#msg))
+            }
+        };
+        let name = format_ident!("sp{}", usize::from(id));
+        self.out.extend(quote!(let #name = #e;));
+        self.done.insert(id, name.clone());
+        quote!(&#name)
+    }
+
+    /// `outer · a b`: `A Bᵀ` through one transposed pattern of `B` (not a transposed
+    /// term), `A_S A_Sᵀ` for gathered rows of one matrix without gathering them.
+    fn product(&mut self, a: Id, b: Id, outer: Option<TokenStream>) -> TokenStream {
+        let g = self.g;
+        let sp = quote!(::fold_runtime::__private::sparse);
+        let (va, vb) = (self.scaled(a), self.scaled(b));
+        let mut coef = va.coef.clone();
+        coef.extend(vb.coef.clone());
+        coef.extend(outer);
+        let c = self.coef_or_one(&Scaled {
+            coef,
+            negated: va.negated ^ vb.negated,
+            base: a,
+        });
+        match (g.node(va.base).clone(), g.node(vb.base).clone()) {
+            (Node::GatherRows([x, s]), Node::Transpose(y)) if y == va.base && !self.done.contains_key(&va.base) => {
+                let x = self.operand_unscaled(x);
+                let s = self.sc.access(s);
+                quote!(#sp::gram_rows(#c, #x, #s)?)
+            }
+            (_, Node::Transpose(y)) => {
+                let ma = self.matrix(va.base);
+                let mb = self.operand_unscaled(y);
+                quote!(#sp::mul_t(#c, #ma, #mb)?)
+            }
+            _ => {
+                let ma = self.matrix(va.base);
+                let mb = self.matrix(vb.base);
+                quote!(#sp::mul(#c, #ma, #mb)?)
+            }
+        }
+    }
+
+    /// A matrix operand that must not carry a scaling (gathers and transposes read it
+    /// as is; a scaled one is assembled first).
+    fn operand_unscaled(&mut self, id: Id) -> TokenStream {
+        self.matrix(id)
+    }
+}
