@@ -71,7 +71,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let json = flag("--json");
-    let only: Option<Vec<String>> = flag("--only").map(|s| s.split(',').map(String::from).collect());
+    let only: Option<Vec<String>> =
+        flag("--only").map(|s| s.split(',').map(String::from).collect());
     let methods: Vec<String> = flag("--methods")
         .unwrap_or_else(|| "auto,gmres,bicgstab".into())
         .split(',')
@@ -109,7 +110,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for method in &methods {
             let (label, m, k) = match method.as_str() {
                 "auto" => ("fold_auto", Method::Auto, reps),
-                "gmres" => ("fold_gmres", Method::Gmres { restart: 30 }, (reps / 3).max(1)),
+                "gmres" => (
+                    "fold_gmres",
+                    Method::Gmres { restart: 30 },
+                    (reps / 3).max(1),
+                ),
                 "bicgstab" => ("fold_bicgstab", Method::BiCgStab, (reps / 3).max(1)),
                 other => return Err(format!("unknown method {other}").into()),
             };

@@ -108,7 +108,10 @@ pub fn load(dir: &Path) -> Result<SparseInstance, String> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        problem: m["problem"].as_str().ok_or("manifest: no problem")?.to_string(),
+        problem: m["problem"]
+            .as_str()
+            .ok_or("manifest: no problem")?
+            .to_string(),
         n,
         m: rows,
         grid,

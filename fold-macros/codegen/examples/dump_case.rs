@@ -4,7 +4,9 @@
 //! cargo run -p fold-codegen --example dump_case -- tv_denoising_dual
 //! ```
 fn main() {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "box_qp_pgd".into());
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "box_qp_pgd".into());
     for case in fold_codegen::samples::cases() {
         if case.name == name {
             match fold_codegen::try_expand(case.attr, case.item) {

@@ -82,7 +82,8 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
         let sp = quote!(::fold_runtime::__private::sparse);
         let v = self.scaled(m);
         // A scaled product takes the scaling as its coefficient: no scaled copy.
-        if let (Node::MatMul([a, b]), Some(c)) = (self.g.node(v.base).clone(), self.coef_tokens(&v)) {
+        if let (Node::MatMul([a, b]), Some(c)) = (self.g.node(v.base).clone(), self.coef_tokens(&v))
+        {
             let e = self.product(a, b, Some(c));
             let out = self.out;
             return quote!(#out #e);
@@ -223,7 +224,9 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             base: a,
         });
         match (g.node(va.base).clone(), g.node(vb.base).clone()) {
-            (Node::GatherRows([x, s]), Node::Transpose(y)) if y == va.base && !self.done.contains_key(&va.base) => {
+            (Node::GatherRows([x, s]), Node::Transpose(y))
+                if y == va.base && !self.done.contains_key(&va.base) =>
+            {
                 let x = self.operand_unscaled(x);
                 let s = self.sc.access(s);
                 quote!(#sp::gram_rows(#c, #x, #s)?)

@@ -323,7 +323,9 @@ mod tests {
     fn sample(m: usize, n: usize, seed: u64) -> DMatrix<f64> {
         let mut x = seed;
         DMatrix::from_fn(m, n, |_, _| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (x >> 11) as f64 / (1u64 << 53) as f64;
             if u < 0.6 {
                 0.0
@@ -342,7 +344,10 @@ mod tests {
         assert_eq!(dense(&mul_t(2.0, &sa, &csr(&bt)).unwrap()), &a * &b * 2.0);
         assert_eq!(dense(&transpose(&sa).unwrap()), a.transpose());
         let c = sample(7, 5, 3);
-        assert_eq!(dense(&axpby(1.0, &sa, -2.0, &csr(&c)).unwrap()), &a - &c * 2.0);
+        assert_eq!(
+            dense(&axpby(1.0, &sa, -2.0, &csr(&c)).unwrap()),
+            &a - &c * 2.0
+        );
         let s = [1, 3, 4];
         let ar = a.select_rows(&s);
         let gram = dense(&gram_rows(0.5, &sa, &s).unwrap());

@@ -12,14 +12,13 @@ use super::banded::BandedLdlt;
 use super::{not_converged, residual_into, Operator, Solved, Stop};
 use crate::FoldError;
 use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::linalg::cholesky::ldlt::factor::LdltRegularization;
 use faer::linalg::solvers::SolveCore;
 use faer::sparse::linalg::cholesky::{
-    factorize_symbolic_cholesky, CholeskySymbolicParams, SymbolicCholesky,
-    SymmetricOrdering,
+    factorize_symbolic_cholesky, CholeskySymbolicParams, SymbolicCholesky, SymmetricOrdering,
 };
 use faer::sparse::linalg::solvers::Lu as SparseLu;
 use faer::sparse::{SparseColMatRef, SymbolicSparseColMatRef};
-use faer::linalg::cholesky::ldlt::factor::LdltRegularization;
 use faer::{Conj, MatMut, Par, Side};
 use nalgebra::DVector;
 use nalgebra_sparse::CsrMatrix;
@@ -63,24 +62,11 @@ impl Operator for CsrOperator<'_> {
     }
 }
 
-/// Which factorization [`sparse_direct`] used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SparseFactorization {
-    /// Banded `LDLᵀ` (no reordering).
-    Banded,
-    /// faer's sparse `LDLᵀ` after an AMD ordering.
-    Ldlt,
-    /// faer's sparse LU.
-    Lu,
-}
-
 /// A verified sparse direct solution.
 #[derive(Debug, Clone)]
 pub struct SparseSolved {
     /// The solution and its residual; `iterations` counts the products with `A`.
     pub solved: Solved,
-    /// The factorization used.
-    pub factorization: SparseFactorization,
     /// Pivots dropped as zero when the count is known (banded), i.e. the dimension of
     /// the null space the solution left out.
     pub dropped: Option<usize>,
@@ -102,8 +88,9 @@ impl Factor {
         match self {
             Factor::Banded(f) => f.solve_in_place(x),
             Factor::Ldlt { symbolic, values } => {
-                let ldlt =
-                    faer::sparse::linalg::cholesky::LdltRef::<'_, usize, f64>::new(symbolic, values);
+                let ldlt = faer::sparse::linalg::cholesky::LdltRef::<'_, usize, f64>::new(
+                    symbolic, values,
+                );
                 let mut mem = MemBuffer::new(symbolic.solve_in_place_scratch::<f64>(1, Par::Seq));
                 let rhs = MatMut::from_column_major_slice_mut(x.as_mut_slice(), n, 1);
                 ldlt.solve_in_place_with_conj(Conj::No, rhs, Par::Seq, MemStack::new(&mut mem));
@@ -135,7 +122,12 @@ fn symmetric(a: &CsrMatrix<f64>, tol: f64) -> bool {
     })
 }
 
-fn factor(a: &CsrMatrix<f64>) -> Result<(Factor, SparseFactorization), FoldError> {
+/// Entries of `L` above which the symmetric factorization is not attempted (1 GiB of
+/// values): Krylov methods on the assembled matrix need O(nnz) instead.
+pub const MAX_FACTOR_ENTRIES: usize = 1 << 27;
+
+/// The factorization of `a`; `Ok(None)` when its fill exceeds [`MAX_FACTOR_ENTRIES`].
+fn factor(a: &CsrMatrix<f64>) -> Result<Option<Factor>, FoldError> {
     let n = a.nrows();
     let sym = SymbolicSparseColMatRef::new_checked(n, n, a.row_offsets(), None, a.col_indices());
     if symmetric(a, SYMMETRY_TOL) {
@@ -153,7 +145,7 @@ fn factor(a: &CsrMatrix<f64>) -> Result<(Factor, SparseFactorization), FoldError
         let b = crate::__private::sparse::bandwidth(a);
         if b <= BANDED_MAX {
             let f = BandedLdlt::factor(a, b, eps, delta);
-            return Ok((Factor::Banded(f), SparseFactorization::Banded));
+            return Ok(Some(Factor::Banded(f)));
         }
         // CSR of a symmetric matrix is its CSC; faer reads the lower triangle.
         let symbolic = factorize_symbolic_cholesky(
@@ -163,6 +155,9 @@ fn factor(a: &CsrMatrix<f64>) -> Result<(Factor, SparseFactorization), FoldError
             CholeskySymbolicParams::default(),
         )
         .map_err(|e| FoldError::primitive("sparse LDLᵀ (symbolic)", format!("{e:?}")))?;
+        if symbolic.len_val() > MAX_FACTOR_ENTRIES {
+            return Ok(None);
+        }
         let mut values = vec![0.0; symbolic.len_val()];
         let mut mem = MemBuffer::new(StackReq::any_of(&[
             symbolic.factorize_numeric_ldlt_scratch::<f64>(Par::Seq, Default::default())
@@ -184,11 +179,11 @@ fn factor(a: &CsrMatrix<f64>) -> Result<(Factor, SparseFactorization), FoldError
                 Default::default(),
             )
             .map_err(|_| FoldError::Singular)?;
-        return Ok((Factor::Ldlt { symbolic, values }, SparseFactorization::Ldlt));
+        return Ok(Some(Factor::Ldlt { symbolic, values }));
     }
     let mat = SparseColMatRef::new(sym, a.values());
     let lu = mat.sp_lu().map_err(|_| FoldError::Singular)?;
-    Ok((Factor::LuOfTranspose(lu), SparseFactorization::Lu))
+    Ok(Some(Factor::LuOfTranspose(lu)))
 }
 
 /// Solves `A x = b` for a square sparse `a` by a sparse factorization and iterative
@@ -212,11 +207,13 @@ pub fn sparse_direct(
     if bnorm == 0.0 {
         return Ok(SparseSolved {
             solved: Solved::zero(b.len()),
-            factorization: SparseFactorization::Banded,
             dropped: None,
         });
     }
-    let (f, which) = factor(a)?;
+    let Some(f) = factor(a)? else {
+        // Too much fill: leave it to the Krylov rungs.
+        return Err(not_converged(0, f64::INFINITY, stop.tol));
+    };
     let dropped = match &f {
         Factor::Banded(f) => Some(f.dropped),
         _ => None,
@@ -240,7 +237,6 @@ pub fn sparse_direct(
                     iterations: products,
                     residual: rel,
                 },
-                factorization: which,
                 dropped: dropped.filter(|&d| d > 0),
             });
         }
@@ -257,4 +253,96 @@ pub fn sparse_direct(
         return Err(FoldError::Singular);
     }
     Err(not_converged(products, rel, stop.tol))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalgebra::DMatrix;
+    use nalgebra_sparse::CooMatrix;
+
+    fn csr(d: &DMatrix<f64>) -> CsrMatrix<f64> {
+        let mut coo = CooMatrix::new(d.nrows(), d.ncols());
+        for i in 0..d.nrows() {
+            for j in 0..d.ncols() {
+                if d[(i, j)] != 0.0 {
+                    coo.push(i, j, d[(i, j)]);
+                }
+            }
+        }
+        CsrMatrix::from(&coo)
+    }
+
+    /// The Laplacian of a 6 × 6 grid graph (singular: constants), bandwidth 6.
+    fn grid_laplacian() -> DMatrix<f64> {
+        let (r, c) = (6, 6);
+        let n = r * c;
+        let mut l = DMatrix::zeros(n, n);
+        let mut edge = |a: usize, b: usize| {
+            l[(a, a)] += 1.0;
+            l[(b, b)] += 1.0;
+            l[(a, b)] -= 1.0;
+            l[(b, a)] -= 1.0;
+        };
+        for i in 0..r {
+            for j in 0..c {
+                if j + 1 < c {
+                    edge(i * c + j, i * c + j + 1);
+                }
+                if i + 1 < r {
+                    edge(i * c + j, (i + 1) * c + j);
+                }
+            }
+        }
+        l
+    }
+
+    fn stop() -> Stop {
+        Stop {
+            tol: 1e-12,
+            max_iter: 100,
+        }
+    }
+
+    #[test]
+    fn amd_ldlt_solves_spd_and_consistent_singular_and_rejects_inconsistent() {
+        let l = grid_laplacian();
+        let n = l.nrows();
+        let spd = &l + DMatrix::identity(n, n) * 0.1;
+        let b = DVector::from_fn(n, |i, _| ((i * 7) % 5) as f64 - 2.0);
+        let s = sparse_direct(&csr(&spd), &b, &stop()).unwrap();
+        assert!((&spd * &s.solved.x - &b).norm() <= 1e-12 * b.norm());
+        // Consistent: b ⊥ constants.
+        let bc = b.add_scalar(-b.mean());
+        let s = sparse_direct(&csr(&l), &bc, &stop()).unwrap();
+        assert!((&l * &s.solved.x - &bc).norm() <= 1e-12 * bc.norm());
+        // Inconsistent: a constant component.
+        let bi = bc.add_scalar(0.5);
+        assert!(matches!(
+            sparse_direct(&csr(&l), &bi, &stop()),
+            Err(FoldError::Singular)
+        ));
+    }
+
+    #[test]
+    fn banded_reports_the_dropped_pivots_and_lu_takes_unsymmetric_systems() {
+        let n = 8;
+        let path = DMatrix::from_fn(n, n, |i, j| match i.abs_diff(j) {
+            0 if i == 0 || i == n - 1 => 1.0,
+            0 => 2.0,
+            1 => -1.0,
+            _ => 0.0,
+        });
+        let b = DVector::from_fn(n, |i, _| (i as f64).sin());
+        let bc = b.add_scalar(-b.mean());
+        let s = sparse_direct(&csr(&path), &bc, &stop()).unwrap();
+        assert_eq!(s.dropped, Some(1));
+        let mut a = path.clone() + DMatrix::identity(n, n);
+        a[(0, 3)] = 0.7;
+        let s = sparse_direct(&csr(&a), &b, &stop()).unwrap();
+        assert!((&a * &s.solved.x - &b).norm() <= 1e-12 * b.norm());
+        assert_eq!(s.dropped, None);
+        let zero = DMatrix::<f64>::zeros(n, n);
+        assert!(sparse_direct(&csr(&zero), &b, &stop()).is_err());
+    }
 }
