@@ -227,7 +227,9 @@ pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize]) -> Result<CsrMatrix<f6
             }
         }
         let row = &mut indices[start..];
-        row.sort_unstable();
+        if !row.is_sorted() {
+            row.sort_unstable();
+        }
         values.extend(row.iter().map(|&t| c * acc[t]));
         offsets.push(indices.len());
     }

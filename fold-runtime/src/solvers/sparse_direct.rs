@@ -11,7 +11,7 @@
 use super::banded::BandedLdlt;
 use super::{not_converged, residual_into, Operator, Solved, Stop};
 use crate::FoldError;
-use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
+use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::ldlt::factor::LdltRegularization;
 use faer::linalg::solvers::SolveCore;
 use faer::sparse::linalg::cholesky::{
@@ -126,72 +126,98 @@ fn symmetric(a: &CsrMatrix<f64>, tol: f64) -> bool {
 /// values): Krylov methods on the assembled matrix need O(nnz) instead.
 pub const MAX_FACTOR_ENTRIES: usize = 1 << 27;
 
-/// The factorization of `a`; `Ok(None)` when its fill exceeds [`MAX_FACTOR_ENTRIES`].
-fn factor(a: &CsrMatrix<f64>) -> Result<Option<Factor>, FoldError> {
+/// Rows sampled by [`looks_symmetric`].
+const SYMMETRY_SAMPLE: usize = 32;
+
+/// Whether `a` is symmetric on a few rows spread over it: a cheap guess, confirmed by
+/// the residual of the symmetric factorization (which reads only the lower triangle).
+fn looks_symmetric(a: &CsrMatrix<f64>) -> bool {
+    let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+    let n = a.nrows();
+    let step = (n / SYMMETRY_SAMPLE).max(1);
+    (0..n).step_by(step).all(|i| {
+        (off[i]..off[i + 1]).all(|p| {
+            let j = idx[p];
+            let row = &idx[off[j]..off[j + 1]];
+            row.binary_search(&i).is_ok_and(|q| {
+                (val[off[j] + q] - val[p]).abs() <= SYMMETRY_TOL * val[p].abs().max(1.0)
+            })
+        })
+    })
+}
+
+/// `L D Lᵀ` of the lower triangle (banded when the band is narrow, faer with AMD
+/// otherwise); `Ok(None)` when its fill exceeds [`MAX_FACTOR_ENTRIES`].
+fn factor_symmetric(a: &CsrMatrix<f64>) -> Result<Option<Factor>, FoldError> {
+    let n = a.nrows();
+    let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+    let dmax = (0..n)
+        .map(|i| {
+            idx[off[i]..off[i + 1]]
+                .binary_search(&i)
+                .map_or(0.0, |p| val[off[i] + p].abs())
+        })
+        .fold(0.0f64, f64::max);
+    if !(dmax > 0.0 && dmax.is_finite()) {
+        return Err(FoldError::Singular);
+    }
+    let (eps, delta) = (PIVOT_DROP * dmax, dmax);
+    let b = crate::__private::sparse::bandwidth(a);
+    if b <= BANDED_MAX {
+        return Ok(Some(Factor::Banded(BandedLdlt::factor(a, b, eps, delta))));
+    }
+    // CSR of a symmetric matrix is its CSC; faer reads the lower triangle.
+    let sym = SymbolicSparseColMatRef::new_checked(n, n, off, None, idx);
+    let symbolic = factorize_symbolic_cholesky(
+        sym,
+        Side::Lower,
+        SymmetricOrdering::Amd,
+        CholeskySymbolicParams::default(),
+    )
+    .map_err(|e| FoldError::primitive("sparse LDLᵀ (symbolic)", format!("{e:?}")))?;
+    if symbolic.len_val() > MAX_FACTOR_ENTRIES {
+        return Ok(None);
+    }
+    let mut values = vec![0.0; symbolic.len_val()];
+    let mut mem = MemBuffer::new(
+        symbolic.factorize_numeric_ldlt_scratch::<f64>(Par::Seq, Default::default()),
+    );
+    let reg = LdltRegularization {
+        dynamic_regularization_signs: None,
+        dynamic_regularization_delta: delta,
+        dynamic_regularization_epsilon: eps,
+    };
+    symbolic
+        .factorize_numeric_ldlt(
+            &mut values,
+            SparseColMatRef::new(sym, val),
+            Side::Lower,
+            reg,
+            Par::Seq,
+            MemStack::new(&mut mem),
+            Default::default(),
+        )
+        .map_err(|_| FoldError::Singular)?;
+    Ok(Some(Factor::Ldlt { symbolic, values }))
+}
+
+/// faer's sparse LU (of `Aᵀ`, whose CSC is `A`'s CSR).
+fn factor_lu(a: &CsrMatrix<f64>) -> Result<Factor, FoldError> {
     let n = a.nrows();
     let sym = SymbolicSparseColMatRef::new_checked(n, n, a.row_offsets(), None, a.col_indices());
-    if symmetric(a, SYMMETRY_TOL) {
-        let dmax = (0..n)
-            .map(|i| {
-                let row = &a.col_indices()[a.row_offsets()[i]..a.row_offsets()[i + 1]];
-                row.binary_search(&i)
-                    .map_or(0.0, |p| a.values()[a.row_offsets()[i] + p].abs())
-            })
-            .fold(0.0f64, f64::max);
-        if !(dmax > 0.0 && dmax.is_finite()) {
-            return Err(FoldError::Singular);
-        }
-        let (eps, delta) = (PIVOT_DROP * dmax, dmax);
-        let b = crate::__private::sparse::bandwidth(a);
-        if b <= BANDED_MAX {
-            let f = BandedLdlt::factor(a, b, eps, delta);
-            return Ok(Some(Factor::Banded(f)));
-        }
-        // CSR of a symmetric matrix is its CSC; faer reads the lower triangle.
-        let symbolic = factorize_symbolic_cholesky(
-            sym,
-            Side::Lower,
-            SymmetricOrdering::Amd,
-            CholeskySymbolicParams::default(),
-        )
-        .map_err(|e| FoldError::primitive("sparse LDLᵀ (symbolic)", format!("{e:?}")))?;
-        if symbolic.len_val() > MAX_FACTOR_ENTRIES {
-            return Ok(None);
-        }
-        let mut values = vec![0.0; symbolic.len_val()];
-        let mut mem = MemBuffer::new(StackReq::any_of(&[
-            symbolic.factorize_numeric_ldlt_scratch::<f64>(Par::Seq, Default::default())
-        ]));
-        let mat = SparseColMatRef::new(sym, a.values());
-        let reg = LdltRegularization {
-            dynamic_regularization_signs: None,
-            dynamic_regularization_delta: delta,
-            dynamic_regularization_epsilon: eps,
-        };
-        symbolic
-            .factorize_numeric_ldlt(
-                &mut values,
-                mat,
-                Side::Lower,
-                reg,
-                Par::Seq,
-                MemStack::new(&mut mem),
-                Default::default(),
-            )
-            .map_err(|_| FoldError::Singular)?;
-        return Ok(Some(Factor::Ldlt { symbolic, values }));
-    }
-    let mat = SparseColMatRef::new(sym, a.values());
-    let lu = mat.sp_lu().map_err(|_| FoldError::Singular)?;
-    Ok(Some(Factor::LuOfTranspose(lu)))
+    let lu = SparseColMatRef::new(sym, a.values())
+        .sp_lu()
+        .map_err(|_| FoldError::Singular)?;
+    Ok(Factor::LuOfTranspose(lu))
 }
 
 /// Solves `A x = b` for a square sparse `a` by a sparse factorization and iterative
 /// refinement, returning only a solution whose true residual meets `stop.tol`.
 ///
 /// Errors: `Singular` when the factorization fails or a singular system is
-/// inconsistent; `NotConverged` when refinement stalls above `tol` (ill-conditioning);
-/// `NonFinite` for a non-finite entry of `a` or `b`.
+/// inconsistent; `NotConverged` when refinement stalls above `tol` (ill-conditioning) or
+/// the factor would not fit [`MAX_FACTOR_ENTRIES`]; `NonFinite` for a non-finite entry
+/// of `a` or `b`.
 pub fn sparse_direct(
     a: &CsrMatrix<f64>,
     b: &DVector<f64>,
@@ -203,18 +229,36 @@ pub fn sparse_direct(
     if !crate::__private::check::all_finite(a.values()) {
         return Err(FoldError::non_finite("sparse reduced matrix"));
     }
-    let bnorm = b.norm();
-    if bnorm == 0.0 {
+    if b.norm() == 0.0 {
         return Ok(SparseSolved {
             solved: Solved::zero(b.len()),
             dropped: None,
         });
     }
-    let Some(f) = factor(a)? else {
-        // Too much fill: leave it to the Krylov rungs.
-        return Err(not_converged(0, f64::INFINITY, stop.tol));
-    };
-    let dropped = match &f {
+    if looks_symmetric(a) {
+        let out = match factor_symmetric(a)? {
+            Some(f) => refine(&op, &f, b, stop),
+            // Too much fill: leave it to the Krylov rungs.
+            None => return Err(not_converged(0, f64::INFINITY, stop.tol)),
+        };
+        match out {
+            Ok(s) => return Ok(s),
+            Err(e) if symmetric(a, SYMMETRY_TOL) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    refine(&op, &factor_lu(a)?, b, stop)
+}
+
+/// Solve and refine against the operator until the true residual meets `tol`.
+fn refine(
+    op: &CsrOperator<'_>,
+    f: &Factor,
+    b: &DVector<f64>,
+    stop: &Stop,
+) -> Result<SparseSolved, FoldError> {
+    let bnorm = b.norm();
+    let dropped = match f {
         Factor::Banded(f) => Some(f.dropped),
         _ => None,
     };
@@ -228,7 +272,7 @@ pub fn sparse_direct(
             return Err(FoldError::Singular);
         }
         let prev = rel;
-        rel = residual_into(&op, &x, b, &mut r)? / bnorm;
+        rel = residual_into(op, &x, b, &mut r)? / bnorm;
         products += 1;
         if rel <= stop.tol {
             return Ok(SparseSolved {
