@@ -11,7 +11,13 @@
 //!    With a dense reduced matrix: Direct (Cholesky when symmetric positive definite,
 //!    see [`crate::solvers::direct_dense`], else LU) then GMRES for
 //!    `|S| ≤` [`REDUCED_DENSE_MAX`], GMRES then Direct above; without one, matrix-free
-//!    GMRES (BiCGSTAB first when products are cheap) then an assembled Direct.
+//!    GMRES (BiCGSTAB first when products are cheap) then an assembled Direct. With a
+//!    *sparse* reduced matrix ([`crate::Factored::reduced_sparse`]: `M` built from
+//!    `CsrMatrix` constants, diagonals and identities) the system is never dense: a
+//!    sparse factorization (banded `LDLᵀ` for half-bandwidths ≤ 4, faer's AMD-ordered
+//!    `LDLᵀ` for other
+//!    symmetric matrices, sparse LU otherwise), then BiCGSTAB and GMRES on the assembled
+//!    matrix when the factorization fails or its factor would exceed 2²⁷ entries (1 GiB).
 //! 2. Otherwise **Direct** then GMRES([`crate::solvers::DEFAULT_RESTART`]) for `n ≤` [`AUTO_DIRECT_MAX`];
 //!    GMRES then Direct up to [`AUTO_FALLBACK_DIRECT_MAX`]; GMRES then BiCGSTAB above.
 //!
@@ -26,6 +32,11 @@
 //! meets `tol`, i.e. when the system is consistent (`g ⊥ null(I − Φ)`: the loss respects
 //! the invariance); [`SolveStats::null_space_dim`] then says so. An inconsistent system
 //! is `Singular`.
+//!
+//! A singular consistent *sparse* reduced system (the cycle space of a graph's free
+//! edges) is factored with its vanishing pivots replaced (a maximal nonsingular principal
+//! subsystem), which gives *a* solution rather than the minimum-norm one; the gradient of
+//! a loss that respects the invariance is the same for every solution (see below).
 //!
 //! The convention for the parameter gradient: adjoints differ by `z ∈ null((I − Φ)ᵀ)`,
 //! and `Ψᵀ w` by `Ψᵀ z`. When fixed points persist as `θ` moves (the usual case: the

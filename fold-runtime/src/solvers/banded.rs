@@ -40,6 +40,29 @@ impl BandedLdlt {
         let mut l = vec![0.0; n * w];
         let mut d = vec![0.0; n];
         let mut dropped = 0;
+        if w == 1 {
+            // Tridiagonal: the same recurrence without the inner loops.
+            for i in 0..n {
+                let mut s = band[2 * i + 1];
+                if i > 0 {
+                    let li = band[2 * i] / d[i - 1];
+                    l[i] = li;
+                    s -= li * li * d[i - 1];
+                }
+                if s.abs() <= eps {
+                    s = delta;
+                    dropped += 1;
+                }
+                d[i] = s;
+            }
+            return BandedLdlt {
+                n,
+                b: w,
+                l,
+                d,
+                dropped,
+            };
+        }
         // Row-oriented LDLᵀ: L[i, j] = (A[i, j] − Σ_k L[i, k] D[k] L[j, k]) / D[j].
         for i in 0..n {
             let lo = i.saturating_sub(w);
@@ -74,6 +97,18 @@ impl BandedLdlt {
     /// `x ← A⁻¹ x`.
     pub fn solve_in_place(&self, x: &mut DVector<f64>) {
         let (n, w) = (self.n, self.b);
+        if w == 1 {
+            for i in 1..n {
+                x[i] -= self.l[i] * x[i - 1];
+            }
+            for i in 0..n {
+                x[i] /= self.d[i];
+            }
+            for i in (0..n.saturating_sub(1)).rev() {
+                x[i] -= self.l[i + 1] * x[i + 1];
+            }
+            return;
+        }
         for i in 0..n {
             let mut s = x[i];
             for k in i.saturating_sub(w)..i {

@@ -151,18 +151,21 @@ fn looks_symmetric(a: &CsrMatrix<f64>) -> bool {
 fn factor_symmetric(a: &CsrMatrix<f64>) -> Result<Option<Factor>, FoldError> {
     let n = a.nrows();
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-    let dmax = (0..n)
-        .map(|i| {
-            idx[off[i]..off[i + 1]]
-                .binary_search(&i)
-                .map_or(0.0, |p| val[off[i] + p].abs())
-        })
-        .fold(0.0f64, f64::max);
+    // One pass for the largest diagonal entry and the half-bandwidth.
+    let (mut dmax, mut b) = (0.0f64, 0usize);
+    for i in 0..n {
+        for p in off[i]..off[i + 1] {
+            let j = idx[p];
+            if j == i {
+                dmax = dmax.max(val[p].abs());
+            }
+            b = b.max(i.abs_diff(j));
+        }
+    }
     if !(dmax > 0.0 && dmax.is_finite()) {
         return Err(FoldError::Singular);
     }
     let (eps, delta) = (PIVOT_DROP * dmax, dmax);
-    let b = crate::__private::sparse::bandwidth(a);
     if b <= BANDED_MAX {
         return Ok(Some(Factor::Banded(BandedLdlt::factor(a, b, eps, delta))));
     }
@@ -226,18 +229,29 @@ pub fn sparse_direct(
     let op = CsrOperator::new(a)?;
     crate::__private::check::same_dim("right-hand side", op.dim(), b.len())?;
     crate::__private::check::finite_vector(b, "right-hand side")?;
-    if !crate::__private::check::all_finite(a.values()) {
-        return Err(FoldError::non_finite("sparse reduced matrix"));
-    }
     if b.norm() == 0.0 {
         return Ok(SparseSolved {
             solved: Solved::zero(b.len()),
             dropped: None,
         });
     }
+    let out = solve_factored(a, &op, b, stop);
+    if out.is_err() && !crate::__private::check::all_finite(a.values()) {
+        // Checked only on failure: a non-finite entry always spoils the solution.
+        return Err(FoldError::non_finite("sparse reduced matrix"));
+    }
+    out
+}
+
+fn solve_factored(
+    a: &CsrMatrix<f64>,
+    op: &CsrOperator<'_>,
+    b: &DVector<f64>,
+    stop: &Stop,
+) -> Result<SparseSolved, FoldError> {
     if looks_symmetric(a) {
         let out = match factor_symmetric(a)? {
-            Some(f) => refine(&op, &f, b, stop),
+            Some(f) => refine(op, &f, b, stop),
             // Too much fill: leave it to the Krylov rungs.
             None => return Err(not_converged(0, f64::INFINITY, stop.tol)),
         };
@@ -247,7 +261,7 @@ pub fn sparse_direct(
             Err(_) => {}
         }
     }
-    refine(&op, &factor_lu(a)?, b, stop)
+    refine(op, &factor_lu(a)?, b, stop)
 }
 
 /// Solve and refine against the operator until the true residual meets `tol`.
@@ -288,9 +302,8 @@ fn refine(
         if step == MAX_REFINE || rel > 0.5 * prev {
             break;
         }
-        let mut c = r.clone();
-        f.solve_in_place(&mut c);
-        x += c;
+        f.solve_in_place(&mut r);
+        x += &r;
     }
     if dropped.is_some_and(|d| d > 0) || rel > 1e-3 {
         // What is left lies outside the range: inconsistent (or not what was factored).
