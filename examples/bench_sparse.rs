@@ -68,7 +68,11 @@ fn expert_1d(inst: &SparseInstance) -> DVector<f64> {
     let mut dpiv = vec![0.0; k];
     let mut l = vec![0.0; k];
     for i in 0..k {
-        let off = if i > 0 && free[i] == free[i - 1] + 1 { -a } else { 0.0 };
+        let off = if i > 0 && free[i] == free[i - 1] + 1 {
+            -a
+        } else {
+            0.0
+        };
         let li = if i > 0 { off / dpiv[i - 1] } else { 0.0 };
         l[i] = li;
         dpiv[i] = 2.0 * a - li * off;

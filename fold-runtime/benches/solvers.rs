@@ -275,6 +275,41 @@ fn thresholds(c: &mut Criterion) {
     group.finish();
 }
 
+/// Where a banded `LDLᵀ` stops beating faer's AMD-ordered sparse `LDLᵀ` on symmetric
+/// positive definite band matrices at k = 10⁵ (sets `BANDED_MAX`): factor, solve and the
+/// verifying residual, as the sparse reduced path runs them.
+fn sparse_band(c: &mut Criterion) {
+    use fold_runtime::__private::sparse_direct_with;
+    use fold_runtime::nalgebra_sparse::{CooMatrix, CsrMatrix};
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut group = c.benchmark_group("sparse_band");
+    let k = 100_000;
+    for w in [1usize, 2, 4, 8, 16] {
+        let mut coo = CooMatrix::new(k, k);
+        for i in 0..k {
+            coo.push(i, i, 2.0 * w as f64 + 1.0);
+            for j in i.saturating_sub(w)..i {
+                let v = rng.random_range(-1.0..1.0);
+                coo.push(i, j, v);
+                coo.push(j, i, v);
+            }
+        }
+        let a = CsrMatrix::from(&coo);
+        let b = random_vector(k, &mut rng);
+        let stop = Stop {
+            tol: 1e-10,
+            max_iter: 10,
+        };
+        group.bench_with_input(BenchmarkId::new("banded", w), &w, |bench, _| {
+            bench.iter(|| sparse_direct_with(black_box(&a), &b, &stop, usize::MAX))
+        });
+        group.bench_with_input(BenchmarkId::new("faer_amd", w), &w, |bench, _| {
+            bench.iter(|| sparse_direct_with(black_box(&a), &b, &stop, 0))
+        });
+    }
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -285,6 +320,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = kernels, methods, lu_1000, thresholds
+    targets = kernels, methods, lu_1000, thresholds, sparse_band
 }
 criterion_main!(benches);

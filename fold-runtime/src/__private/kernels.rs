@@ -82,27 +82,32 @@ pub fn mm(alpha: f64, a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) ->
 
 /// `α A x` for a sparse `A`.
 pub fn sparse_mv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
-    let mut y = DVector::zeros(a.nrows());
-    for (i, row) in a.row_iter().enumerate() {
-        let mut s = 0.0;
-        for (&j, &v) in row.col_indices().iter().zip(row.values()) {
-            s += v * x[j];
-        }
-        y[i] = alpha * s;
-    }
-    y
+    let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+    let x = x.as_slice();
+    DVector::from_iterator(
+        a.nrows(),
+        off.windows(2).map(|w| {
+            let s: f64 = idx[w[0]..w[1]]
+                .iter()
+                .zip(&val[w[0]..w[1]])
+                .map(|(&j, &v)| v * x[j])
+                .sum();
+            alpha * s
+        }),
+    )
 }
 
 /// `α Aᵀ x` for a sparse `A`, without forming `Aᵀ`.
 pub fn sparse_mtv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
-    let mut y = DVector::zeros(a.ncols());
-    for (i, row) in a.row_iter().enumerate() {
+    let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+    let mut y = vec![0.0; a.ncols()];
+    for (i, w) in off.windows(2).enumerate() {
         let xi = alpha * x[i];
-        for (&j, &v) in row.col_indices().iter().zip(row.values()) {
+        for (&j, &v) in idx[w[0]..w[1]].iter().zip(&val[w[0]..w[1]]) {
             y[j] += v * xi;
         }
     }
-    y
+    DVector::from_vec(y)
 }
 
 /// `diag(d) A`.

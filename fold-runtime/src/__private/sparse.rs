@@ -195,15 +195,17 @@ pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize]) -> Result<CsrMatrix<f6
         cptr[j + 1] += cptr[j];
     }
     let nnz = cptr[n];
-    let mut crow = vec![0usize; nnz];
-    let mut cval = vec![0.0; nnz];
-    let mut next = cptr[..n].to_vec();
-    for (r, &i) in s.iter().enumerate() {
-        for p in off[i]..off[i + 1] {
-            let q = &mut next[idx[p]];
-            crow[*q] = r;
-            cval[*q] = val[p];
-            *q += 1;
+    // Filled backwards from each column's end, so that `cptr[j]` ends at its start and
+    // every column lists its rows in increasing order.
+    let mut col: Vec<(usize, f64)> = vec![(0, 0.0); nnz];
+    for j in 0..n {
+        cptr[j] = cptr[j + 1];
+    }
+    for (r, &i) in s.iter().enumerate().rev() {
+        for p in (off[i]..off[i + 1]).rev() {
+            let q = &mut cptr[idx[p]];
+            *q -= 1;
+            col[*q] = (r, val[p]);
         }
     }
     let mut acc = vec![0.0; k];
@@ -216,14 +218,13 @@ pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize]) -> Result<CsrMatrix<f6
         let start = indices.len();
         for p in off[i]..off[i + 1] {
             let (j, v) = (idx[p], val[p]);
-            for q in cptr[j]..cptr[j + 1] {
-                let t = crow[q];
+            for &(t, w) in &col[cptr[j]..cptr[j + 1]] {
                 if mark[t] != r {
                     mark[t] = r;
                     acc[t] = 0.0;
                     indices.push(t);
                 }
-                acc[t] += v * cval[q];
+                acc[t] += v * w;
             }
         }
         let row = &mut indices[start..];

@@ -33,39 +33,34 @@ pub(super) fn checked_state_jacobian<L: Linearized + ?Sized>(
     }
 }
 
-/// The dense matrix for the adjoint system: `I − Φ` from a supplied `Φ` (solved
-/// transposed, so `Φᵀ` is never formed), else `I − Φᵀ` from n products.
-pub(super) fn dense_adjoint<L: Linearized + ?Sized>(
-    lin: &L,
-    n: usize,
-) -> Result<Dense<'static>, FoldError> {
-    Ok(match checked_state_jacobian(lin, n)? {
-        Some(phi) => Dense {
-            matrix: Cow::Owned(identity_minus(phi)),
-            transposed: true,
-            products: 0,
-        },
-        None => Dense {
-            matrix: Cow::Owned(assemble(&AdjointOperator { lin, n })?),
-            transposed: false,
-            products: n,
-        },
-    })
+/// Which of the two systems a dense matrix is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// `(I − Φ)ᵀ w = g`.
+    Adjoint,
+    /// `(I − Φ) t = r`.
+    Tangent,
 }
 
-/// The dense matrix for the tangent system, `I − Φ`.
-pub(super) fn dense_tangent<L: Linearized + ?Sized>(
+/// The dense matrix of one system: `I − Φ` from a supplied `Φ` (the adjoint system is
+/// solved transposed, so `Φᵀ` is never formed), else the operator assembled from n
+/// products.
+pub(super) fn dense_system<L: Linearized + ?Sized>(
     lin: &L,
     n: usize,
+    side: Side,
 ) -> Result<Dense<'static>, FoldError> {
     Ok(match checked_state_jacobian(lin, n)? {
         Some(phi) => Dense {
             matrix: Cow::Owned(identity_minus(phi)),
-            transposed: false,
+            transposed: side == Side::Adjoint,
             products: 0,
         },
         None => Dense {
-            matrix: Cow::Owned(assemble(&TangentOperator { lin, n })?),
+            matrix: Cow::Owned(match side {
+                Side::Adjoint => assemble(&AdjointOperator { lin, n })?,
+                Side::Tangent => assemble(&TangentOperator { lin, n })?,
+            }),
             transposed: false,
             products: n,
         },

@@ -14,7 +14,7 @@
 //!    GMRES (BiCGSTAB first when products are cheap) then an assembled Direct. With a
 //!    *sparse* reduced matrix ([`crate::Factored::reduced_sparse`]: `M` built from
 //!    `CsrMatrix` constants, diagonals and identities) the system is never dense: a
-//!    sparse factorization (banded `LDLᵀ` for half-bandwidths ≤ 4, faer's AMD-ordered
+//!    sparse factorization (banded `LDLᵀ` for half-bandwidths ≤ 16, faer's AMD-ordered
 //!    `LDLᵀ` for other
 //!    symmetric matrices, sparse LU otherwise), then BiCGSTAB and GMRES on the assembled
 //!    matrix when the factorization fails or its factor would exceed 2²⁷ entries (1 GiB).
@@ -55,7 +55,7 @@ mod reduced;
 
 use crate::solvers::Stop;
 use crate::{BackwardOptions, Cotangent, FoldError, Linearized, Method, SolveStats};
-use full::{dense_adjoint, dense_tangent, solve_full, AdjointOperator, TangentOperator};
+use full::{dense_system, solve_full, AdjointOperator, Side, TangentOperator};
 pub use ladder::MIN_NORM_MAX;
 use nalgebra::DVector;
 use reduced::{reduced_adjoint, reduced_solve};
@@ -112,7 +112,7 @@ pub fn folded_backward<L: Linearized + ?Sized>(
         }
         None => {
             let (w, stats) = solve_full(&AdjointOperator { lin, n }, grad, opts, &|| {
-                dense_adjoint(lin, n)
+                dense_system(lin, n, Side::Adjoint)
             })?;
             (lin.vjp_params(&w), stats)
         }
@@ -142,7 +142,7 @@ pub fn solve_adjoint<L: Linearized + ?Sized>(
             Ok((reduced_adjoint(f, grad, &u)?, stats))
         }
         None => solve_full(&AdjointOperator { lin, n }, grad, opts, &|| {
-            dense_adjoint(lin, n)
+            dense_system(lin, n, Side::Adjoint)
         }),
     }
 }
@@ -165,7 +165,7 @@ pub fn folded_jvp<L: Linearized + ?Sized>(
     crate::__private::check::same_dim("Ψ δθ (jvp_params output)", n, rhs.len())?;
     crate::__private::check::finite_vector(&rhs, "Ψ δθ (jvp_params output)")?;
     solve_full(&TangentOperator { lin, n }, &rhs, opts, &|| {
-        dense_tangent(lin, n)
+        dense_system(lin, n, Side::Tangent)
     })
 }
 

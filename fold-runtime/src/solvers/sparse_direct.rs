@@ -24,9 +24,12 @@ use nalgebra::DVector;
 use nalgebra_sparse::CsrMatrix;
 
 /// Largest half-bandwidth factored by [`BandedLdlt`]; wider symmetric bands go to faer.
-/// Banded work is `n b²` against faer's symbolic analysis and supernodes: measured on
-/// `tridiag(−1, 2, −1)` blocks at n = 10⁵, banded 0.4 ms against faer's 3.1 ms.
-pub const BANDED_MAX: usize = 4;
+/// Measured (`cargo bench -p fold-runtime --bench solvers -- sparse_band`: SPD band
+/// matrices at k = 10⁵, factor + solve + verifying residual, on a loaded 2-core VM):
+/// banded 4.8 / 7.6 / 11 / 24 / 51 ms against faer's AMD-ordered `LDLᵀ` 30 / 31 / 91 /
+/// 119 / 282 ms at half-bandwidths 1 / 2 / 4 / 8 / 16. AMD pays where it cuts fill below
+/// the band (grids, graphs), which a narrow band already does not have.
+pub const BANDED_MAX: usize = 16;
 
 /// Relative pivot below which a symmetric factorization treats its pivot as zero.
 const PIVOT_DROP: f64 = 1e-10;
@@ -148,7 +151,7 @@ fn looks_symmetric(a: &CsrMatrix<f64>) -> bool {
 
 /// `L D Lᵀ` of the lower triangle (banded when the band is narrow, faer with AMD
 /// otherwise); `Ok(None)` when its fill exceeds [`MAX_FACTOR_ENTRIES`].
-fn factor_symmetric(a: &CsrMatrix<f64>) -> Result<Option<Factor>, FoldError> {
+fn factor_symmetric(a: &CsrMatrix<f64>, banded_max: usize) -> Result<Option<Factor>, FoldError> {
     let n = a.nrows();
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
     // One pass for the largest diagonal entry and the half-bandwidth.
@@ -166,7 +169,7 @@ fn factor_symmetric(a: &CsrMatrix<f64>) -> Result<Option<Factor>, FoldError> {
         return Err(FoldError::Singular);
     }
     let (eps, delta) = (PIVOT_DROP * dmax, dmax);
-    if b <= BANDED_MAX {
+    if b <= banded_max {
         return Ok(Some(Factor::Banded(BandedLdlt::factor(a, b, eps, delta))));
     }
     // CSR of a symmetric matrix is its CSC; faer reads the lower triangle.
@@ -226,6 +229,17 @@ pub fn sparse_direct(
     b: &DVector<f64>,
     stop: &Stop,
 ) -> Result<SparseSolved, FoldError> {
+    sparse_direct_with(a, b, stop, BANDED_MAX)
+}
+
+/// [`sparse_direct`] with banded factorization up to half-bandwidth `banded_max` (for
+/// the benchmark that sets [`BANDED_MAX`]).
+pub fn sparse_direct_with(
+    a: &CsrMatrix<f64>,
+    b: &DVector<f64>,
+    stop: &Stop,
+    banded_max: usize,
+) -> Result<SparseSolved, FoldError> {
     let op = CsrOperator::new(a)?;
     crate::__private::check::same_dim("right-hand side", op.dim(), b.len())?;
     crate::__private::check::finite_vector(b, "right-hand side")?;
@@ -235,7 +249,7 @@ pub fn sparse_direct(
             dropped: None,
         });
     }
-    let out = solve_factored(a, &op, b, stop);
+    let out = solve_factored(a, &op, b, stop, banded_max);
     if out.is_err() && !crate::__private::check::all_finite(a.values()) {
         // Checked only on failure: a non-finite entry always spoils the solution.
         return Err(FoldError::non_finite("sparse reduced matrix"));
@@ -248,9 +262,10 @@ fn solve_factored(
     op: &CsrOperator<'_>,
     b: &DVector<f64>,
     stop: &Stop,
+    banded_max: usize,
 ) -> Result<SparseSolved, FoldError> {
     if looks_symmetric(a) {
-        let out = match factor_symmetric(a)? {
+        let out = match factor_symmetric(a, banded_max)? {
             Some(f) => refine(op, &f, b, stop),
             // Too much fill: leave it to the Krylov rungs.
             None => return Err(not_converged(0, f64::INFINITY, stop.tol)),
