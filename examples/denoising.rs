@@ -538,8 +538,15 @@ fn unrolled_gradient(
     let mut total = 0.0;
     for s in 0..data.clean.len() {
         let b = &data.noisy[s];
+        // The generated step: the body's `d.transpose() * y` would copy Dᵀ every step.
+        let consts = tv_dual_step::Consts {
+            b: b.clone(),
+            d: data.d.clone(),
+            alpha: ALPHA,
+        };
+        let params = tv_dual_step::Params { lambda };
         let ys = fold_runtime::iterates(
-            |y| Ok(tv_dual_step(y, lambda, b, &data.d, ALPHA)),
+            |y| <tv_dual_step::Rule as FoldRule>::step(&params, &consts, y),
             DVector::zeros(data.n - 1),
             k,
         )?;

@@ -95,18 +95,27 @@ fn make_image(rng: &mut StdRng, n: usize) -> (DVector<f64>, DVector<f64>) {
     (x, b)
 }
 
+/// One step of the rule through its generated code (`d.transpose() * y` in the body
+/// would copy `Dᵀ` on every call; the generated step reads `D` transposed in place).
+fn step(
+    k: &tv_dual_step::Consts,
+    lambda: f64,
+    y: &DVector<f64>,
+) -> Result<DVector<f64>, FoldError> {
+    <tv_dual_step::Rule as FoldRule>::step(&tv_dual_step::Params { lambda }, k, y)
+}
+
 /// The dual fixed point by FISTA with gradient restart from `start`, and the iterations.
 fn forward(
-    b: &DVector<f64>,
-    d: &CsrMatrix<f64>,
+    k: &tv_dual_step::Consts,
     lambda: f64,
     start: &DVector<f64>,
 ) -> Result<(DVector<f64>, usize), FoldError> {
     let mut y = start.map(|v| v.clamp(-lambda, lambda));
     let mut v = y.clone();
     let mut t: f64 = 1.0;
-    for k in 1..=20_000 {
-        let next = tv_dual_step(&v, lambda, b, d, ALPHA);
+    for it in 1..=20_000 {
+        let next = step(k, lambda, &v)?;
         // Restart when the step points against the momentum.
         let restart = (&v - &next).dot(&(&next - &y)) > 0.0;
         let t_next = if restart {
@@ -121,13 +130,13 @@ fn forward(
         };
         y = next;
         t = t_next;
-        if k % 20 == 0 && (tv_dual_step(&y, lambda, b, d, ALPHA) - &y).amax() <= TOL {
-            return Ok((y, k));
+        if it % 20 == 0 && (step(k, lambda, &y)? - &y).amax() <= TOL {
+            return Ok((y, it));
         }
     }
     Err(FoldError::NotConverged {
         iterations: 20_000,
-        residual: (tv_dual_step(&y, lambda, b, d, ALPHA) - &y).amax(),
+        residual: (step(k, lambda, &y)? - &y).amax(),
         tol: TOL,
     })
 }
@@ -165,11 +174,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (clean, b) = make_image(&mut rng, n);
     let d = grid_differences(n);
     let m = d.nrows();
+    let consts = tv_dual_step::Consts {
+        b: b.clone(),
+        d: d.clone(),
+        alpha: ALPHA,
+    };
 
     // --- The gradient at a fixed λ: folded, finite differences, unrolled.
     let lambda = 0.1;
     let t = Instant::now();
-    let (y, iters) = forward(&b, &d, lambda, &DVector::zeros(m))?;
+    let (y, iters) = forward(&consts, lambda, &DVector::zeros(m))?;
     let fwd = t.elapsed().as_secs_f64();
     let g = loss_grad_y(&y, &b, &d, &clean);
     let t = Instant::now();
@@ -190,8 +204,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bwd * 1e3
     );
     let h = 1e-4 * lambda;
-    let (yp, _) = forward(&b, &d, lambda + h, &y)?;
-    let (ym, _) = forward(&b, &d, lambda - h, &y)?;
+    let (yp, _) = forward(&consts, lambda + h, &y)?;
+    let (ym, _) = forward(&consts, lambda - h, &y)?;
     let fd = (loss(&yp, &b, &d, &clean) - loss(&ym, &b, &d, &clean)) / (2.0 * h);
     println!("dL/dλ at λ = {lambda}:");
     println!(
@@ -212,11 +226,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for k in [100, 300] {
         let t = Instant::now();
-        let ys = fold_runtime::iterates(
-            |y| Ok(tv_dual_step(y, lambda, &b, &d, ALPHA)),
-            DVector::zeros(m),
-            k,
-        )?;
+        let ys = fold_runtime::iterates(|y| step(&consts, lambda, y), DVector::zeros(m), k)?;
         let gk = loss_grad_y(ys.last().expect("iterates"), &b, &d, &clean);
         let un = unrolled_backward(
             &ys,
@@ -236,7 +246,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // --- Training: GD on θ = ln λ (bold driver), warm-started forwards.
     let mut lambda = 0.02;
-    let (mut y, _) = forward(&b, &d, lambda, &DVector::zeros(m))?;
+    let (mut y, _) = forward(&consts, lambda, &DVector::zeros(m))?;
     let first = (lambda, y.clone());
     let mut cur = loss(&y, &b, &d, &clean);
     let g = loss_grad_y(&y, &b, &d, &clean);
@@ -255,7 +265,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t_bwd += t.elapsed().as_secs_f64();
         let candidate = lambda * (-lr * lambda * dl).exp();
         let t = Instant::now();
-        let (next, iters) = forward(&b, &d, candidate, &y)?;
+        let (next, iters) = forward(&consts, candidate, &y)?;
         t_fwd += t.elapsed().as_secs_f64();
         let l = loss(&next, &b, &d, &clean);
         if l < cur {
