@@ -35,7 +35,7 @@ impl Budget {
     pub fn for_input(input: usize) -> Budget {
         Budget {
             nodes: (2_000 + 6 * input).min(MAX_NODES),
-            work: 4_000 + 6 * input,
+            work: 2_000 + 3 * input,
         }
     }
 }
