@@ -185,8 +185,13 @@ impl Lowerer<'_> {
             } else {
                 "the next state".to_string()
             };
+            let want = self
+                .sig
+                .blocks
+                .get(b)
+                .map_or(Kind::Vector, |&i| self.sig.args[i].kind);
             let found = match v {
-                Val::Term(id) if self.kind(id) == Kind::Vector => {
+                Val::Term(id) if self.kind(id) == want => {
                     out.push(id);
                     continue;
                 }
@@ -200,7 +205,7 @@ impl Lowerer<'_> {
             };
             self.errors.push_spanned(
                 at,
-                format!("the rule must return {block}, a vector (DVector<f64>); this is {found}"),
+                format!("the rule must return {block}, {}; this is {found}", want.describe()),
             );
             ok = false;
         }
