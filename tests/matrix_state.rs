@@ -1,8 +1,8 @@
 //! Matrix-valued state: a `DMatrix<f64>` state is iterated as its column-major
-//! flattening. Stein equations against their closed form and finite differences of the
-//! whole forward solve, elementwise matrix rules, block state mixing a vector and a
-//! matrix, the dense `Φ` (a Kronecker product, never built by the generated code), and
-//! the `FoldRule` view.
+//! flattening. Stein and Sylvester iterations against their closed forms and finite
+//! differences of the whole forward solve, an elementwise matrix rule, block state mixing
+//! a vector and a matrix, the dense `Φ` (a Kronecker product the generated code never
+//! builds), the `FoldRule` view and dimension errors.
 
 mod common;
 
@@ -15,8 +15,434 @@ fn stein(x: &DMatrix<f64>, a: &DMatrix<f64>, q: &DMatrix<f64>) -> DMatrix<f64> {
     a * x * a.transpose() + q
 }
 
+/// A Sylvester-type step on a rectangular state: `X ← A X B + C` (X is n × m).
+#[fold(state = x, params(a, b, c))]
+fn sylvester(
+    x: &DMatrix<f64>,
+    a: &DMatrix<f64>,
+    b: &DMatrix<f64>,
+    c: &DMatrix<f64>,
+) -> DMatrix<f64> {
+    a * x * b + c
+}
+
+/// Elementwise matrix work: `X ← ½ K ⊙ exp(−s B X) + 0.3 X ⊙ M + tanh(Q)`.
+#[fold(state = x, params(k, s, q))]
+fn elementwise(
+    x: &DMatrix<f64>,
+    k: &DMatrix<f64>,
+    s: f64,
+    q: &DMatrix<f64>,
+    b: &DMatrix<f64>,
+    m: &DMatrix<f64>,
+) -> DMatrix<f64> {
+    let y = exp(&(b * x * (-s)));
+    y.component_mul(k) * 0.5 + x.component_mul(m) * 0.3 + q.map(|e| e.tanh())
+}
+
+/// Block state with a vector and a matrix: `x ← ½ A x + 0.1 P c + c`, `P ← A P Aᵀ + Q`.
+#[fold(state = (x, p), params(a, q, c))]
+fn mean_cov(
+    x: &DVector<f64>,
+    p: &DMatrix<f64>,
+    a: &DMatrix<f64>,
+    q: &DMatrix<f64>,
+    c: &DVector<f64>,
+) -> (DVector<f64>, DMatrix<f64>) {
+    (a * x * 0.5 + p * c * 0.1 + c, a * p * a.transpose() + q)
+}
+
+fn fwd() -> ForwardOptions {
+    ForwardOptions {
+        tol: 1e-14,
+        max_iter: 100_000,
+        anderson: None,
+    }
+}
+
+/// Column-major flattening (written here, independent of the library).
+fn vec_of(m: &DMatrix<f64>) -> DVector<f64> {
+    DVector::from_fn(m.len(), |i, _| m[(i % m.nrows(), i / m.nrows())])
+}
+
+fn mat_of(v: &DVector<f64>, rows: usize, cols: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |i, j| v[i + j * rows])
+}
+
+/// A random matrix with spectral norm at most `r` (Frobenius-normalized).
+fn contraction(rg: &mut rand::rngs::StdRng, rows: usize, cols: usize, r: f64) -> DMatrix<f64> {
+    let m = normal_mat(rg, rows, cols);
+    &m * (r / m.norm())
+}
+
+/// `B ⊗ A`, by its definition.
+fn kron(b: &DMatrix<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
+    let (p, q) = (a.nrows(), a.ncols());
+    DMatrix::from_fn(b.nrows() * p, b.ncols() * q, |i, j| {
+        b[(i / p, j / q)] * a[(i % p, j % q)]
+    })
+}
+
+fn mrel(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
+    (a - b).norm() / b.norm().max(1e-300)
+}
+
+fn methods() -> Vec<BackwardOptions> {
+    [
+        Method::Auto,
+        Method::Direct,
+        Method::Gmres { restart: 30 },
+        Method::BiCgStab,
+        Method::Lfpi,
+    ]
+    .into_iter()
+    .map(|method| BackwardOptions {
+        method,
+        tol: 1e-13,
+        max_iter: 10_000,
+    })
+    .collect()
+}
+
 #[test]
-fn compiles() {
-    println!("{}", stein::DERIVATIVES);
-    println!("{}", stein::SOURCE);
+fn stein_matches_the_closed_form_and_finite_differences() {
+    for seed in 0..3 {
+        let mut r = rng(seed);
+        let n = 5;
+        let a = contraction(&mut r, n, n, 0.8);
+        let q = spd(&mut r, n, 0.5);
+        let gm = normal_mat(&mut r, n, n);
+        let sol = stein::solve(&DMatrix::zeros(n, n), &a, &q, &fwd()).unwrap();
+        // vec(A X Aᵀ) = (A ⊗ A) vec X: X* from one dense Kronecker solve.
+        let eye = DMatrix::identity(n * n, n * n);
+        let xs = mat_of(&dense_solve(&(&eye - kron(&a, &a)), &vec_of(&q)), n, n);
+        assert!(rel_err(&sol.x, &vec_of(&xs)) < 1e-12, "seed {seed}");
+        let x = mat_of(&sol.x, n, n);
+        // L = ⟨G, X*⟩: W = Aᵀ W A + G, ∂Q = W, ∂A = W A X*ᵀ + Wᵀ A X*.
+        let at = a.transpose();
+        let w = mat_of(&dense_solve(&(&eye - kron(&at, &at)), &vec_of(&gm)), n, n);
+        let da = &w * &a * x.transpose() + w.transpose() * &a * &x;
+        let g = vec_of(&gm);
+        for opts in methods() {
+            let grads = stein::backward(&x, &a, &q, &g, &opts).unwrap();
+            assert!(mrel(&grads.q, &w) < 1e-9, "seed {seed} {:?}", opts.method);
+            assert!(mrel(&grads.a, &da) < 1e-9, "seed {seed} {:?}", opts.method);
+        }
+        // Central differences of the whole forward solve.
+        let loss = |a: &DMatrix<f64>, q: &DMatrix<f64>| {
+            let s = stein::solve(&DMatrix::zeros(n, n), a, q, &fwd()).unwrap();
+            g.dot(&s.x)
+        };
+        let grads = stein::backward(&x, &a, &q, &g, &BackwardOptions::default()).unwrap();
+        let h = 1e-6;
+        for (i, j) in [(0, 0), (1, 3), (4, 2)] {
+            let mut ap = a.clone();
+            let mut am = a.clone();
+            ap[(i, j)] += h;
+            am[(i, j)] -= h;
+            let fd = (loss(&ap, &q) - loss(&am, &q)) / (2.0 * h);
+            assert!(
+                (fd - grads.a[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "∂A[{i},{j}]"
+            );
+            let mut qp = q.clone();
+            let mut qm = q.clone();
+            qp[(i, j)] += h;
+            qm[(i, j)] -= h;
+            let fd = (loss(&a, &qp) - loss(&a, &qm)) / (2.0 * h);
+            assert!(
+                (fd - grads.q[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "∂Q[{i},{j}]"
+            );
+        }
+    }
+}
+
+#[test]
+fn stein_jacobians_are_the_kronecker_products() {
+    let mut r = rng(7);
+    let n = 4;
+    let a = contraction(&mut r, n, n, 0.7);
+    let q = spd(&mut r, n, 0.5);
+    let x = normal_mat(&mut r, n, n);
+    let j = stein::jacobians(&x, &a, &q);
+    assert!(mrel(&j.state, &kron(&a, &a)) < 1e-14);
+    assert!(mrel(&j.q, &DMatrix::identity(n * n, n * n)) < 1e-14);
+    // Ψ_a against finite differences of one step, column by column (vec of ∂A).
+    let h = 1e-6;
+    for col in [0, 5, 15] {
+        let (i, k) = (col % n, col / n);
+        let mut ap = a.clone();
+        let mut am = a.clone();
+        ap[(i, k)] += h;
+        am[(i, k)] -= h;
+        let step = |a: &DMatrix<f64>| vec_of(&(a * &x * a.transpose() + &q));
+        let fd = (step(&ap) - step(&am)) / (2.0 * h);
+        assert!(
+            rel_err(&j.a.column(col).into_owned(), &fd) < 1e-8,
+            "column {col}"
+        );
+    }
+    // Matrix-free products agree with the dense Φ.
+    let lin = stein::linearize(&x, &a, &q);
+    let v = normal_vec(&mut r, n * n);
+    assert!(rel_err(&lin.vjp_state(&v), &(j.state.transpose() * &v)) < 1e-13);
+    assert!(rel_err(&lin.jvp_state(&v), &(&j.state * &v)) < 1e-13);
+}
+
+#[test]
+fn rectangular_state_is_column_major() {
+    for seed in 0..3 {
+        let mut r = rng(100 + seed);
+        let (n, m) = (4, 3);
+        let a = contraction(&mut r, n, n, 0.8);
+        let b = contraction(&mut r, m, m, 0.9);
+        let c = normal_mat(&mut r, n, m);
+        let gm = normal_mat(&mut r, n, m);
+        let g = vec_of(&gm);
+        let sol = sylvester::solve(&DMatrix::zeros(n, m), &a, &b, &c, &fwd()).unwrap();
+        assert_eq!(sol.x.len(), n * m);
+        // vec(A X B) = (Bᵀ ⊗ A) vec X.
+        let eye = DMatrix::identity(n * m, n * m);
+        let phi = kron(&b.transpose(), &a);
+        let xs = dense_solve(&(&eye - &phi), &vec_of(&c));
+        assert!(rel_err(&sol.x, &xs) < 1e-12);
+        let x = mat_of(&sol.x, n, m);
+        assert!(mrel(&sylvester::jacobians(&x, &a, &b, &c).state, &phi) < 1e-14);
+        // W = Aᵀ W Bᵀ + G; ∂C = W, ∂A = W (X B)ᵀ, ∂B = (A X)ᵀ W.
+        let w = mat_of(&dense_solve(&(&eye - phi.transpose()), &g), n, m);
+        for opts in methods() {
+            let grads = sylvester::backward(&x, &a, &b, &c, &g, &opts).unwrap();
+            assert!(mrel(&grads.c, &w) < 1e-9, "{:?}", opts.method);
+            assert!(mrel(&grads.a, &(&w * (&x * &b).transpose())) < 1e-9);
+            assert!(mrel(&grads.b, &((&a * &x).transpose() * &w)) < 1e-9);
+        }
+        let grads = sylvester::backward(&x, &a, &b, &c, &g, &BackwardOptions::default()).unwrap();
+        let loss = |b: &DMatrix<f64>| {
+            let s = sylvester::solve(&DMatrix::zeros(n, m), &a, b, &c, &fwd()).unwrap();
+            g.dot(&s.x)
+        };
+        let h = 1e-6;
+        for (i, j) in [(0, 1), (2, 0)] {
+            let mut bp = b.clone();
+            let mut bm = b.clone();
+            bp[(i, j)] += h;
+            bm[(i, j)] -= h;
+            let fd = (loss(&bp) - loss(&bm)) / (2.0 * h);
+            assert!(
+                (fd - grads.b[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "∂B[{i},{j}]"
+            );
+        }
+    }
+}
+
+#[test]
+fn elementwise_matrix_rule_matches_finite_differences() {
+    for seed in 0..3 {
+        let mut r = rng(200 + seed);
+        let (n, m) = (3, 4);
+        let k = normal_mat(&mut r, n, m).map(|e| 0.5 + 0.2 * e.abs().min(1.0));
+        let q = normal_mat(&mut r, n, m);
+        let b = contraction(&mut r, n, n, 0.5);
+        let mm = normal_mat(&mut r, n, m).map(|e| e.abs().min(1.0));
+        let s = 0.7;
+        let g = normal_vec(&mut r, n * m);
+        let x0 = DMatrix::zeros(n, m);
+        let sol = elementwise::solve(&x0, &k, s, &q, &b, &mm, &fwd()).unwrap();
+        let x = mat_of(&sol.x, n, m);
+        // The solution is a fixed point of the user's own function.
+        let next = elementwise(&x, &k, s, &q, &b, &mm);
+        assert!((vec_of(&next) - &sol.x).amax() < 1e-12);
+        let grads =
+            elementwise::backward(&x, &k, s, &q, &b, &mm, &g, &BackwardOptions::default()).unwrap();
+        let loss = |k: &DMatrix<f64>, s: f64, q: &DMatrix<f64>| {
+            let sol = elementwise::solve(&x0, k, s, q, &b, &mm, &fwd()).unwrap();
+            g.dot(&sol.x)
+        };
+        let h = 1e-6;
+        let fd = (loss(&k, s + h, &q) - loss(&k, s - h, &q)) / (2.0 * h);
+        assert!(
+            (fd - grads.s).abs() < 1e-6 * (1.0 + fd.abs()),
+            "∂s {fd} {}",
+            grads.s
+        );
+        for (i, j) in [(0, 0), (2, 3), (1, 2)] {
+            let mut kp = k.clone();
+            let mut km = k.clone();
+            kp[(i, j)] += h;
+            km[(i, j)] -= h;
+            let fd = (loss(&kp, s, &q) - loss(&km, s, &q)) / (2.0 * h);
+            assert!(
+                (fd - grads.k[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "∂K[{i},{j}]"
+            );
+            let mut qp = q.clone();
+            let mut qm = q.clone();
+            qp[(i, j)] += h;
+            qm[(i, j)] -= h;
+            let fd = (loss(&k, s, &qp) - loss(&k, s, &qm)) / (2.0 * h);
+            assert!(
+                (fd - grads.q[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "∂Q[{i},{j}]"
+            );
+        }
+        // Φ from the products against finite differences of one step.
+        let phi = elementwise::jacobians(&x, &k, s, &q, &b, &mm).state;
+        let step = |x: &DVector<f64>| vec_of(&elementwise(&mat_of(x, n, m), &k, s, &q, &b, &mm));
+        for col in [0, 7, 11] {
+            let mut xp = sol.x.clone();
+            let mut xm = sol.x.clone();
+            xp[col] += h;
+            xm[col] -= h;
+            let fd = (step(&xp) - step(&xm)) / (2.0 * h);
+            assert!(
+                rel_err(&phi.column(col).into_owned(), &fd) < 1e-7,
+                "Φ column {col}"
+            );
+        }
+    }
+}
+
+#[test]
+fn block_state_with_a_vector_and_a_matrix() {
+    for seed in 0..3 {
+        let mut r = rng(300 + seed);
+        let n = 4;
+        let a = contraction(&mut r, n, n, 0.8);
+        let q = spd(&mut r, n, 0.5);
+        let c = normal_vec(&mut r, n);
+        let (x0, p0) = (DVector::zeros(n), DMatrix::zeros(n, n));
+        let sol = mean_cov::solve(&x0, &p0, &a, &q, &c, &fwd()).unwrap();
+        assert_eq!(sol.x.len(), n + n * n);
+        let (x, p) = mean_cov::unpack(&sol.x, [(n, 1), (n, n)]);
+        assert_eq!(mean_cov::pack(&x, &p), sol.x);
+        // The blocks are the vector, then the matrix's column-major flattening.
+        assert_eq!(sol.x.rows(0, n).into_owned(), x);
+        assert_eq!(sol.x.rows(n, n * n).into_owned(), vec_of(&p));
+        let (xn, pn) = mean_cov(&x, &p, &a, &q, &c);
+        assert!((xn - &x).amax() < 1e-12 && (pn - &p).amax() < 1e-12);
+        let g = normal_vec(&mut r, n + n * n);
+        let loss = |a: &DMatrix<f64>, q: &DMatrix<f64>, c: &DVector<f64>| {
+            g.dot(&mean_cov::solve(&x0, &p0, a, q, c, &fwd()).unwrap().x)
+        };
+        let h = 1e-6;
+        for opts in methods() {
+            let grads = mean_cov::backward(&x, &p, &a, &q, &c, &g, &opts).unwrap();
+            for (i, j) in [(0, 0), (1, 3), (3, 2)] {
+                let mut ap = a.clone();
+                let mut am = a.clone();
+                ap[(i, j)] += h;
+                am[(i, j)] -= h;
+                let fd = (loss(&ap, &q, &c) - loss(&am, &q, &c)) / (2.0 * h);
+                assert!(
+                    (fd - grads.a[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "∂A[{i},{j}] {:?}",
+                    opts.method
+                );
+                let mut qp = q.clone();
+                let mut qm = q.clone();
+                qp[(i, j)] += h;
+                qm[(i, j)] -= h;
+                let fd = (loss(&a, &qp, &c) - loss(&a, &qm, &c)) / (2.0 * h);
+                assert!(
+                    (fd - grads.q[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "∂Q[{i},{j}]"
+                );
+            }
+            let fd = fd_grad(|c| loss(&a, &q, c), &c, h);
+            assert!(rel_err(&grads.c, &fd) < 1e-6, "∂c {:?}", opts.method);
+        }
+        // Φ from the products against finite differences of one step.
+        let phi = mean_cov::jacobians(&x, &p, &a, &q, &c).state;
+        let step = |s: &DVector<f64>| {
+            let (x, p) = mean_cov::unpack(s, [(n, 1), (n, n)]);
+            let (x, p) = mean_cov(&x, &p, &a, &q, &c);
+            mean_cov::pack(&x, &p)
+        };
+        let fd = DMatrix::from_fn(n + n * n, n + n * n, |i, j| {
+            let mut sp = sol.x.clone();
+            let mut sm = sol.x.clone();
+            sp[j] += h;
+            sm[j] -= h;
+            (step(&sp)[i] - step(&sm)[i]) / (2.0 * h)
+        });
+        assert!(mrel(&phi, &fd) < 1e-8);
+    }
+}
+
+#[test]
+fn fold_rule_packs_matrix_state_column_major() {
+    let mut r = rng(400);
+    let n = 3;
+    let a = contraction(&mut r, n, n, 0.8);
+    let q = spd(&mut r, n, 0.5);
+    let p = stein::Params {
+        a: a.clone(),
+        q: q.clone(),
+    };
+    let k = stein::Consts {};
+    let x0 = DMatrix::zeros(n, n);
+    let sol = <stein::Rule as FoldRule>::solve(&p, &k, &x0, &fwd()).unwrap();
+    let x = <stein::Rule as FoldRule>::unpack(&sol.x, &x0).unwrap();
+    assert_eq!(<stein::Rule as FoldRule>::pack(&x), sol.x);
+    assert_eq!(vec_of(&x), sol.x);
+    let next = <stein::Rule as FoldRule>::step(&p, &k, &x).unwrap();
+    assert!((next - &x).amax() < 1e-12);
+    assert!(<stein::Rule as FoldRule>::unpack(&DVector::zeros(n), &x0).is_err());
+    let g = normal_vec(&mut r, n * n);
+    let (grads, _) =
+        <stein::Rule as FoldRule>::backward(&p, &k, &x, &g, &BackwardOptions::default()).unwrap();
+    let direct = stein::backward(&x, &a, &q, &g, &BackwardOptions::default()).unwrap();
+    assert_eq!(grads, direct);
+    // Block state through the trait.
+    let c = normal_vec(&mut r, n);
+    let pb = mean_cov::Params {
+        a: a.clone(),
+        q: q.clone(),
+        c: c.clone(),
+    };
+    let start = (DVector::zeros(n), DMatrix::zeros(n, n));
+    let sol =
+        <mean_cov::Rule as FoldRule>::solve(&pb, &mean_cov::Consts {}, &start, &fwd()).unwrap();
+    let (xb, pm) = <mean_cov::Rule as FoldRule>::unpack(&sol.x, &start).unwrap();
+    assert_eq!(pm.shape(), (n, n));
+    assert_eq!(<mean_cov::Rule as FoldRule>::pack(&(xb, pm)), sol.x);
+}
+
+#[test]
+fn mismatched_dimensions_are_errors_not_panics() {
+    let n = 3;
+    let a = DMatrix::identity(n, n) * 0.5;
+    let q = DMatrix::identity(n, n);
+    let x = DMatrix::zeros(n, n);
+    let bad_grad = DVector::zeros(n);
+    assert!(matches!(
+        stein::backward(&x, &a, &q, &bad_grad, &BackwardOptions::default()),
+        Err(FoldError::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        stein::solve(&DMatrix::zeros(n, n + 1), &a, &q, &fwd()),
+        Err(FoldError::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        stein::backward(
+            &DMatrix::zeros(2, 2),
+            &a,
+            &q,
+            &DVector::zeros(4),
+            &BackwardOptions::default()
+        ),
+        Err(FoldError::DimensionMismatch { .. })
+    ));
+    // Products with a short vector read the missing entries as NaN instead of panicking.
+    let lin = stein::linearize(&x, &a, &q);
+    assert!(lin.vjp_state(&DVector::zeros(2)).iter().any(|e| e.is_nan()));
+    let (xs, ps) = mean_cov::unpack(&DVector::zeros(2), [(n, 1), (n, n)]);
+    assert!(xs[2].is_nan() && ps.iter().all(|e| e.is_nan()));
+    let nan = DMatrix::from_element(n, n, f64::NAN);
+    assert!(matches!(
+        stein::solve(&nan, &a, &q, &fwd()),
+        Err(FoldError::NonFinite { .. })
+    ));
 }

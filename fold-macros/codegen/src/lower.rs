@@ -205,7 +205,10 @@ impl Lowerer<'_> {
             };
             self.errors.push_spanned(
                 at,
-                format!("the rule must return {block}, {}; this is {found}", want.describe()),
+                format!(
+                    "the rule must return {block}, {}; this is {found}",
+                    want.describe()
+                ),
             );
             ok = false;
         }

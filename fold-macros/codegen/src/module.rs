@@ -883,7 +883,11 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             quote!(#body Ok(#o))
         }
     };
-    let block_tys: Vec<TokenStream> = sig.blocks.iter().map(|&b| kind_ty(sig.args[b].kind)).collect();
+    let block_tys: Vec<TokenStream> = sig
+        .blocks
+        .iter()
+        .map(|&b| kind_ty(sig.args[b].kind))
+        .collect();
     let step_ret = if block_state {
         quote!((#(#block_tys),*))
     } else {

@@ -282,7 +282,10 @@ pub fn flatten(m: DMatrix<f64>) -> DVector<f64> {
 /// (a matrix block of a flat state); entries beyond `v` read as NaN (never panics).
 pub fn block_matrix(v: &DVector<f64>, off: usize, rows: usize, cols: usize) -> DMatrix<f64> {
     let len = rows * cols;
-    match off.checked_add(len).and_then(|end| v.as_slice().get(off..end)) {
+    match off
+        .checked_add(len)
+        .and_then(|end| v.as_slice().get(off..end))
+    {
         Some(s) => DMatrix::from_column_slice(rows, cols, s),
         None => DMatrix::from_fn(rows, cols, |i, j| {
             v.get(off + i + j * rows).copied().unwrap_or(f64::NAN)
