@@ -446,3 +446,136 @@ fn mismatched_dimensions_are_errors_not_panics() {
         Err(FoldError::NonFinite { .. })
     ));
 }
+
+/// Row and column totals of a matrix state, nalgebra's shapes: `column_sum()` is the
+/// vector of row totals, `row_sum()` the row of column totals (here the right factor of
+/// an outer product).
+#[fold(state = x, params(a, c, q))]
+fn sums(
+    x: &DMatrix<f64>,
+    a: &DMatrix<f64>,
+    c: &DVector<f64>,
+    q: &DMatrix<f64>,
+    d: &DVector<f64>,
+) -> DMatrix<f64> {
+    a * x * 0.5 + x.column_sum() * c.transpose() * 0.1 + d * x.row_sum() * 0.1 + q
+}
+
+/// Totals of a matrix built from a vector state: `row_sum_tr()` and `row_sum().transpose()`
+/// are the column totals as a vector.
+#[fold(state = x, params(w, b))]
+fn totals(x: &DVector<f64>, w: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
+    let m = w * DMatrix::from_diagonal(&tanh(x));
+    m.column_sum() * 0.3 + m.row_sum_tr() * 0.2 - m.row_sum().transpose() * 0.1 + b
+}
+
+#[test]
+fn row_and_column_sums_match_finite_differences() {
+    for seed in 0..3 {
+        let mut r = rng(500 + seed);
+        let (n, m) = (4, 3);
+        let a = contraction(&mut r, n, n, 0.8);
+        let c = normal_vec(&mut r, m).normalize();
+        let d = normal_vec(&mut r, n).normalize();
+        let q = normal_mat(&mut r, n, m);
+        let x0 = DMatrix::zeros(n, m);
+        let sol = sums::solve(&x0, &a, &c, &q, &d, &fwd()).unwrap();
+        let x = mat_of(&sol.x, n, m);
+        // The same step written with explicit ones vectors (independent of the sums).
+        let (one_m, one_n) = (DVector::from_element(m, 1.0), DVector::from_element(n, 1.0));
+        let by_hand = &a * &x * 0.5
+            + (&x * &one_m) * c.transpose() * 0.1
+            + &d * (x.transpose() * &one_n).transpose() * 0.1
+            + &q;
+        assert!((vec_of(&by_hand) - &sol.x).amax() < 1e-12);
+        let g = normal_vec(&mut r, n * m);
+        let loss = |a: &DMatrix<f64>, c: &DVector<f64>, q: &DMatrix<f64>| {
+            g.dot(&sums::solve(&x0, a, c, q, &d, &fwd()).unwrap().x)
+        };
+        let h = 1e-6;
+        for opts in methods() {
+            let grads = sums::backward(&x, &a, &c, &q, &d, &g, &opts).unwrap();
+            let fd = fd_grad(|c| loss(&a, c, &q), &c, h);
+            assert!(rel_err(&grads.c, &fd) < 1e-6, "∂c {:?}", opts.method);
+            for (i, j) in [(0, 0), (3, 1), (2, 2)] {
+                let mut qp = q.clone();
+                let mut qm = q.clone();
+                qp[(i, j)] += h;
+                qm[(i, j)] -= h;
+                let fd = (loss(&a, &c, &qp) - loss(&a, &c, &qm)) / (2.0 * h);
+                assert!(
+                    (fd - grads.q[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "∂Q[{i},{j}]"
+                );
+                let mut ap = a.clone();
+                let mut am = a.clone();
+                ap[(i, j + 1)] += h;
+                am[(i, j + 1)] -= h;
+                let fd = (loss(&ap, &c, &q) - loss(&am, &c, &q)) / (2.0 * h);
+                assert!(
+                    (fd - grads.a[(i, j + 1)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "∂A"
+                );
+            }
+        }
+        // Φ from the products against finite differences of one step.
+        let phi = sums::jacobians(&x, &a, &c, &q, &d).state;
+        let step = |s: &DVector<f64>| vec_of(&sums(&mat_of(s, n, m), &a, &c, &q, &d));
+        let fd = DMatrix::from_fn(n * m, n * m, |i, j| {
+            let mut sp = sol.x.clone();
+            let mut sm = sol.x.clone();
+            sp[j] += h;
+            sm[j] -= h;
+            (step(&sp)[i] - step(&sm)[i]) / (2.0 * h)
+        });
+        assert!(mrel(&phi, &fd) < 1e-8);
+    }
+}
+
+#[test]
+fn sums_of_a_matrix_built_from_a_vector_state() {
+    for seed in 0..3 {
+        let mut r = rng(600 + seed);
+        let n = 5;
+        let w = contraction(&mut r, n, n, 0.9);
+        let b = normal_vec(&mut r, n);
+        let x0 = DVector::zeros(n);
+        let sol = totals::solve(&x0, &w, &b, &fwd()).unwrap();
+        let x = sol.x.clone();
+        let g = normal_vec(&mut r, n);
+        let grads = totals::backward(&x, &w, &b, &g, &BackwardOptions::default()).unwrap();
+        let loss = |w: &DMatrix<f64>, b: &DVector<f64>| {
+            g.dot(&totals::solve(&x0, w, b, &fwd()).unwrap().x)
+        };
+        let h = 1e-6;
+        let fd = fd_grad(|b| loss(&w, b), &b, h);
+        assert!(rel_err(&grads.b, &fd) < 1e-6);
+        for (i, j) in [(0, 0), (1, 4), (3, 2)] {
+            let mut wp = w.clone();
+            let mut wm = w.clone();
+            wp[(i, j)] += h;
+            wm[(i, j)] -= h;
+            let fd = (loss(&wp, &b) - loss(&wm, &b)) / (2.0 * h);
+            assert!(
+                (fd - grads.w[(i, j)]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "∂W[{i},{j}]"
+            );
+        }
+        let phi = totals::jacobians(&x, &w, &b).state;
+        let fd = DMatrix::from_fn(n, n, |i, j| {
+            let mut xp = x.clone();
+            let mut xm = x.clone();
+            xp[j] += h;
+            xm[j] -= h;
+            (totals(&xp, &w, &b)[i] - totals(&xm, &w, &b)[i]) / (2.0 * h)
+        });
+        assert!(mrel(&phi, &fd) < 1e-8);
+    }
+}
+
+#[test]
+fn sums_derivatives_read_as_math() {
+    println!("{}", sums::DERIVATIVES);
+    println!("{}", totals::DERIVATIVES);
+    assert!(sums::DERIVATIVES.contains("column_sum"));
+}

@@ -256,6 +256,7 @@ impl<'a> Printer<'a> {
             Node::Eye(_) => "I".to_string(),
             Node::Diag(_) => f1("diag"),
             Node::Diagonal(_) => f1("diagonal"),
+            Node::ColumnSum(_) => f1("column_sum"),
             Node::MaxEntry(_) => f1("max"),
             Node::MinEntry(_) => f1("min"),
             Node::ArgMax(_) => format!("1[argmax {}]", c(0, ATOM)),
