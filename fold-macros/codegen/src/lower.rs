@@ -534,7 +534,7 @@ impl Lowerer<'_> {
             BinOp::Add(_) | BinOp::Sub(_) => {
                 let sub = matches!(b.op, BinOp::Sub(_));
                 let (Val::Term(x), Val::Term(y)) = (l, r) else {
-                    return self.err_at(b, format!("`{}` applies to scalars, vectors and matrices of the same kind, not to transposed vectors or tuples", if sub { "-" } else { "+" }));
+                    return self.err_at(b, format!("`{}` applies to scalars, vectors and matrices of the same kind, not to transposed vectors (rows such as `m.row_sum()`: `.transpose()` them back to vectors) or tuples", if sub { "-" } else { "+" }));
                 };
                 self.add_sub(x, y, sub, b).map(Val::Term)
             }
