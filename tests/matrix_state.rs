@@ -579,3 +579,109 @@ fn sums_derivatives_read_as_math() {
     println!("{}", totals::DERIVATIVES);
     assert!(sums::DERIVATIVES.contains("column_sum"));
 }
+
+mod never_panics {
+    //! Arbitrary inputs to matrix-state rules (non-finite values, any shapes, any options):
+    //! never a panic, never a NaN inside an `Ok`.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            6 => -2.0f64..2.0,
+            1 => Just(0.0),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(1e300),
+        ]
+    }
+
+    fn mat(r: usize, c: usize) -> impl Strategy<Value = DMatrix<f64>> {
+        prop::collection::vec(value(), r * c).prop_map(move |v| DMatrix::from_vec(r, c, v))
+    }
+
+    fn any_mat() -> impl Strategy<Value = DMatrix<f64>> {
+        (0usize..4, 0usize..4).prop_flat_map(|(r, c)| mat(r, c))
+    }
+
+    fn vect(n: usize) -> impl Strategy<Value = DVector<f64>> {
+        prop::collection::vec(value(), n).prop_map(DVector::from_vec)
+    }
+
+    /// `(x, a, q, grad)`: mostly consistent shapes, sometimes not.
+    fn stein_problem(
+    ) -> impl Strategy<Value = (DMatrix<f64>, DMatrix<f64>, DMatrix<f64>, DVector<f64>)> {
+        prop_oneof![
+            3 => (1usize..4).prop_flat_map(|n| (mat(n, n), mat(n, n), mat(n, n), vect(n * n))),
+            1 => (any_mat(), any_mat(), any_mat(), (0usize..10).prop_flat_map(vect)),
+        ]
+    }
+
+    fn options() -> impl Strategy<Value = (BackwardOptions, ForwardOptions)> {
+        (
+            prop_oneof![
+                Just(Method::Auto),
+                Just(Method::Direct),
+                (0usize..4).prop_map(|restart| Method::Gmres { restart }),
+                Just(Method::BiCgStab),
+                Just(Method::Lfpi),
+            ],
+            0usize..40,
+            prop::option::of(0usize..3),
+        )
+            .prop_map(|(method, max_iter, anderson)| {
+                (
+                    BackwardOptions {
+                        method,
+                        tol: 1e-10,
+                        max_iter,
+                    },
+                    ForwardOptions {
+                        tol: 1e-10,
+                        max_iter,
+                        anderson,
+                    },
+                )
+            })
+    }
+
+    fn finite(m: &DMatrix<f64>) -> bool {
+        m.iter().all(|e| e.is_finite())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn stein_never_panics_nor_returns_nan((x, a, q, g) in stein_problem(), (o, f) in options()) {
+            if let Ok(grads) = stein::backward(&x, &a, &q, &g, &o) {
+                prop_assert!(finite(&grads.a) && finite(&grads.q), "{grads:?}");
+            }
+            if let Ok(s) = stein::solve(&x, &a, &q, &f) {
+                prop_assert!(s.x.iter().all(|e| e.is_finite()) && s.x.len() == x.len());
+            }
+            let lin = stein::linearize(&x, &a, &q);
+            let _ = lin.vjp_state(&g);
+            let _ = lin.jvp_state(&g);
+            let _ = lin.vjp_params(&g);
+        }
+
+        #[test]
+        fn block_state_never_panics_nor_returns_nan(
+            (x, p, a, q) in (any_mat(), any_mat(), any_mat(), any_mat()),
+            c in (0usize..4).prop_flat_map(vect),
+            g in (0usize..12).prop_flat_map(vect),
+            (o, f) in options(),
+        ) {
+            let xv = DVector::from_column_slice(x.as_slice());
+            if let Ok(grads) = mean_cov::backward(&xv, &p, &a, &q, &c, &g, &o) {
+                prop_assert!(finite(&grads.a) && finite(&grads.q));
+                prop_assert!(grads.c.iter().all(|e| e.is_finite()));
+            }
+            if let Ok(s) = mean_cov::solve(&xv, &p, &a, &q, &c, &f) {
+                prop_assert!(s.x.iter().all(|e| e.is_finite()));
+            }
+            let _ = mean_cov::unpack(&g, [(xv.len(), 1), (p.nrows(), p.ncols())]);
+        }
+    }
+}

@@ -526,6 +526,25 @@ mod tests {
     }
 
     #[test]
+    fn matrix_blocks_are_column_major_and_never_panic() {
+        let m = dmatrix![1.0, 2.0, 3.0; 4.0, 5.0, 6.0];
+        let flat = flatten(m.clone());
+        assert_eq!(flat, dvector![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let packed = pack_entries(&[&[9.0], entries(&m)]);
+        assert_eq!(block_matrix(&packed, 1, 2, 3), m);
+        assert_eq!(block_matrix_or_nan(&packed, &[(1, 1), (2, 3)], 1), m);
+        assert_eq!(
+            block_vector_or_nan(&packed, &[(1, 1), (2, 3)], 0),
+            dvector![9.0]
+        );
+        // Short input: the missing entries read as NaN.
+        let short = block_matrix(&dvector![1.0, 4.0, 2.0], 0, 2, 3);
+        assert_eq!(short.column(0), m.column(0));
+        assert!(short[(1, 1)].is_nan() && short[(1, 2)].is_nan());
+        assert!(block_matrix(&flat, usize::MAX, 1, 1)[(0, 0)].is_nan());
+    }
+
+    #[test]
     fn checked_products_see_every_entry() {
         for (n, m) in [(7usize, 5usize), (8, 8), (33, 9), (1, 1), (5, 0), (64, 64)] {
             let a = DMatrix::from_fn(n, m, |i, j| ((i * 7 + j * 3) as f64).sin());
