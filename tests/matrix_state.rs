@@ -685,3 +685,48 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn batches_of_matrix_state_rules() {
+    use fold_runtime::batch::{Batcher, PerSample};
+    let mut r = rng(700);
+    let n = 3;
+    let params: Vec<stein::Params> = (0..5)
+        .map(|_| stein::Params {
+            a: contraction(&mut r, n, n, 0.7),
+            q: spd(&mut r, n, 0.5),
+        })
+        .collect();
+    let gs: Vec<DVector<f64>> = (0..5).map(|_| normal_vec(&mut r, n * n)).collect();
+    let x0 = DMatrix::zeros(n, n);
+    let b = Batcher::with_threads(2).unwrap();
+    let k = stein::Consts {};
+    let sols = b
+        .solve::<stein::Rule>(
+            &params,
+            PerSample::Shared(&k),
+            PerSample::Shared(&x0),
+            &fwd(),
+        )
+        .into_all()
+        .unwrap();
+    let xs: Vec<DMatrix<f64>> = sols
+        .iter()
+        .map(|s| <stein::Rule as FoldRule>::unpack(&s.x, &x0).unwrap())
+        .collect();
+    let grads = b
+        .backward::<stein::Rule>(
+            &params,
+            PerSample::Shared(&k),
+            &xs,
+            &gs,
+            &BackwardOptions::default(),
+        )
+        .into_all()
+        .unwrap();
+    for (i, (g, _)) in grads.iter().enumerate() {
+        let p = &params[i];
+        let direct = stein::backward(&xs[i], &p.a, &p.q, &gs[i], &BackwardOptions::default());
+        assert_eq!(g, &direct.unwrap(), "sample {i}");
+    }
+}
