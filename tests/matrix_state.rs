@@ -578,6 +578,12 @@ fn sums_derivatives_read_as_math() {
     println!("{}", sums::DERIVATIVES);
     println!("{}", totals::DERIVATIVES);
     assert!(sums::DERIVATIVES.contains("column_sum"));
+    // Column totals read the matrix in place: no transposed copy in the generated code.
+    assert!(sums::SOURCE.contains("row_sum_tr()"));
+    for m in ["x", "v", "u"] {
+        let copy = format!(" {m}.transpose()");
+        assert!(!sums::SOURCE.contains(&copy), "{}", sums::SOURCE);
+    }
 }
 
 mod never_panics {
