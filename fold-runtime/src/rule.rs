@@ -6,8 +6,8 @@
 //! - `pgd_step::Params`: one `pub` field per parameter (attribute order), owned type;
 //! - `pgd_step::Consts`: one `pub` field per constant (signature order), owned type;
 //! - `pgd_step::Rule`: a unit struct implementing [`FoldRule`] with those types, the
-//!   module's `Grads`, and the state as `DVector<f64>` (one block) or a tuple of
-//!   `DVector<f64>` blocks.
+//!   module's `Grads`, and the state as `DVector<f64>` or `DMatrix<f64>` (one block) or a
+//!   tuple of blocks; a matrix block is packed as its column-major flattening.
 //!
 //! ```
 //! use fold_runtime::prelude::*;
@@ -45,7 +45,8 @@ use std::fmt::Debug;
 /// of length n is `(n, 1)`, a matrix is flattened column-major. Every method checks its
 /// inputs and reports bad data as a [`FoldError`]; none panics.
 pub trait FoldRule: 'static {
-    /// The state: `DVector<f64>`, or a tuple of `DVector<f64>` blocks in declared order.
+    /// The state: `DVector<f64>` or `DMatrix<f64>`, or a tuple of such blocks in declared
+    /// order (matrix blocks pack column-major).
     type State: Clone + Send + Sync + Debug;
     /// The parameters, owned (generated `<module>::Params`).
     type Params: Clone + Send + Sync + Debug;
@@ -63,7 +64,8 @@ pub trait FoldRule: 'static {
     /// Number of state blocks.
     const BLOCKS: usize;
 
-    /// The state as one vector (blocks concatenated in declared order).
+    /// The state as one vector (blocks concatenated in declared order, matrices flattened
+    /// column-major).
     fn pack(x: &Self::State) -> DVector<f64>;
     /// Splits a packed state into blocks shaped like `like`; a length mismatch is a
     /// [`FoldError::DimensionMismatch`].

@@ -253,6 +253,14 @@ pub fn vjp(g: &mut Graph, outputs: &[Id], seeds: &[Id], wrt: &[Id]) -> Vec<Optio
                 let t = g.add(Node::Diag(ybar));
                 push(g, 0, t);
             }
+            Node::ColumnSum(m) => {
+                // y = M 1: M̄ = ȳ 1ᵀ (every column of M̄ is ȳ).
+                let t = g.transpose(m);
+                let totals = g.add(Node::ColumnSum(t));
+                let ones = g.add(Node::Ones(totals));
+                let t = g.add(Node::Outer([ybar, ones]));
+                push(g, 0, t);
+            }
             Node::MaxEntry(x) | Node::MinEntry(x) => {
                 let at = arg_indicator(g, &node, x);
                 let t = g.mul(ybar, at);
@@ -534,6 +542,7 @@ pub fn jvp(g: &mut Graph, outputs: &[Id], vars: &[Id], seeds: &[Id]) -> Vec<Opti
             Node::Transpose(_) => d(0).map(|da| g.transpose(da)),
             Node::Diag(_) => d(0).map(|dd| g.add(Node::Diag(dd))),
             Node::Diagonal(_) => d(0).map(|dm| g.diagonal(dm)),
+            Node::ColumnSum(_) => d(0).map(|dm| g.add(Node::ColumnSum(dm))),
             Node::MaxEntry(x) | Node::MinEntry(x) => d(0).map(|dx| {
                 let at = arg_indicator(g, &node, x);
                 g.inner(at, dx)
@@ -1020,6 +1029,9 @@ fn jacobian_with(
             }
             Node::Call(..) | Node::Get(_) => {
                 return Err(Unstructured("an opaque primitive depends on the state"))
+            }
+            Node::ColumnSum(_) => {
+                return Err(Unstructured("a matrix reduction depends on the state"))
             }
             ref n
                 if crate::ir::is_elementwise_unary(n)

@@ -314,6 +314,9 @@ impl<'a> Scope<'a> {
                 view(*a, &mut out);
                 view(*b, &mut out);
             }
+            Node::ColumnSum(m) if self.transposed_view(*m).is_some() => {
+                out.extend(self.transposed_view(*m).map(Item::Node));
+            }
             Node::Solve([m, r]) | Node::SolveT([m, r]) => {
                 let v = peel(g, *m, &|_| false);
                 out.extend(v.coef.iter().map(|c| Item::Node(*c)));
@@ -390,6 +393,14 @@ impl<'a> Scope<'a> {
             }
         }
         None
+    }
+
+    /// `Some(b)` when `id` is `bᵀ` and not computed itself (read `b` instead).
+    fn transposed_view(&self, id: Id) -> Option<Id> {
+        match self.g.node(id) {
+            Node::Transpose(b) if !self.preset(id) => Some(*b),
+            _ => None,
+        }
     }
 
     /// `Some(x)` when `id` is `−x` and not computed itself (so `a + (−x)` is emitted `a − x`).
@@ -871,6 +882,17 @@ impl<'a> Scope<'a> {
                 let x = a(0);
                 quote!(#x.diagonal())
             }
+            Node::ColumnSum(m) => match self.transposed_view(m) {
+                // Column totals read the matrix itself, never a transposed copy.
+                Some(b) => {
+                    let x = self.recv(b);
+                    quote!(#x.row_sum_tr())
+                }
+                None => {
+                    let x = r(0);
+                    quote!(#x.column_sum())
+                }
+            },
             Node::MaxEntry(_) | Node::MinEntry(_) | Node::ArgMax(_) | Node::ArgMin(_) => {
                 let x = a(0);
                 let f = match node {

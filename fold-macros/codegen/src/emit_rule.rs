@@ -83,7 +83,31 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
     let backward_args = all(&|i| user_form(sig, i, &x));
     let step_args = all(&|i| internal_form(sig, i, &x));
 
-    let (state_ty, pack, unpack, step_out) = if sig.block_state {
+    let matrix = |b: usize| sig.args[sig.blocks[b]].kind == Kind::Matrix;
+    let any_matrix = (0..nblocks).any(matrix);
+    let (state_ty, pack, unpack, step_out) = if sig.block_state && any_matrix {
+        // Matrix blocks travel flattened column-major; `unpack` reshapes like `like`.
+        let tys = sig.blocks.iter().map(|&b| kind_ty(sig.args[b].kind));
+        let idx: Vec<Index> = (0..nblocks).map(Index::from).collect();
+        let shapes = (0..nblocks).map(|b| {
+            let i = &idx[b];
+            if matrix(b) {
+                quote!((like.#i.nrows(), like.#i.ncols()))
+            } else {
+                quote!((like.#i.len(), 1))
+            }
+        });
+        (
+            quote!((#(#tys),*)),
+            quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(&x.#idx)),*])),
+            quote! {
+                let lens = [#(like.#idx.len()),*];
+                ::fold_runtime::rule::check_packed(packed, &lens)?;
+                Ok(unpack(packed, [#(#shapes),*]))
+            },
+            quote!(step(#(#step_args),*)),
+        )
+    } else if sig.block_state {
         let tys = (0..nblocks).map(|_| vec.clone());
         let idx: Vec<Index> = (0..nblocks).map(Index::from).collect();
         (
@@ -93,6 +117,16 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
                 let lens = [#(like.#idx.len()),*];
                 ::fold_runtime::rule::check_packed(packed, &lens)?;
                 Ok(unpack(packed, lens))
+            },
+            quote!(step(#(#step_args),*)),
+        )
+    } else if any_matrix {
+        (
+            kind_ty(Kind::Matrix),
+            quote!(::fold_runtime::__private::kernels::flatten(x.clone())),
+            quote! {
+                ::fold_runtime::rule::check_packed(packed, &[like.len()])?;
+                Ok(::fold_runtime::__private::kernels::block_matrix(packed, 0, like.nrows(), like.ncols()))
             },
             quote!(step(#(#step_args),*)),
         )

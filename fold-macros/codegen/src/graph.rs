@@ -90,6 +90,7 @@ pub fn infer_kind(
         }
         Node::MatVec(_)
         | Node::Diagonal(_)
+        | Node::ColumnSum(_)
         | Node::Softmax(_)
         | Node::ProjSimplex(_)
         | Node::ProjCappedSimplex(_)

@@ -347,6 +347,7 @@ impl<'a> Interpreter<'a> {
                 Value::Matrix(DMatrix::identity(n, n))
             }
             Node::Diag(_) => Value::Matrix(DMatrix::from_diagonal(c(0)?.vector()?)),
+            Node::ColumnSum(_) => Value::Vector(c(0)?.matrix()?.column_sum()),
             Node::Diagonal(_) => Value::Vector(c(0)?.matrix()?.diagonal()),
             Node::Select(_) => {
                 if sc(0)? != 0.0 {

@@ -116,6 +116,9 @@ mod language {
             "ones" = Ones(Id),
             "eye" = Eye(Id),
             "diag" = Diag(Id),
+            // Row totals `M 1` of a matrix (nalgebra's `column_sum`); the column totals
+            // (`row_sum_tr`) are `colsum (T M)`.
+            "colsum" = ColumnSum(Id),
             // The diagonal of a square matrix, as a vector (the adjoint of `diag`).
             "diagonal" = Diagonal(Id),
             // Vector reductions with a kink, and the indicators of where they are attained.

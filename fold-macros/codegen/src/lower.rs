@@ -185,8 +185,13 @@ impl Lowerer<'_> {
             } else {
                 "the next state".to_string()
             };
+            let want = self
+                .sig
+                .blocks
+                .get(b)
+                .map_or(Kind::Vector, |&i| self.sig.args[i].kind);
             let found = match v {
-                Val::Term(id) if self.kind(id) == Kind::Vector => {
+                Val::Term(id) if self.kind(id) == want => {
                     out.push(id);
                     continue;
                 }
@@ -200,7 +205,10 @@ impl Lowerer<'_> {
             };
             self.errors.push_spanned(
                 at,
-                format!("the rule must return {block}, a vector (DVector<f64>); this is {found}"),
+                format!(
+                    "the rule must return {block}, {}; this is {found}",
+                    want.describe()
+                ),
             );
             ok = false;
         }
@@ -526,7 +534,7 @@ impl Lowerer<'_> {
             BinOp::Add(_) | BinOp::Sub(_) => {
                 let sub = matches!(b.op, BinOp::Sub(_));
                 let (Val::Term(x), Val::Term(y)) = (l, r) else {
-                    return self.err_at(b, format!("`{}` applies to scalars, vectors and matrices of the same kind, not to transposed vectors or tuples", if sub { "-" } else { "+" }));
+                    return self.err_at(b, format!("`{}` applies to scalars, vectors and matrices of the same kind, not to transposed vectors (rows such as `m.row_sum()`: `.transpose()` them back to vectors) or tuples", if sub { "-" } else { "+" }));
                 };
                 self.add_sub(x, y, sub, b).map(Val::Term)
             }
@@ -697,6 +705,10 @@ impl Lowerer<'_> {
         };
         let recv = match recv_val {
             Val::Term(recv) => recv,
+            // A row (a transposed vector, or a matrix's `row_sum()`) transposed back.
+            Val::Row(v) if name == "transpose" && m.args.is_empty() => {
+                return Some(Val::Term(v))
+            }
             Val::Row(_) => return self.err_at(
                 &m.receiver,
                 format!("`.{name}()` of a transposed vector is not supported: a transposed vector is only the right factor of an outer product `a * b.transpose()`; call `.{name}()` on the vector itself"),
@@ -737,7 +749,8 @@ impl Lowerer<'_> {
         }
         let expected = match name.as_str() {
             "transpose" | "norm" | "norm_squared" | "sum" | "clone" | "to_owned" | "abs"
-            | "exp" | "ln" | "sin" | "cos" | "tanh" | "sqrt" | "recip" => Some(0),
+            | "column_sum" | "row_sum" | "row_sum_tr" | "exp" | "ln" | "sin" | "cos" | "tanh"
+            | "sqrt" | "recip" => Some(0),
             "dot" | "component_mul" | "component_div" | "map" | "add_scalar" | "scale" | "powi"
             | "powf" | "max" | "min" => Some(1),
             _ => None,
@@ -791,6 +804,22 @@ impl Lowerer<'_> {
                     self.g.mul(s, recv)
                 } else {
                     self.g.add(Node::AddS([recv, s]))
+                }
+            }
+            "column_sum" | "row_sum" | "row_sum_tr" => {
+                // nalgebra's shapes: `column_sum()` is the vector of row totals (length
+                // nrows), `row_sum()` the 1 × ncols row of column totals, `row_sum_tr()` that
+                // row as a vector.
+                self.expect_kind(recv, &[Kind::Matrix], m.receiver.span(), &what)?;
+                if name == "column_sum" {
+                    self.g.add(Node::ColumnSum(recv))
+                } else {
+                    let t = self.g.transpose(recv);
+                    let totals = self.g.add(Node::ColumnSum(t));
+                    if name == "row_sum" {
+                        return Some(Val::Row(totals));
+                    }
+                    totals
                 }
             }
             "map" => return self.map(recv, &m.args[0], m.receiver.span()),
@@ -875,7 +904,7 @@ impl Lowerer<'_> {
         let hint = instead.map_or_else(String::new, |i| format!(" (write {i})"));
         self.err(
             span,
-            format!("unsupported method `.{name}()`{hint}; supported methods: on vectors and matrices transpose, dot, component_mul, component_div, norm, norm_squared, sum, map, add_scalar, scale, abs; on scalars exp, ln, sin, cos, tanh, sqrt, abs, recip, powi, powf, max, min"),
+            format!("unsupported method `.{name}()`{hint}; supported methods: on vectors and matrices transpose, dot, component_mul, component_div, norm, norm_squared, sum, map, add_scalar, scale, abs; on matrices column_sum, row_sum, row_sum_tr; on scalars exp, ln, sin, cos, tanh, sqrt, abs, recip, powi, powf, max, min"),
         )
     }
 
@@ -1351,6 +1380,9 @@ const METHODS: &[&str] = &[
     "norm_squared",
     "sum",
     "mean",
+    "column_sum",
+    "row_sum",
+    "row_sum_tr",
     "map",
     "add_scalar",
     "scale",

@@ -471,8 +471,20 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     };
     let owned = |scope: &Scope, id: Id| -> TokenStream { scope.owned(id) };
     // Seeds of block `b` from a concatenated vector parameter.
+    // A matrix state block's seed: the flat (co)tangent reshaped to the block's shape.
+    let matrix_block = |b: usize| sig.args[sig.blocks[b]].kind == Kind::Matrix;
+    let any_matrix_block = (0..nblocks).any(matrix_block);
+    let block_shape = |b: usize| -> (TokenStream, TokenStream) {
+        let a = self_access(sig.blocks[b]);
+        (quote!((#a).nrows()), quote!((#a).ncols()))
+    };
     let bind_blocks = |scope: &mut Scope, seeds: &[Id], param: &Ident| -> TokenStream {
         if !block_state {
+            if matrix_block(0) {
+                let (r, c) = block_shape(0);
+                scope.bind_owned(seeds[0]);
+                return quote!(let #param = ::fold_runtime::__private::kernels::block_matrix(#param, 0, #r, #c););
+            }
             // The parameter itself is the seed.
             scope.bind_ref(seeds[0]);
             return TokenStream::new();
@@ -481,9 +493,16 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let mut off = quote!(0);
         for (b, &sd) in seeds.iter().enumerate() {
             let s = Ident::new(&display_name_of(&g, sd), Span::call_site());
-            out.extend(
-                quote!(let #s = ::fold_runtime::__private::kernels::block(#param, #off, self.blocks[#b]);),
-            );
+            if matrix_block(b) {
+                let (r, c) = block_shape(b);
+                out.extend(
+                    quote!(let #s = ::fold_runtime::__private::kernels::block_matrix(#param, #off, #r, #c);),
+                );
+            } else {
+                out.extend(
+                    quote!(let #s = ::fold_runtime::__private::kernels::block(#param, #off, self.blocks[#b]);),
+                );
+            }
             off = quote!(#off + self.blocks[#b]);
             scope.bind_owned(sd);
         }
@@ -501,10 +520,16 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 None => quote!(&::fold_runtime::nalgebra::DVector::zeros(self.blocks[#b])),
             })
             .collect();
-        if block_state {
+        if block_state && any_matrix_block {
+            quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(#parts)),*]))
+        } else if block_state {
             quote!(::fold_runtime::__private::kernels::pack(&[#(#parts),*]))
         } else {
             match roots[0] {
+                Some(id) if matrix_block(0) => {
+                    let o = owned(scope, id);
+                    quote!(::fold_runtime::__private::kernels::flatten(#o))
+                }
                 Some(id) => owned(scope, id),
                 None => quote!(::fold_runtime::nalgebra::DVector::zeros(self.blocks[0])),
             }
@@ -893,11 +918,15 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             quote!(#body Ok(#o))
         }
     };
+    let block_tys: Vec<TokenStream> = sig
+        .blocks
+        .iter()
+        .map(|&b| kind_ty(sig.args[b].kind))
+        .collect();
     let step_ret = if block_state {
-        let tys = (0..nblocks).map(|_| vec_ty());
-        quote!((#(#tys),*))
+        quote!((#(#block_tys),*))
     } else {
-        vec_ty()
+        block_tys[0].clone()
     };
     let block_idents: Vec<Ident> = sig.blocks.iter().map(|&b| arg_names[b].clone()).collect();
     let solve_fn = {
@@ -916,7 +945,12 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let mut off = quote!(0);
         for (k, &b) in sig.blocks.iter().enumerate() {
             let id = format_ident!("{}_k", arg_names[b]);
-            split.extend(quote!(let #id = ::fold_runtime::__private::kernels::block(packed, #off, lens[#k]);));
+            if matrix_block(k) {
+                let s = &starts[k];
+                split.extend(quote!(let #id = ::fold_runtime::__private::kernels::block_matrix(packed, #off, (#s).nrows(), (#s).ncols());));
+            } else {
+                split.extend(quote!(let #id = ::fold_runtime::__private::kernels::block(packed, #off, lens[#k]);));
+            }
             off = quote!(#off + lens[#k]);
         }
         let next_ids: Vec<Ident> = sig
@@ -930,6 +964,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         } else {
             quote!(#(#next_ids)*)
         };
+        let (start_pack, next_pack) = if any_matrix_block {
+            (
+                quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(#starts)),*])),
+                quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(&#next_ids)),*])),
+            )
+        } else {
+            (
+                quote!(::fold_runtime::__private::kernels::pack(&[#(#starts),*])),
+                quote!(::fold_runtime::__private::kernels::pack(&[#(&#next_ids),*])),
+            )
+        };
         let doc = format!("Runs `{fn_name}` to a fixed point from the given start (every input is checked first).");
         quote! {
             #[doc = #doc]
@@ -937,12 +982,12 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 check_finite(#(#internal_args_in_free),*)?;
                 check_dims(#(#internal_args_in_free),*)?;
                 let lens = [#(#lens),*];
-                let start = ::fold_runtime::__private::kernels::pack(&[#(#starts),*]);
+                let start = #start_pack;
                 ::fold_runtime::fixed_point(
                     |packed: &::fold_runtime::nalgebra::DVector<f64>| {
                         #split
                         let #next_pat = step(#(#internal_args),*)?;
-                        Ok(::fold_runtime::__private::kernels::pack(&[#(&#next_ids),*]))
+                        Ok(#next_pack)
                     },
                     start,
                     #opts_id,
@@ -952,7 +997,32 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     };
 
     // --- pack / unpack for block state ------------------------------------------------------
-    let pack_fns = if block_state {
+    let pack_fns = if block_state && any_matrix_block {
+        let vt = vec_ty();
+        let shapes_ty = quote!([(usize, usize); #nblocks]);
+        let outs: Vec<TokenStream> = (0..nblocks)
+            .map(|k| {
+                if matrix_block(k) {
+                    quote!(::fold_runtime::__private::kernels::block_matrix_or_nan(v, &shapes, #k))
+                } else {
+                    quote!(::fold_runtime::__private::kernels::block_vector_or_nan(v, &shapes, #k))
+                }
+            })
+            .collect();
+        quote! {
+            /// Concatenates the state blocks, in the declared order (matrix blocks
+            /// flattened column-major).
+            pub fn pack(#(#block_idents: &#block_tys),*) -> #vt {
+                ::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(#block_idents)),*])
+            }
+            /// Splits a concatenated state into its blocks of the given shapes `(rows, cols)`
+            /// (`(len, 1)` for a vector block); entries beyond `v`'s length read as NaN
+            /// (this never panics).
+            pub fn unpack(v: &#vt, shapes: #shapes_ty) -> (#(#block_tys),*) {
+                (#(#outs),*)
+            }
+        }
+    } else if block_state {
         let vt = vec_ty();
         let lens_ty = quote!([usize; #nblocks]);
         let outs: Vec<TokenStream> = (0..nblocks)

@@ -256,6 +256,7 @@ impl<'a> Printer<'a> {
             Node::Eye(_) => "I".to_string(),
             Node::Diag(_) => f1("diag"),
             Node::Diagonal(_) => f1("diagonal"),
+            Node::ColumnSum(_) => f1("column_sum"),
             Node::MaxEntry(_) => f1("max"),
             Node::MinEntry(_) => f1("min"),
             Node::ArgMax(_) => format!("1[argmax {}]", c(0, ATOM)),
@@ -369,6 +370,20 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
     }
     let p = Printer::new(&rule.graph, &roots);
     let mut out = String::new();
+    // Matrix state blocks: their (co)tangents are the flat seeds reshaped column-major.
+    for (b, &i) in rule.sig.blocks.iter().enumerate() {
+        if rule.sig.args[i].kind == crate::ir::Kind::Matrix {
+            let name = |ids: &[Id]| match rule.graph.node(ids[b]) {
+                crate::ir::Node::Var(s) => crate::ir::display_name(*s),
+                _ => String::new(),
+            };
+            let (vb, ub) = (name(&rule.seeds.cotangent), name(&rule.seeds.tangent));
+            out.push_str(&format!(
+                "{vb}, {ub}: shaped like {} (the flat vectors, column-major)\n",
+                rule.sig.args[i].name
+            ));
+        }
+    }
     for d in p.definitions(&roots) {
         out.push_str(&d);
         out.push('\n');

@@ -144,15 +144,18 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
         graph.vars.insert(sym, VarInfo { kind, role });
         graph.var(sym)
     };
+    // A matrix state block has matrix seeds: products reshape the flat (co)tangent.
+    let block_kinds: Vec<Kind> = sig.blocks.iter().map(|&i| sig.args[i].kind).collect();
+    let matrix_state = block_kinds.contains(&Kind::Matrix);
     let cotangent: Vec<Id> = seed_names(&sig, "v", &taken)
         .iter()
         .enumerate()
-        .map(|(b, n)| seed(&mut graph, n, Kind::Vector, Role::Cotangent { block: b }))
+        .map(|(b, n)| seed(&mut graph, n, block_kinds[b], Role::Cotangent { block: b }))
         .collect();
     let tangent: Vec<Id> = seed_names(&sig, "u", &taken)
         .iter()
         .enumerate()
-        .map(|(b, n)| seed(&mut graph, n, Kind::Vector, Role::Tangent { block: b }))
+        .map(|(b, n)| seed(&mut graph, n, block_kinds[b], Role::Tangent { block: b }))
         .collect();
     let param_tangent: Vec<Id> = sig
         .params
@@ -176,7 +179,11 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
     let (vjp_state, vjp_params) = adjoints.split_at(state_vars.len());
     let jvp_state = diff::jvp(&mut graph, &outputs, &state_vars, &tangent);
     let jvp_params = diff::jvp(&mut graph, &outputs, &param_vars, &param_tangent);
-    let jac_state = {
+    // Structured Jacobians are built for vector state only; with a matrix block, `Φ` and
+    // `Ψ` are assembled from products (columns of the JVP, rows of the VJP).
+    let jac_state = if matrix_state {
+        None
+    } else {
         let mut rows: Vec<Vec<Option<Id>>> = vec![Vec::new(); outputs.len()];
         let mut ok = true;
         for &b in &state_vars {
@@ -195,6 +202,7 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
         .params
         .iter()
         .map(|&p| match sig.args[p].kind {
+            _ if matrix_state => None,
             Kind::Vector => diff::jacobian(&mut graph, &outputs, args[p]).ok(),
             Kind::Scalar => {
                 let one = graph.num(1.0);
@@ -203,7 +211,7 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
             _ => None,
         })
         .collect();
-    let reduction = if sig.block_state {
+    let reduction = if sig.block_state || matrix_state {
         None
     } else {
         let name = unique("w".to_string(), &taken);

@@ -105,6 +105,15 @@ pub fn cases() -> Vec<Case> {
                 }
             },
         },
+        Case {
+            name: "stein_matrix_state",
+            attr: quote!(state = x, params(a, q)),
+            item: quote! {
+                fn stein(x: &DMatrix<f64>, a: &DMatrix<f64>, q: &DMatrix<f64>) -> DMatrix<f64> {
+                    a * x * a.transpose() + q
+                }
+            },
+        },
     ]
 }
 

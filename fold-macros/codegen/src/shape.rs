@@ -205,6 +205,10 @@ pub fn infer(
                 }
                 s(r)
             }
+            Node::ColumnSum(m) => match s(m) {
+                Shape::Matrix(r, _) => Shape::Vector(r),
+                _ => Shape::Other,
+            },
             Node::Diagonal(m) => match s(m) {
                 Shape::Matrix(r, c) => {
                     sh.unify(r, c);

@@ -127,11 +127,11 @@ pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Si
                     );
                     continue;
                 }
-                if args[i].kind != Kind::Vector {
+                if !matches!(args[i].kind, Kind::Vector | Kind::Matrix) {
                     errors.push_spanned(
                         arg_type_of(sig, s),
                         format!(
-                            "the state `{s}` must be a DVector<f64> (found {}): the solver iterates a vector; for several vectors use block state `state = (x, z, …)`",
+                            "the state `{s}` must be a DVector<f64> or a DMatrix<f64> (found {}): the solver iterates a vector (a matrix state is iterated as its column-major flattening); for several blocks use block state `state = (x, z, …)`",
                             args[i].kind.describe()
                         ),
                     );
@@ -171,7 +171,16 @@ pub fn analyze(attr: &FoldAttr, item: &ItemFn, errors: &mut Errors) -> Option<Si
             ),
         }
     }
-    check_return(sig, attr, errors);
+    // The kind each state block returns: its argument's (a vector when unknown).
+    let block_kinds: Vec<Kind> = attr
+        .state
+        .iter()
+        .map(|s| match args.iter().find(|a| a.name == *s) {
+            Some(a) if a.kind == Kind::Matrix => Kind::Matrix,
+            _ => Kind::Vector,
+        })
+        .collect();
+    check_return(sig, attr, &block_kinds, errors);
     Some(Signature {
         name: sig.ident.clone(),
         vis: item.vis.clone(),
@@ -233,23 +242,42 @@ fn not_an_argument(
     format!("`{name}` is not an argument of `{fn_name}`{hint}; {what} must be one of its arguments: {list}")
 }
 
-fn check_return(sig: &syn::Signature, attr: &FoldAttr, errors: &mut Errors) {
+/// The type name of a state block of kind `kind`.
+fn block_type(kind: Kind) -> &'static str {
+    if kind == Kind::Matrix {
+        "DMatrix<f64>"
+    } else {
+        "DVector<f64>"
+    }
+}
+
+fn check_return(sig: &syn::Signature, attr: &FoldAttr, kinds: &[Kind], errors: &mut Errors) {
     let n = attr.state.len();
+    let tys: Vec<&str> = kinds.iter().map(|k| block_type(*k)).collect();
+    let first = kinds.first().copied().unwrap_or(Kind::Vector);
     let expected = if attr.state_is_tuple {
         let names: Vec<String> = attr.state.iter().map(Ident::to_string).collect();
-        format!(
-            "a tuple of {n} DVector<f64>, one per state block in the order of `state = ({})`",
-            names.join(", ")
-        )
+        if kinds.iter().all(|k| *k == Kind::Vector) {
+            format!(
+                "a tuple of {n} DVector<f64>, one per state block in the order of `state = ({})`",
+                names.join(", ")
+            )
+        } else {
+            format!(
+                "a tuple `({})`, one value per state block in the order of `state = ({})`",
+                tys.join(", "),
+                names.join(", ")
+            )
+        }
     } else {
-        "DVector<f64>, the next state".to_string()
+        format!("{}, the next state", block_type(first))
     };
     let ty = match &sig.output {
         ReturnType::Default => {
             let fix = if attr.state_is_tuple {
-                format!("-> ({})", vec!["DVector<f64>"; n].join(", "))
+                format!("-> ({})", tys.join(", "))
             } else {
-                "-> DVector<f64>".to_string()
+                format!("-> {}", block_type(first))
             };
             errors.push(
                 sig.paren_token.span.close(),
@@ -259,13 +287,17 @@ fn check_return(sig: &syn::Signature, attr: &FoldAttr, errors: &mut Errors) {
         }
         ReturnType::Type(_, ty) => ty,
     };
-    let vector = |t: &Type| matches!(arg_type(t), Ok((Kind::Vector, false)));
+    let is = |t: &Type, k: Kind| matches!(arg_type(t), Ok((found, false)) if found == k);
     let found = match (&**ty, attr.state_is_tuple) {
-        (Type::Tuple(t), true) if t.elems.len() == n && t.elems.iter().all(vector) => return,
+        (Type::Tuple(t), true)
+            if t.elems.len() == n && t.elems.iter().zip(kinds).all(|(t, k)| is(t, *k)) =>
+        {
+            return
+        }
         (Type::Tuple(t), true) if t.elems.len() != n => {
             format!("a tuple of {}", t.elems.len())
         }
-        (t, false) if vector(t) => return,
+        (t, false) if is(t, first) => return,
         (Type::Tuple(t), false) => {
             format!("a tuple of {}, but the state is one block", t.elems.len())
         }

@@ -267,6 +267,51 @@ pub fn block(v: &DVector<f64>, off: usize, len: usize) -> DVector<f64> {
     v.rows(off, len).into_owned()
 }
 
+/// Concatenation of state blocks given as their entries (matrix blocks column-major).
+pub fn pack_entries(blocks: &[&[f64]]) -> DVector<f64> {
+    let n = blocks.iter().map(|b| b.len()).sum();
+    let mut out = Vec::with_capacity(n);
+    for b in blocks {
+        out.extend_from_slice(b);
+    }
+    DVector::from_vec(out)
+}
+
+/// A matrix state's column-major flattening, moving its buffer.
+pub fn flatten(m: DMatrix<f64>) -> DVector<f64> {
+    let n = m.len();
+    m.reshape_generic(nalgebra::Dyn(n), nalgebra::U1)
+}
+
+/// The `rows × cols` matrix whose column-major entries are `v`'s entries from `off`
+/// (a matrix block of a flat state); entries beyond `v` read as NaN (never panics).
+pub fn block_matrix(v: &DVector<f64>, off: usize, rows: usize, cols: usize) -> DMatrix<f64> {
+    let len = rows * cols;
+    match off
+        .checked_add(len)
+        .and_then(|end| v.as_slice().get(off..end))
+    {
+        Some(s) => DMatrix::from_column_slice(rows, cols, s),
+        None => DMatrix::from_fn(rows, cols, |i, j| {
+            v.get(off + i + j * rows).copied().unwrap_or(f64::NAN)
+        }),
+    }
+}
+
+/// Block `k` of a concatenated state with block shapes `shapes` (`(len, 1)` for a vector
+/// block) as a matrix; entries beyond `v` read as NaN (never panics).
+pub fn block_matrix_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize) -> DMatrix<f64> {
+    let off: usize = shapes.iter().take(k).map(|(r, c)| r * c).sum();
+    let (rows, cols) = shapes.get(k).copied().unwrap_or((0, 0));
+    block_matrix(v, off, rows, cols)
+}
+
+/// Block `k` of a concatenated state with block shapes `shapes`, as a vector.
+pub fn block_vector_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize) -> DVector<f64> {
+    let lens: Vec<usize> = shapes.iter().map(|(r, c)| r * c).collect();
+    block_or_nan(v, &lens, k)
+}
+
 /// A NaN-filled vector: the product of a failed linearization.
 pub fn nan_vector(n: usize) -> DVector<f64> {
     DVector::from_element(n, f64::NAN)
@@ -483,6 +528,25 @@ mod tests {
         let csr = CsrMatrix::from(&coo);
         assert_eq!(sparse_mv(1.0, &csr, &x), &a * &x);
         assert_eq!(sparse_mtv(3.0, &csr, &y), a.transpose() * &y * 3.0);
+    }
+
+    #[test]
+    fn matrix_blocks_are_column_major_and_never_panic() {
+        let m = dmatrix![1.0, 2.0, 3.0; 4.0, 5.0, 6.0];
+        let flat = flatten(m.clone());
+        assert_eq!(flat, dvector![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let packed = pack_entries(&[&[9.0], entries(&m)]);
+        assert_eq!(block_matrix(&packed, 1, 2, 3), m);
+        assert_eq!(block_matrix_or_nan(&packed, &[(1, 1), (2, 3)], 1), m);
+        assert_eq!(
+            block_vector_or_nan(&packed, &[(1, 1), (2, 3)], 0),
+            dvector![9.0]
+        );
+        // Short input: the missing entries read as NaN.
+        let short = block_matrix(&dvector![1.0, 4.0, 2.0], 0, 2, 3);
+        assert_eq!(short.column(0), m.column(0));
+        assert!(short[(1, 1)].is_nan() && short[(1, 2)].is_nan());
+        assert!(block_matrix(&flat, usize::MAX, 1, 1)[(0, 0)].is_nan());
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub fn op_counts(node: &Node, kind: Kind, child: &dyn Fn(Id) -> Kind) -> [usize;
         Node::GatherV(_) | Node::Diagonal(_) | Node::MaxEntry(_) | Node::MinEntry(_) => {
             [0, 1, 0, 0]
         }
-        Node::GatherM(_) | Node::GatherRows(_) | Node::GatherCols(_) => [0, 0, 1, 0],
+        Node::GatherM(_) | Node::GatherRows(_) | Node::GatherCols(_) | Node::ColumnSum(_) => {
+            [0, 0, 1, 0]
+        }
         Node::Scatter(_) => [0, 1, 0, 0],
         Node::Call(..) | Node::CallVjp(_) | Node::CallJvp(_) => [0, 0, 1, 0],
         _ => elementwise,
