@@ -176,9 +176,18 @@ fn work_note(before: ([usize; 4], [usize; 4]), after: ([usize; 4], [usize; 4])) 
 }
 
 /// The module pretty-printed with prettyplease.
+///
+/// Inside a proc macro every token of a `TokenStream` lives in the compiler, and parsing
+/// one reads it a token at a time across the proc-macro bridge; the module is instead
+/// turned into text once and parsed in-process by proc-macro2's own implementation.
+/// Nothing built while that is forced leaves this function (only the `String` does).
 fn pretty_source(module: &TokenStream) -> String {
-    match syn::parse2::<syn::File>(module.clone()) {
+    let text = module.to_string();
+    proc_macro2::fallback::force();
+    let pretty = match syn::parse_file(&text) {
         Ok(file) => prettyplease::unparse(&file),
-        Err(_) => module.to_string(),
-    }
+        Err(_) => text,
+    };
+    proc_macro2::fallback::unforce();
+    pretty
 }
