@@ -3,9 +3,10 @@
 //!
 //! Derivatives, with `x = a⁻¹ b` and `w = a⁻ᵀ v`: `∂b = w`, `∂a = −w xᵀ` (VJP);
 //! `dx = a⁻¹ (db − da x)` (JVP). Generated code factors `a` once per linearization and
-//! reuses the factors in every product; a singular `a` is [`FoldError::Singular`].
+//! reuses the factors in every product — Cholesky when `a` is symmetric positive definite,
+//! LU otherwise (`Factorization`); a singular `a` is [`FoldError::Singular`].
 
-use crate::linalg::Lu;
+use crate::linalg::Factorization;
 use crate::FoldError;
 use nalgebra::{DMatrix, DVector};
 
@@ -14,7 +15,7 @@ pub trait LinsolveRhs: Sized {
     /// Rows of the right-hand side (must equal the order of `a`).
     fn rows(&self) -> usize;
     /// `a⁻¹ self` from the factors of `a`.
-    fn solve_with(&self, lu: &Lu) -> Self;
+    fn solve_with(&self, f: &Factorization) -> Self;
     /// The same shape filled with NaN.
     fn nan_like(&self) -> Self;
 }
@@ -23,8 +24,8 @@ impl LinsolveRhs for DVector<f64> {
     fn rows(&self) -> usize {
         self.len()
     }
-    fn solve_with(&self, lu: &Lu) -> Self {
-        lu.solve(self)
+    fn solve_with(&self, f: &Factorization) -> Self {
+        f.solve(self)
     }
     fn nan_like(&self) -> Self {
         DVector::from_element(self.len(), f64::NAN)
@@ -35,10 +36,10 @@ impl LinsolveRhs for DMatrix<f64> {
     fn rows(&self) -> usize {
         self.nrows()
     }
-    fn solve_with(&self, lu: &Lu) -> Self {
+    fn solve_with(&self, f: &Factorization) -> Self {
         let mut out = self.clone();
         for (j, col) in self.column_iter().enumerate() {
-            out.set_column(j, &lu.solve(&col.into_owned()));
+            out.set_column(j, &f.solve(&col.into_owned()));
         }
         out
     }
@@ -62,6 +63,6 @@ pub fn try_linsolve<B: LinsolveRhs>(a: &DMatrix<f64>, b: &B) -> Result<B, FoldEr
             b.rows(),
         ));
     }
-    let lu = Lu::factor(a)?;
-    Ok(b.solve_with(&lu))
+    let f = Factorization::factor(a)?;
+    Ok(b.solve_with(&f))
 }
