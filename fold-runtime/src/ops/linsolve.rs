@@ -18,6 +18,8 @@ pub trait LinsolveRhs: Sized {
     fn solve_with(&self, f: &Factorization) -> Self;
     /// The same shape filled with NaN.
     fn nan_like(&self) -> Self;
+    /// Whether every entry is finite.
+    fn all_finite(&self) -> bool;
 }
 
 impl LinsolveRhs for DVector<f64> {
@@ -29,6 +31,9 @@ impl LinsolveRhs for DVector<f64> {
     }
     fn nan_like(&self) -> Self {
         DVector::from_element(self.len(), f64::NAN)
+    }
+    fn all_finite(&self) -> bool {
+        self.iter().all(|v| v.is_finite())
     }
 }
 
@@ -46,6 +51,9 @@ impl LinsolveRhs for DMatrix<f64> {
     fn nan_like(&self) -> Self {
         DMatrix::from_element(self.nrows(), self.ncols(), f64::NAN)
     }
+    fn all_finite(&self) -> bool {
+        self.iter().all(|v| v.is_finite())
+    }
 }
 
 /// `a⁻¹ b` for a square `a` and a vector or matrix `b`; NaN when `a` is singular or the
@@ -54,7 +62,8 @@ pub fn linsolve<B: LinsolveRhs>(a: &DMatrix<f64>, b: &B) -> B {
     try_linsolve(a, b).unwrap_or_else(|_| b.nan_like())
 }
 
-/// `a⁻¹ b`, or `Singular` / `NonFinite` / `DimensionMismatch`.
+/// `a⁻¹ b`, or `Singular` / `NonFinite` (a NaN or infinity in `a`, in `b` or, by overflow,
+/// in the solution) / `DimensionMismatch`.
 pub fn try_linsolve<B: LinsolveRhs>(a: &DMatrix<f64>, b: &B) -> Result<B, FoldError> {
     if a.nrows() != b.rows() {
         return Err(FoldError::dimension(
@@ -63,6 +72,13 @@ pub fn try_linsolve<B: LinsolveRhs>(a: &DMatrix<f64>, b: &B) -> Result<B, FoldEr
             b.rows(),
         ));
     }
+    if !b.all_finite() {
+        return Err(FoldError::non_finite("`linsolve` right-hand side"));
+    }
     let f = Factorization::factor(a)?;
-    Ok(b.solve_with(&f))
+    let x = b.solve_with(&f);
+    if !x.all_finite() {
+        return Err(FoldError::non_finite("`linsolve` solution (overflow)"));
+    }
+    Ok(x)
 }
