@@ -245,6 +245,29 @@ fn a_singular_symmetric_matrix_is_an_error_everywhere() {
 }
 
 #[test]
+fn try_linsolve_rejects_non_finite_right_hand_sides_and_overflow() {
+    let eye = DMatrix::<f64>::identity(3, 3);
+    let nan = DVector::from_vec(vec![1.0, f64::NAN, 0.0]);
+    assert!(matches!(
+        try_linsolve(&eye, &nan),
+        Err(FoldError::NonFinite { .. })
+    ));
+    // Well conditioned, but the solution overflows.
+    let tiny = &eye * 1e-300;
+    let big = DVector::from_element(3, 1e300);
+    assert!(matches!(
+        try_linsolve(&tiny, &big),
+        Err(FoldError::NonFinite { .. })
+    ));
+    assert!(linsolve(&tiny, &big).iter().all(|v| v.is_nan()));
+    let rhs = DMatrix::from_element(3, 2, 1e300);
+    assert!(matches!(
+        try_linsolve(&tiny, &rhs),
+        Err(FoldError::NonFinite { .. })
+    ));
+}
+
+#[test]
 fn derivatives_read_as_solves() {
     assert!(
         splitting::DERIVATIVES.contains("⁻¹"),
