@@ -56,8 +56,9 @@ impl LinsolveRhs for DMatrix<f64> {
     }
 }
 
-/// `a⁻¹ b` for a square `a` and a vector or matrix `b`; NaN when `a` is singular or the
-/// shapes disagree (see [`try_linsolve`] for the error).
+/// `a⁻¹ b` for a square `a` and a vector or matrix `b`; all NaN when `a` is singular, the
+/// shapes disagree or an input or the solution is not finite (see [`try_linsolve`] for the
+/// error).
 pub fn linsolve<B: LinsolveRhs>(a: &DMatrix<f64>, b: &B) -> B {
     try_linsolve(a, b).unwrap_or_else(|_| b.nan_like())
 }
