@@ -2,7 +2,7 @@
 //! code generated for it use — Cholesky when the matrix is symmetric positive definite,
 //! LU otherwise.
 
-use super::{check_square, inverse_norm1_estimate, is_symmetric, rcond_min, scan};
+use super::{check_square, inverse_norm1_estimate, rcond_min, scan};
 use super::{Cholesky, DenseFactorization, Lu};
 use crate::FoldError;
 use nalgebra::{DMatrix, DVector};
@@ -30,7 +30,7 @@ impl Factorization {
     /// input.
     pub fn factor(a: &DMatrix<f64>) -> Result<Factorization, FoldError> {
         let n = check_square(a, "matrix to factor")?;
-        if n > 0 && is_symmetric(a, 0.0) {
+        if n > 0 && exactly_symmetric(a) {
             match Cholesky::factor(a) {
                 Ok(ch) => {
                     let norm1 = scan(a, "matrix to factor")?.norm1;
@@ -111,9 +111,24 @@ impl Factorization {
     }
 }
 
+/// Whether `aᵢⱼ = aⱼᵢ` for all `i, j` of the square `a` (false on a NaN, which LU then
+/// reports): the test Cholesky needs, as it reads the lower triangle only.
+fn exactly_symmetric(a: &DMatrix<f64>) -> bool {
+    let n = a.nrows();
+    let s = a.as_slice();
+    (0..n).all(|j| {
+        // Column j below the diagonal against row j right of it.
+        s[j * n + j + 1..(j + 1) * n]
+            .iter()
+            .enumerate()
+            .all(|(k, &v)| v == s[(j + 1 + k) * n + j])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::is_symmetric;
 
     /// A deterministic matrix with entries in [−1, 1) (an LCG, independent of the code
     /// under test).
@@ -181,6 +196,19 @@ mod tests {
         let at = almost.transpose();
         let reference = at.clone().lu().solve(&b).unwrap();
         assert!(rel(&f.solve_transpose(&b), &reference) < 1e-12);
+    }
+
+    #[test]
+    fn exact_symmetry_means_entry_for_entry() {
+        let mut a = spd(5, 13, 1.0);
+        assert!(exactly_symmetric(&a));
+        a[(4, 1)] = f64::from_bits(a[(4, 1)].to_bits() + 1);
+        assert!(!exactly_symmetric(&a));
+        a[(4, 1)] = a[(1, 4)];
+        a[(2, 3)] = f64::NAN;
+        a[(3, 2)] = f64::NAN;
+        assert!(!exactly_symmetric(&a));
+        assert!(exactly_symmetric(&DMatrix::zeros(0, 0)));
     }
 
     #[test]
