@@ -1,8 +1,9 @@
-//! Fuzzing harness (issue 14, item 8): proptest over `backward`, `solve` and the
-//! primitives of a handful of `#[fold]` rules with arbitrary inputs — non-finite, empty,
-//! mismatched lengths, huge and tiny values, any options. The contract: never a panic,
-//! never a NaN or infinity inside an `Ok`. Bounded: 2000 small cases per property (about
-//! a second in release), so it runs as a normal test.
+//! Fuzzing harness (issue 14, item 8; issue 15's `linsolve`, reductions and diagonals):
+//! proptest over `backward`, `solve` and the primitives of a handful of `#[fold]` rules
+//! with arbitrary inputs — non-finite, empty, mismatched lengths, huge and tiny values,
+//! any options. The contract: never a panic, never a NaN or infinity inside an `Ok`.
+//! Bounded: 2000 small cases per property (about a second in release), so it runs as a
+//! normal test.
 
 use fold_runtime::prelude::*;
 use proptest::prelude::*;
@@ -42,6 +43,28 @@ fn sinkhorn(
 ) -> DVector<f64> {
     let u = a.component_div(&(k * v));
     b.component_div(&(k.transpose() * u))
+}
+
+/// A splitting iteration: a linear solve with a parameter matrix (issue 15).
+#[fold(state = x, params(m, c))]
+fn splitting(x: &DVector<f64>, m: &DMatrix<f64>, c: &DVector<f64>) -> DVector<f64> {
+    linsolve(m, &(c - x * 0.1))
+}
+
+/// A Newton step whose Hessian is built from the state: `linsolve` of a matrix that a
+/// `DMatrix::from_diagonal` makes state-dependent.
+#[fold(state = x, params(p, c))]
+fn newton(x: &DVector<f64>, p: &DMatrix<f64>, c: &DVector<f64>) -> DVector<f64> {
+    let s = sigmoid(x);
+    let h = p + DMatrix::from_diagonal(&(&s - s.component_mul(&s)));
+    x - linsolve(&h, &(p * x + c + &s))
+}
+
+/// Reductions and a diagonal scaling: `.max()`, `.min()`, `.mean()`, `from_diagonal`.
+#[fold(state = x, params(c, t))]
+fn reductions(x: &DVector<f64>, c: &DVector<f64>, t: f64, q: &DMatrix<f64>) -> DVector<f64> {
+    let z = q * x * 0.3 + DMatrix::from_diagonal(c) * x * 0.1;
+    z.add_scalar(t * z.max() + 0.2 * z.mean() - 0.1 * z.min())
 }
 
 /// Any f64 a user might pass, weighted towards the awkward ones.
@@ -211,6 +234,39 @@ proptest! {
     }
 
     #[test]
+    fn splitting_never_panics_nor_returns_nan(
+        (x, c, m, g) in problem(), o in backward_options(), f in forward_options(),
+    ) {
+        if let Ok((grads, st)) = splitting::backward_with_stats(&x, &m, &c, &g, &o) {
+            prop_assert!(finite_m(&grads.m) && finite(&grads.c), "{grads:?}");
+            stats_ok(&st)?;
+        }
+        solution_ok(splitting::solve(&x, &m, &c, &f))?;
+    }
+
+    #[test]
+    fn newton_never_panics_nor_returns_nan(
+        (x, c, p, g) in problem(), o in backward_options(), f in forward_options(),
+    ) {
+        if let Ok((grads, st)) = newton::backward_with_stats(&x, &p, &c, &g, &o) {
+            prop_assert!(finite_m(&grads.p) && finite(&grads.c), "{grads:?}");
+            stats_ok(&st)?;
+        }
+        solution_ok(newton::solve(&x, &p, &c, &f))?;
+    }
+
+    #[test]
+    fn reductions_never_panic_nor_return_nan(
+        (x, c, q, g) in problem(), t in value(), o in backward_options(), f in forward_options(),
+    ) {
+        if let Ok((grads, st)) = reductions::backward_with_stats(&x, &c, t, &q, &g, &o) {
+            prop_assert!(finite(&grads.c) && grads.t.is_finite(), "{grads:?}");
+            stats_ok(&st)?;
+        }
+        solution_ok(reductions::solve(&x, &c, t, &q, &f))?;
+    }
+
+    #[test]
     fn primitives_never_panic_nor_return_nan_in_ok(
         v in vector(8), a in vector(8), s in value(), t in value(), m in matrix(4),
     ) {
@@ -244,6 +300,15 @@ proptest! {
         if let Ok(l) = try_log_sum_exp(&v) {
             prop_assert!(l.is_finite());
         }
+        // `linsolve` with any matrix and right-hand side (vector or matrix): an `Ok` is
+        // finite, the value function never panics.
+        if let Ok(y) = try_linsolve(&m, &a) {
+            prop_assert!(finite(&y), "linsolve: {y:?}");
+        }
+        if let Ok(y) = try_linsolve(&m, &m) {
+            prop_assert!(finite_m(&y), "linsolve (matrix rhs): {y:?}");
+        }
+        let _ = (linsolve(&m, &v), linsolve(&m, &m));
         // The value functions never panic (they return NaN on invalid input by design).
         let _ = (proj_simplex(&v, s), proj_capped_simplex(&v, s), proj_l2_ball(&v, s));
         let _ = (clamp(&m, s, t), soft_threshold(&m, s), softmax(&v), log_sum_exp(&v));

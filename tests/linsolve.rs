@@ -182,6 +182,91 @@ fn a_singular_matrix_is_an_error_everywhere() {
     assert_eq!(try_linsolve(&m, &b).unwrap_err(), FoldError::Singular);
 }
 
+/// `(S + Sᵀ) / 2`: exactly symmetric, as the factorization's test requires.
+fn symmetrized(s: &DMatrix<f64>) -> DMatrix<f64> {
+    (s + s.transpose()) * 0.5
+}
+
+#[test]
+fn symmetric_matrices_definite_or_not_match_the_closed_form() {
+    // SPD `M` (the Cholesky path) and symmetric indefinite `M` (LU after the Cholesky
+    // fails): both give the closed-form gradients.
+    for (seed, definite) in [(20, true), (21, false), (22, true), (23, false)] {
+        let mut r = rng(seed);
+        let n = 7;
+        let m = if definite {
+            symmetrized(&spd(&mut r, n, 2.0))
+        } else {
+            let signs = DVector::from_fn(n, |i, _| if i % 2 == 0 { 4.0 } else { -4.0 });
+            symmetrized(&(DMatrix::from_diagonal(&signs) + normal_mat(&mut r, n, n) * 0.1))
+        };
+        assert_eq!(m, m.transpose());
+        let nn = normal_mat(&mut r, n, n) * 0.1;
+        let b = normal_vec(&mut r, n);
+        let g = normal_vec(&mut r, n);
+        let x = splitting::solve(&DVector::zeros(n), &m, &b, &nn, &fwd())
+            .unwrap()
+            .x;
+        let a = &m - &nn;
+        assert!(rel_err(&x, &dense_solve(&a, &b)) < 1e-12, "seed {seed}");
+        let grads = splitting::backward(&x, &m, &b, &nn, &g, &BackwardOptions::default()).unwrap();
+        let lambda = dense_solve(&a.transpose(), &g);
+        assert!(rel_err(&grads.b, &lambda) < 1e-10, "seed {seed}");
+        let dm = -&lambda * x.transpose();
+        assert!((&grads.m - &dm).norm() / dm.norm() < 1e-10, "seed {seed}");
+        let direct = BackwardOptions {
+            method: Method::Direct,
+            ..BackwardOptions::default()
+        };
+        let d = splitting::backward(&x, &m, &b, &nn, &g, &direct).unwrap();
+        assert!(rel_err(&d.b, &lambda) < 1e-10, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_singular_symmetric_matrix_is_an_error_everywhere() {
+    // Positive semidefinite with rows (and columns) 1 and 2 equal: Cholesky and LU both
+    // refuse it.
+    let n = 4;
+    let mut m = DMatrix::identity(n, n) * 2.0;
+    for (i, j) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+        m[(i, j)] = 1.0;
+    }
+    let nn = DMatrix::zeros(n, n);
+    let b = DVector::from_element(n, 1.0);
+    let x = DVector::from_element(n, 0.5);
+    let err = splitting::solve(&x, &m, &b, &nn, &fwd()).unwrap_err();
+    assert_eq!(err, FoldError::Singular);
+    let lin = splitting::linearize(&x, &m, &b, &nn);
+    assert_eq!(Linearized::check(&lin).unwrap_err(), FoldError::Singular);
+    let err = splitting::backward(&x, &m, &b, &nn, &b, &BackwardOptions::default()).unwrap_err();
+    assert_eq!(err, FoldError::Singular);
+    assert_eq!(try_linsolve(&m, &b).unwrap_err(), FoldError::Singular);
+}
+
+#[test]
+fn try_linsolve_rejects_non_finite_right_hand_sides_and_overflow() {
+    let eye = DMatrix::<f64>::identity(3, 3);
+    let nan = DVector::from_vec(vec![1.0, f64::NAN, 0.0]);
+    assert!(matches!(
+        try_linsolve(&eye, &nan),
+        Err(FoldError::NonFinite { .. })
+    ));
+    // Well conditioned, but the solution overflows.
+    let tiny = &eye * 1e-300;
+    let big = DVector::from_element(3, 1e300);
+    assert!(matches!(
+        try_linsolve(&tiny, &big),
+        Err(FoldError::NonFinite { .. })
+    ));
+    assert!(linsolve(&tiny, &big).iter().all(|v| v.is_nan()));
+    let rhs = DMatrix::from_element(3, 2, 1e300);
+    assert!(matches!(
+        try_linsolve(&tiny, &rhs),
+        Err(FoldError::NonFinite { .. })
+    ));
+}
+
 #[test]
 fn derivatives_read_as_solves() {
     assert!(

@@ -25,6 +25,9 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use nalgebra::{DMatrix, DVector};
 
+mod factorization;
+pub use factorization::Factorization;
+
 // Sequential on purpose: the runtime is measured and used on one core, and nested
 // parallelism (batches over rayon) must not oversubscribe.
 const PAR: Par = Par::Seq;
@@ -418,40 +421,51 @@ impl Lu {
 
     /// Hager–Higham estimate of `‖Ã⁻¹‖₁` from a few solves with the factors.
     fn inverse_norm1_estimate(&self) -> Option<f64> {
-        let n = self.dim();
-        let mut x = DVector::from_element(n, 1.0 / n as f64);
-        let mut est = 0.0;
-        let mut last_j = usize::MAX;
-        for _ in 0..5 {
-            self.solve_factored_in_place(&mut x); // y = A⁻¹ x
-            let y_norm: f64 = x.iter().map(|v| v.abs()).sum();
-            if !y_norm.is_finite() {
-                return None;
-            }
-            if y_norm <= est {
-                break;
-            }
-            est = y_norm;
-            x.apply(|v| *v = if *v >= 0.0 { 1.0 } else { -1.0 });
-            self.solve_factored_transpose_in_place(&mut x); // z = A⁻ᵀ sign(y)
-            let j = x.iamax();
-            if j == last_j {
-                break;
-            }
-            last_j = j;
-            x.fill(0.0);
-            x[j] = 1.0;
-        }
-        // Higham's extra test vector guards against the estimate missing large growth.
-        let mut alt = DVector::from_fn(n, |i, _| {
-            let s = if i % 2 == 0 { 1.0 } else { -1.0 };
-            s * (1.0 + i as f64 / (n.max(2) - 1) as f64)
-        });
-        self.solve_factored_in_place(&mut alt);
-        let alt_est = 2.0 * alt.iter().map(|v| v.abs()).sum::<f64>() / (3.0 * n as f64);
-        let best = est.max(alt_est);
-        best.is_finite().then_some(best)
+        inverse_norm1_estimate(self.dim(), &|x| self.solve_factored_in_place(x), &|x| {
+            self.solve_factored_transpose_in_place(x)
+        })
     }
+}
+
+/// Hager–Higham estimate of `‖A⁻¹‖₁` for an `n × n` matrix from a few solves:
+/// `solve` applies `x ← A⁻¹ x`, `solve_t` applies `x ← A⁻ᵀ x`.
+fn inverse_norm1_estimate(
+    n: usize,
+    solve: &dyn Fn(&mut DVector<f64>),
+    solve_t: &dyn Fn(&mut DVector<f64>),
+) -> Option<f64> {
+    let mut x = DVector::from_element(n, 1.0 / n as f64);
+    let mut est = 0.0;
+    let mut last_j = usize::MAX;
+    for _ in 0..5 {
+        solve(&mut x); // y = A⁻¹ x
+        let y_norm: f64 = x.iter().map(|v| v.abs()).sum();
+        if !y_norm.is_finite() {
+            return None;
+        }
+        if y_norm <= est {
+            break;
+        }
+        est = y_norm;
+        x.apply(|v| *v = if *v >= 0.0 { 1.0 } else { -1.0 });
+        solve_t(&mut x); // z = A⁻ᵀ sign(y)
+        let j = x.iamax();
+        if j == last_j {
+            break;
+        }
+        last_j = j;
+        x.fill(0.0);
+        x[j] = 1.0;
+    }
+    // Higham's extra test vector guards against the estimate missing large growth.
+    let mut alt = DVector::from_fn(n, |i, _| {
+        let s = if i % 2 == 0 { 1.0 } else { -1.0 };
+        s * (1.0 + i as f64 / (n.max(2) - 1) as f64)
+    });
+    solve(&mut alt);
+    let alt_est = 2.0 * alt.iter().map(|v| v.abs()).sum::<f64>() / (3.0 * n as f64);
+    let best = est.max(alt_est);
+    best.is_finite().then_some(best)
 }
 
 // Triangular solves with one right-hand side, written here rather than taken from faer:

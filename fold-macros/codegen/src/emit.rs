@@ -442,7 +442,7 @@ impl<'a> Scope<'a> {
                     let name = factor_ident(self.names, m);
                     let mtx = self.access(m);
                     let q = self.question();
-                    out.extend(quote!(let #name = ::fold_runtime::__private::Lu::factor(#mtx) #q;));
+                    out.extend(quote!(let #name = ::fold_runtime::__private::Factorization::factor(#mtx) #q;));
                     self.local_factors.insert(m);
                 }
                 Item::Node(id) => {

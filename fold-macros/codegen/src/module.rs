@@ -1144,7 +1144,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         struct Staged<'a> {
             #( #arg_names: #arg_field_tys, )*
             #( #field_idents: #field_tys, )*
-            #( #factor_idents: ::fold_runtime::__private::Lu, )*
+            #( #factor_idents: ::fold_runtime::__private::Factorization, )*
             blocks: [usize; #block_count],
             #phantom,
         }

@@ -396,9 +396,9 @@ pub fn block_or_nan(v: &DVector<f64>, lens: &[usize], k: usize) -> DVector<f64> 
     DVector::from_fn(len, |i, _| v.get(off + i).copied().unwrap_or(f64::NAN))
 }
 
-/// `M⁻¹ B` (or `M⁻ᵀ B`) column by column from a factorization of `M`.
+/// `M⁻¹ B` (or `M⁻ᵀ B`) column by column from a factorization of `M` (LU or Cholesky).
 pub fn lu_solve_columns(
-    lu: &crate::linalg::Lu,
+    lu: &crate::linalg::Factorization,
     b: &DMatrix<f64>,
     transposed: bool,
 ) -> DMatrix<f64> {

@@ -5,6 +5,6 @@ pub mod check;
 pub mod kernels;
 pub mod sparse;
 
-pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Lu};
+pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};
 pub use crate::solvers::sparse_direct::{sparse_direct, sparse_direct_with};
 pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};
