@@ -17,10 +17,13 @@ pub struct Printer<'a> {
 }
 
 fn num(v: f64) -> String {
-    let s = if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v.abs() as i64)
+    // Twelve significant digits: a product of literals (`0.1 · 0.4`) reads `0.04`, not its
+    // rounding noise (the generated code keeps the exact value).
+    let rounded: f64 = format!("{:.11e}", v.abs()).parse().unwrap_or(v.abs());
+    let s = if rounded.fract() == 0.0 && rounded < 1e15 {
+        format!("{}", rounded as i64)
     } else {
-        format!("{}", v.abs())
+        format!("{rounded}")
     };
     if v < 0.0 {
         format!("−{s}")
