@@ -48,6 +48,20 @@ fn graph_tanh(
     )
 }
 
+/// A damped step: sums, signs and several scalings of the sparse factors in `M`.
+#[fold(state = p, params(y))]
+fn tv_damped(
+    p: &DVector<f64>,
+    y: &DVector<f64>,
+    d: &CsrMatrix<f64>,
+    alpha: f64,
+    beta: f64,
+    lam: f64,
+) -> DVector<f64> {
+    let step = p - d * ((d.transpose() * p) * beta - y) * alpha;
+    clamp(&(p * 0.5 + step * 0.5), -lam, lam)
+}
+
 /// Edges of a path (1-D) or an `r × c` grid (horizontal edges, then vertical): `(from, to)`.
 fn edges(shape: &[usize]) -> (usize, Vec<(usize, usize)>) {
     match *shape {
@@ -325,6 +339,57 @@ fn a_diagonal_between_sparse_factors_is_assembled_and_matches_finite_differences
             auto.y[i]
         );
     }
+}
+
+#[test]
+fn scaled_and_summed_sparse_terms_match_the_full_solve() {
+    assert!(
+        tv_damped::DERIVATIVES.contains("assembled sparse"),
+        "{}",
+        tv_damped::DERIVATIVES
+    );
+    // 1-D: the reduced matrix is nonsingular, so any cotangent is consistent (in 2-D a
+    // cotangent off the range is rightly `Singular`).
+    let (n, e) = edges(&[30]);
+    let (d, _) = difference_matrix(n, &e);
+    let mut rng = StdRng::seed_from_u64(5);
+    let y = DVector::from_fn(n, |_, _| rng.random_range(-0.5..0.5));
+    let p = DVector::from_fn(e.len(), |_, _| rng.random_range(-0.2..0.2));
+    let v = DVector::from_fn(e.len(), |_, _| rng.random_range(-1.0..1.0));
+    let opts = |m| BackwardOptions {
+        method: m,
+        tol: 1e-12,
+        max_iter: 100_000,
+    };
+    let (auto, st) =
+        tv_damped::backward_with_stats(&p, &y, &d, 0.1, 0.7, 0.15, &v, &opts(Method::Auto))
+            .unwrap();
+    assert_eq!(st.method, Method::Direct);
+    let full = tv_damped::backward(
+        &p,
+        &y,
+        &d,
+        0.1,
+        0.7,
+        0.15,
+        &v,
+        &opts(Method::Gmres { restart: 40 }),
+    )
+    .unwrap();
+    assert!(rel(&auto.y, &full.y) < 1e-9, "{}", rel(&auto.y, &full.y));
+}
+
+#[test]
+fn an_inconsistent_singular_sparse_reduced_system_is_an_error() {
+    // On a grid the free edges contain cycles: a cotangent off the range has no adjoint.
+    let (n, e) = edges(&[6, 5]);
+    let (d, _) = difference_matrix(n, &e);
+    let mut rng = StdRng::seed_from_u64(5);
+    let y = DVector::from_fn(n, |_, _| rng.random_range(-0.5..0.5));
+    let p = DVector::from_fn(e.len(), |_, _| rng.random_range(-0.1..0.1));
+    let v = DVector::from_fn(e.len(), |_, _| rng.random_range(-1.0..1.0));
+    let out = tv_damped::backward(&p, &y, &d, 0.1, 0.7, 0.15, &v, &BackwardOptions::default());
+    assert!(matches!(out, Err(FoldError::Singular)), "{out:?}");
 }
 
 #[test]

@@ -51,6 +51,17 @@ pub fn operands(g: &Graph, m: Id) -> Vec<Id> {
     out
 }
 
+/// `±(c₁ · c₂ · …)`, or `None` when it is 1.
+fn coefficient(coef: &[TokenStream], negated: bool) -> Option<TokenStream> {
+    let product = match coef {
+        [] if !negated => return None,
+        [] => quote!(1.0),
+        [c] => c.clone(),
+        [first, rest @ ..] => quote!((#first #(* #rest)*)),
+    };
+    Some(if negated { quote!(-#product) } else { product })
+}
+
 /// A matrix seen through scalings and signs: `coef · base`.
 struct Scaled {
     coef: Vec<TokenStream>,
@@ -132,19 +143,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
 
     /// `Some(coefficient)` unless it is 1.
     fn coef_tokens(&self, v: &Scaled) -> Option<TokenStream> {
-        if v.coef.is_empty() && !v.negated {
-            return None;
-        }
-        let mut t = if v.coef.is_empty() {
-            quote!(1.0)
-        } else {
-            let c = &v.coef;
-            quote!((#(#c)*))
-        };
-        if v.negated {
-            t = quote!(-#t);
-        }
-        Some(t)
+        coefficient(&v.coef, v.negated)
     }
 
     fn coef_or_one(&self, v: &Scaled) -> TokenStream {
@@ -172,7 +171,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
                 quote!(#sp::diag(#d)?)
             }
             Node::Transpose(a) => {
-                let a = self.operand_unscaled(a);
+                let a = self.matrix(a);
                 quote!(#sp::transpose(#a)?)
             }
             Node::GatherM([a, s]) | Node::GatherRows([a, s]) | Node::GatherCols([a, s]) => {
@@ -181,7 +180,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
                     Node::GatherRows(_) => quote!(rows),
                     _ => quote!(cols),
                 };
-                let a = self.operand_unscaled(a);
+                let a = self.matrix(a);
                 let s = self.sc.access(s);
                 quote!(#sp::#f(#a, #s)?)
             }
@@ -218,22 +217,18 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
         let mut coef = va.coef.clone();
         coef.extend(vb.coef.clone());
         coef.extend(outer);
-        let c = self.coef_or_one(&Scaled {
-            coef,
-            negated: va.negated ^ vb.negated,
-            base: a,
-        });
+        let c = coefficient(&coef, va.negated ^ vb.negated).unwrap_or_else(|| quote!(1.0));
         match (g.node(va.base).clone(), g.node(vb.base).clone()) {
             (Node::GatherRows([x, s]), Node::Transpose(y))
                 if y == va.base && !self.done.contains_key(&va.base) =>
             {
-                let x = self.operand_unscaled(x);
+                let x = self.matrix(x);
                 let s = self.sc.access(s);
                 quote!(#sp::gram_rows(#c, #x, #s)?)
             }
             (_, Node::Transpose(y)) => {
                 let ma = self.matrix(va.base);
-                let mb = self.operand_unscaled(y);
+                let mb = self.matrix(y);
                 quote!(#sp::mul_t(#c, #ma, #mb)?)
             }
             _ => {
@@ -243,10 +238,22 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             }
         }
     }
+}
 
-    /// A matrix operand that must not carry a scaling (gathers and transposes read it
-    /// as is; a scaled one is assembled first).
-    fn operand_unscaled(&mut self, id: Id) -> TokenStream {
-        self.matrix(id)
+#[cfg(test)]
+mod tests {
+    use super::coefficient;
+    use quote::quote;
+
+    #[test]
+    fn coefficients_multiply_and_carry_their_sign() {
+        assert!(coefficient(&[], false).is_none());
+        assert_eq!(coefficient(&[], true).unwrap().to_string(), "- 1.0");
+        let two = [quote!(a), quote!(self.b)];
+        assert_eq!(
+            coefficient(&two, false).unwrap().to_string(),
+            "(a * self . b)"
+        );
+        assert_eq!(coefficient(&two[..1], true).unwrap().to_string(), "- a");
     }
 }
