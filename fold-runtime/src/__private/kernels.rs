@@ -2,9 +2,12 @@
 //! transposes, diagonal scalings, support gathers and block packing.
 
 use crate::linalg::{gemv, gemv_t};
-use crate::{FoldError, PrimitiveLinearization, Value};
+use crate::FoldError;
 use nalgebra::{DMatrix, DVector};
 use nalgebra_sparse::CsrMatrix;
+
+pub use super::blocks::*;
+pub use super::outputs::*;
 
 /// `α A x`.
 pub fn mv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
@@ -250,68 +253,6 @@ pub fn scatter(a: &DVector<f64>, s: &[usize], n: usize) -> DVector<f64> {
     out
 }
 
-/// Concatenation of state blocks.
-pub fn pack(blocks: &[&DVector<f64>]) -> DVector<f64> {
-    let n = blocks.iter().map(|b| b.len()).sum();
-    let mut out = DVector::zeros(n);
-    let mut off = 0;
-    for b in blocks {
-        out.rows_mut(off, b.len()).copy_from(b);
-        off += b.len();
-    }
-    out
-}
-
-/// Block `len` entries from `off` of a concatenated state.
-pub fn block(v: &DVector<f64>, off: usize, len: usize) -> DVector<f64> {
-    v.rows(off, len).into_owned()
-}
-
-/// Concatenation of state blocks given as their entries (matrix blocks column-major).
-pub fn pack_entries(blocks: &[&[f64]]) -> DVector<f64> {
-    let n = blocks.iter().map(|b| b.len()).sum();
-    let mut out = Vec::with_capacity(n);
-    for b in blocks {
-        out.extend_from_slice(b);
-    }
-    DVector::from_vec(out)
-}
-
-/// A matrix state's column-major flattening, moving its buffer.
-pub fn flatten(m: DMatrix<f64>) -> DVector<f64> {
-    let n = m.len();
-    m.reshape_generic(nalgebra::Dyn(n), nalgebra::U1)
-}
-
-/// The `rows × cols` matrix whose column-major entries are `v`'s entries from `off`
-/// (a matrix block of a flat state); entries beyond `v` read as NaN (never panics).
-pub fn block_matrix(v: &DVector<f64>, off: usize, rows: usize, cols: usize) -> DMatrix<f64> {
-    let len = rows * cols;
-    match off
-        .checked_add(len)
-        .and_then(|end| v.as_slice().get(off..end))
-    {
-        Some(s) => DMatrix::from_column_slice(rows, cols, s),
-        None => DMatrix::from_fn(rows, cols, |i, j| {
-            v.get(off + i + j * rows).copied().unwrap_or(f64::NAN)
-        }),
-    }
-}
-
-/// Block `k` of a concatenated state with block shapes `shapes` (`(len, 1)` for a vector
-/// block) as a matrix; entries beyond `v` read as NaN (never panics).
-pub fn block_matrix_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize) -> DMatrix<f64> {
-    let off: usize = shapes.iter().take(k).map(|(r, c)| r * c).sum();
-    let (rows, cols) = shapes.get(k).copied().unwrap_or((0, 0));
-    block_matrix(v, off, rows, cols)
-}
-
-/// Block `k` of a concatenated state with block shapes `shapes`, as a vector.
-pub fn block_vector_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize) -> DVector<f64> {
-    let lens: Vec<usize> = shapes.iter().map(|(r, c)| r * c).collect();
-    block_or_nan(v, &lens, k)
-}
-
 /// A NaN-filled vector: the product of a failed linearization.
 pub fn nan_vector(n: usize) -> DVector<f64> {
     DVector::from_element(n, f64::NAN)
@@ -388,14 +329,6 @@ pub fn columns(n: usize, f: impl Fn(&DVector<f64>) -> DVector<f64>) -> DMatrix<f
     m
 }
 
-/// Block `k` of a concatenated state with block lengths `lens`; entries beyond `v` read
-/// as NaN (never panics).
-pub fn block_or_nan(v: &DVector<f64>, lens: &[usize], k: usize) -> DVector<f64> {
-    let off: usize = lens.iter().take(k).sum();
-    let len = lens.get(k).copied().unwrap_or(0);
-    DVector::from_fn(len, |i, _| v.get(off + i).copied().unwrap_or(f64::NAN))
-}
-
 /// `M⁻¹ B` (or `M⁻ᵀ B`) column by column from a factorization of `M` (LU or Cholesky).
 pub fn lu_solve_columns(
     lu: &crate::linalg::Factorization,
@@ -413,91 +346,6 @@ pub fn lu_solve_columns(
         out.set_column(j, &x);
     }
     out
-}
-
-fn output<L: PrimitiveLinearization>(lin: &L, i: usize, name: &str) -> Result<Value, FoldError> {
-    let v = lin
-        .outputs()
-        .get(i)
-        .cloned()
-        .ok_or_else(|| FoldError::primitive(name, format!("returned no output #{i}")))?;
-    if !v.all_finite() {
-        return Err(FoldError::non_finite(format!("output of `{name}`")));
-    }
-    Ok(v)
-}
-
-/// Output `i` of a primitive, which must be a vector.
-pub fn output_vector<L: PrimitiveLinearization>(
-    lin: &L,
-    i: usize,
-    name: &str,
-) -> Result<DVector<f64>, FoldError> {
-    output(lin, i, name)?.into_vector(&format!("output of `{name}`"))
-}
-
-/// Output `i` of a primitive, which must be a scalar.
-pub fn output_scalar<L: PrimitiveLinearization>(
-    lin: &L,
-    i: usize,
-    name: &str,
-) -> Result<f64, FoldError> {
-    output(lin, i, name)?.into_scalar(&format!("output of `{name}`"))
-}
-
-/// Output `i` of a primitive, which must be a matrix.
-pub fn output_matrix<L: PrimitiveLinearization>(
-    lin: &L,
-    i: usize,
-    name: &str,
-) -> Result<DMatrix<f64>, FoldError> {
-    output(lin, i, name)?.into_matrix(&format!("output of `{name}`"))
-}
-
-/// The results of a primitive's JVP (`Vec<Value>`) or VJP (`Vec<Option<Value>>`).
-pub trait Outputs {
-    /// Takes entry `i`, if present.
-    fn take(&mut self, i: usize) -> Option<Value>;
-}
-
-impl Outputs for Vec<Value> {
-    fn take(&mut self, i: usize) -> Option<Value> {
-        self.get_mut(i)
-            .map(|v| std::mem::replace(v, Value::Scalar(0.0)))
-    }
-}
-
-impl Outputs for Vec<Option<Value>> {
-    fn take(&mut self, i: usize) -> Option<Value> {
-        self.get_mut(i).and_then(Option::take)
-    }
-}
-
-/// Entry `i` as a vector; zeros shaped like `like` when absent (a structural zero).
-pub fn take_vector<O: Outputs>(t: &mut O, i: usize, like: Option<&DVector<f64>>) -> DVector<f64> {
-    match t.take(i) {
-        Some(Value::Vector(v)) => v,
-        _ => DVector::zeros(like.map_or(0, |l| l.len())),
-    }
-}
-
-/// Entry `i` as a scalar; zero when absent.
-pub fn take_scalar<O: Outputs>(t: &mut O, i: usize, _like: Option<f64>) -> f64 {
-    match t.take(i) {
-        Some(Value::Scalar(s)) => s,
-        _ => 0.0,
-    }
-}
-
-/// Entry `i` as a matrix; zeros shaped like `like` when absent.
-pub fn take_matrix<O: Outputs>(t: &mut O, i: usize, like: Option<&DMatrix<f64>>) -> DMatrix<f64> {
-    match t.take(i) {
-        Some(Value::Matrix(m)) => m,
-        _ => like.map_or_else(
-            || DMatrix::zeros(0, 0),
-            |l| DMatrix::zeros(l.nrows(), l.ncols()),
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! What only generated code (and the project's own benchmarks) calls: not part of the
 //! public API, free to change in any release.
 
+mod blocks;
 pub mod check;
 pub mod kernels;
+mod outputs;
 pub mod sparse;
 
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};

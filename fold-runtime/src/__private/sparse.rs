@@ -271,20 +271,6 @@ pub fn mul(c: f64, a: &CsrMatrix<f64>, b: &CsrMatrix<f64>) -> Result<CsrMatrix<f
     from_parts(a.nrows(), n, offsets, indices, values)
 }
 
-/// Half-bandwidth `max |i − j|` over the stored entries.
-pub fn bandwidth(a: &CsrMatrix<f64>) -> usize {
-    let off = a.row_offsets();
-    let idx = a.col_indices();
-    (0..a.nrows())
-        .filter(|&i| off[i + 1] > off[i])
-        .map(|i| {
-            let (lo, hi) = (idx[off[i]], idx[off[i + 1] - 1]);
-            i.abs_diff(lo).max(i.abs_diff(hi))
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// `y ← A x`.
 pub fn mv_into(a: &CsrMatrix<f64>, x: &DVector<f64>, y: &mut DVector<f64>) {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
@@ -371,6 +357,5 @@ mod tests {
         assert!(mul(1.0, &sa, &sa).is_err());
         assert!(rows(&sa, &[3, 1]).is_err());
         assert!(cols(&sa, &[9]).is_err());
-        assert_eq!(bandwidth(&eye(4)), 0);
     }
 }
