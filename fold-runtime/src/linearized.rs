@@ -4,6 +4,23 @@ use crate::Cotangent;
 use nalgebra::{DMatrix, DVector};
 use nalgebra_sparse::CsrMatrix;
 
+/// An assembled sparse reduced matrix, with the structure its solver is picked from.
+#[derive(Debug, Clone)]
+pub enum SparseReduced<'a> {
+    /// A general square CSR matrix (its symmetry is probed).
+    Csr(CsrMatrix<f64>),
+    /// `scale · A[rows, :] A[rows, :]ᵀ`: symmetric by construction, never a CSR matrix
+    /// when its rows make a narrow band (1-D differences).
+    Gram {
+        /// The scalar `c`.
+        scale: f64,
+        /// The matrix whose rows are taken.
+        a: &'a CsrMatrix<f64>,
+        /// The rows, strictly increasing.
+        rows: &'a [usize],
+    },
+}
+
 /// `U` linearized at `(x, θ)`: products with `Φ = ∂U/∂x` and `Ψ = ∂U/∂θ`.
 ///
 /// Everything that does not depend on the (co)tangent is computed once when the value is
@@ -100,7 +117,7 @@ pub trait Factored {
     /// The reduced matrix `I − Kᵀ M_SSᵀ` assembled sparse (O(nnz) memory), when `M` is
     /// built from `CsrMatrix` constants, diagonals and identities; `Err` when assembling
     /// it failed (a dimension mismatch).
-    fn reduced_sparse(&self) -> Option<Result<CsrMatrix<f64>, crate::FoldError>> {
+    fn reduced_sparse(&self) -> Option<Result<SparseReduced<'_>, crate::FoldError>> {
         None
     }
 }

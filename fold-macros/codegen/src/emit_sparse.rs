@@ -88,16 +88,23 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
         }
     }
 
-    /// The statements assembling `m`, ending in the owned CSR matrix.
+    /// The statements assembling `m`, ending in the `SparseReduced` it is: a Gram matrix
+    /// `c A_S A_Sᵀ` as such (its solver assembles it), anything else as CSR.
     pub fn assemble(mut self, m: Id) -> TokenStream {
         let sp = quote!(::fold_runtime::__private::sparse);
         let v = self.scaled(m);
-        // A scaled product takes the scaling as its coefficient: no scaled copy.
-        if let (Node::MatMul([a, b]), Some(c)) = (self.g.node(v.base).clone(), self.coef_tokens(&v))
-        {
-            let e = self.product(a, b, Some(c));
-            let out = self.out;
-            return quote!(#out #e);
+        if let Node::MatMul([a, b]) = self.g.node(v.base).clone() {
+            let c = self.coef_tokens(&v);
+            if let Some(e) = self.gram(a, b, c.clone(), quote!(gram)) {
+                let out = self.out;
+                return quote!(#out #e);
+            }
+            // A scaled product takes the scaling as its coefficient: no scaled copy.
+            if c.is_some() {
+                let e = self.product(a, b, c);
+                let out = self.out;
+                return quote!(#out ::fold_runtime::SparseReduced::Csr(#e));
+            }
         }
         let base = self.matrix(v.base);
         let coef = self.coef_tokens(&v);
@@ -110,7 +117,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             (Some(c), _) => quote!(#sp::scale(#c, #base)),
         };
         let out = self.out;
-        quote!(#out #result)
+        quote!(#out ::fold_runtime::SparseReduced::Csr(#result))
     }
 
     fn scaled(&self, mut id: Id) -> Scaled {
@@ -208,9 +215,40 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
         quote!(&#name)
     }
 
+    /// `outer · a b` as `#sp::#f(c, A, S)` when it is `A_S A_Sᵀ` for gathered rows of one
+    /// matrix (not gathered themselves), else `None`.
+    fn gram(
+        &mut self,
+        a: Id,
+        b: Id,
+        outer: Option<TokenStream>,
+        f: TokenStream,
+    ) -> Option<TokenStream> {
+        let g = self.g;
+        let (va, vb) = (self.scaled(a), self.scaled(b));
+        match (g.node(va.base).clone(), g.node(vb.base).clone()) {
+            (Node::GatherRows([x, s]), Node::Transpose(y))
+                if y == va.base && !self.done.contains_key(&va.base) =>
+            {
+                let mut coef = va.coef.clone();
+                coef.extend(vb.coef.clone());
+                coef.extend(outer);
+                let c = coefficient(&coef, va.negated ^ vb.negated).unwrap_or_else(|| quote!(1.0));
+                let sp = quote!(::fold_runtime::__private::sparse);
+                let x = self.matrix(x);
+                let s = self.sc.access(s);
+                Some(quote!(#sp::#f(#c, #x, #s)?))
+            }
+            _ => None,
+        }
+    }
+
     /// `outer · a b`: `A Bᵀ` through one transposed pattern of `B` (not a transposed
     /// term), `A_S A_Sᵀ` for gathered rows of one matrix without gathering them.
     fn product(&mut self, a: Id, b: Id, outer: Option<TokenStream>) -> TokenStream {
+        if let Some(e) = self.gram(a, b, outer.clone(), quote!(gram_rows)) {
+            return e;
+        }
         let g = self.g;
         let sp = quote!(::fold_runtime::__private::sparse);
         let (va, vb) = (self.scaled(a), self.scaled(b));
@@ -219,13 +257,6 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
         coef.extend(outer);
         let c = coefficient(&coef, va.negated ^ vb.negated).unwrap_or_else(|| quote!(1.0));
         match (g.node(va.base).clone(), g.node(vb.base).clone()) {
-            (Node::GatherRows([x, s]), Node::Transpose(y))
-                if y == va.base && !self.done.contains_key(&va.base) =>
-            {
-                let x = self.matrix(x);
-                let s = self.sc.access(s);
-                quote!(#sp::gram_rows(#c, #x, #s)?)
-            }
             (_, Node::Transpose(y)) => {
                 let ma = self.matrix(va.base);
                 let mb = self.matrix(y);

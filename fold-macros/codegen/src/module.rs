@@ -788,7 +788,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     let items = sc.schedule(&leaves);
                     let body = sc.compute(&items);
                     let assembly = crate::emit_sparse::SparseEmitter::new(&sc, &g).assemble(m);
-                    let csr = quote!(::fold_runtime::nalgebra_sparse::CsrMatrix<f64>);
+                    let csr = quote!(::fold_runtime::SparseReduced<'_>);
                     let err = quote!(::fold_runtime::FoldError);
                     (
                         quote! {

@@ -237,6 +237,21 @@ pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize]) -> Result<CsrMatrix<f6
     from_parts(k, k, offsets, indices, values)
 }
 
+/// `c A[S, :] A[S, :]ᵀ` as a structured reduced matrix: the solver assembles it in the
+/// form it factors (a band, or [`gram_rows`]).
+pub fn gram<'a>(
+    c: f64,
+    a: &'a CsrMatrix<f64>,
+    s: &'a [usize],
+) -> Result<crate::SparseReduced<'a>, FoldError> {
+    check_support(s, a.nrows(), "rows of a sparse matrix")?;
+    Ok(crate::SparseReduced::Gram {
+        scale: c,
+        a,
+        rows: s,
+    })
+}
+
 /// `c A B` (Gustavson's row-by-row product with a dense accumulator).
 pub fn mul(c: f64, a: &CsrMatrix<f64>, b: &CsrMatrix<f64>) -> Result<CsrMatrix<f64>, FoldError> {
     crate::__private::check::same_dim("inner dimension of a sparse product", a.ncols(), b.nrows())?;

@@ -3,11 +3,10 @@
 
 use super::ladder::{self, Dense, Outcome, System};
 use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
-use crate::solvers::sparse_direct::{sparse_direct, CsrOperator};
+use crate::solvers::sparse_direct::{solve_assembled, Assembled, BANDED_MAX};
 use crate::solvers::{assemble, DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART};
 use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
 use nalgebra::DVector;
-use nalgebra_sparse::CsrMatrix;
 use std::borrow::Cow;
 use std::cell::RefCell;
 
@@ -115,7 +114,7 @@ pub(super) fn reduced_solve<G: Cotangent>(
         };
         ladder::run(&system, &rhs, &ladder, &stop)?
     } else if let Some(r) = f.reduced_sparse() {
-        sparse_reduced_solve(&r?, &rhs, &stop)?
+        sparse_reduced_solve(&Assembled::new(r?)?, &rhs, &stop)?
     } else {
         let op = ReducedOperator {
             f,
@@ -162,14 +161,16 @@ pub(super) fn reduced_solve<G: Cotangent>(
 /// when it fails (ill-conditioning; a singular system the factorization could not
 /// split). Never a dense `|S| × |S|` matrix.
 fn sparse_reduced_solve(
-    r: &CsrMatrix<f64>,
+    r: &Assembled<'_>,
     rhs: &DVector<f64>,
     stop: &Stop,
 ) -> Result<Outcome, FoldError> {
     let k = rhs.len();
-    crate::__private::check::same_dim("rows of reduced_sparse", k, r.nrows())?;
-    crate::__private::check::same_dim("columns of reduced_sparse", k, r.ncols())?;
-    let first = match sparse_direct(r, rhs, stop) {
+    crate::__private::check::same_dim("rows of reduced_sparse", k, r.dim())?;
+    if let Assembled::Csr { a, .. } = r {
+        crate::__private::check::same_dim("columns of reduced_sparse", k, a.ncols())?;
+    }
+    let first = match solve_assembled(r, rhs, stop, BANDED_MAX) {
         Ok(s) => {
             return Ok(Outcome {
                 solved: s.solved,
@@ -180,10 +181,9 @@ fn sparse_reduced_solve(
         Err(e @ (FoldError::NotConverged { .. } | FoldError::Singular)) => e,
         Err(e) => return Err(e),
     };
-    let op = CsrOperator::new(r)?;
     let no_dense = || -> Result<Dense<'static>, FoldError> { Err(FoldError::Singular) };
     let system = System {
-        op: &op,
+        op: r,
         dense: &no_dense,
     };
     let krylov = Method::Gmres {

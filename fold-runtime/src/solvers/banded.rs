@@ -20,23 +20,148 @@ pub struct BandedLdlt {
     pub dropped: usize,
 }
 
+/// A symmetric matrix by its lower band: row `i` holds `A[i, i − w .. i − 1]`, then
+/// `A[i, i]` (entries before the first row are zero).
+#[derive(Debug, Clone)]
+pub struct SymBand {
+    n: usize,
+    w: usize,
+    band: Vec<f64>,
+}
+
+impl SymBand {
+    /// A zero `n × n` matrix of half-bandwidth `w` (at least 1).
+    pub fn zeros(n: usize, w: usize) -> SymBand {
+        let w = w.max(1);
+        SymBand {
+            n,
+            w,
+            band: vec![0.0; n * (w + 1)],
+        }
+    }
+
+    /// The lower band of a symmetric `a` (entries further than `w` from the diagonal, and
+    /// the upper triangle, are not read).
+    pub fn from_csr(a: &CsrMatrix<f64>, w: usize) -> SymBand {
+        let mut m = SymBand::zeros(a.nrows(), w);
+        let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+        for i in 0..m.n {
+            for p in off[i]..off[i + 1] {
+                let j = idx[p];
+                if j <= i && i - j <= m.w {
+                    *m.entry_mut(i, j) += val[p];
+                }
+            }
+        }
+        m
+    }
+
+    /// `c A[S, :] A[S, :]ᵀ` straight into band storage, when the rows of `A` on `S` (sorted
+    /// columns, as CSR keeps them) have first and last columns that never decrease, so
+    /// that a row meets only rows shortly before it; `None` when they decrease or its
+    /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
+    pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
+        let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+        let k = s.len();
+        // Per row: its entries, and the first row whose last column reaches its first
+        // column (rows before that share no column with it: last columns never decrease).
+        let mut rows: Vec<(usize, usize, usize)> = Vec::with_capacity(k);
+        let mut last: Vec<usize> = Vec::with_capacity(k);
+        let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
+        for (r, &i) in s.iter().enumerate() {
+            let (p, q) = (off[i], off[i + 1]);
+            // An empty row is a zero row and column: it may sit anywhere.
+            let (lo, hi) = if p < q { (idx[p], idx[q - 1]) } else { prev };
+            if lo < prev.0 || hi < prev.1 {
+                return None;
+            }
+            prev = (lo, hi);
+            last.push(hi);
+            while last[r0] < lo {
+                r0 += 1;
+            }
+            w = w.max(r - r0);
+            if w > w_max {
+                return None;
+            }
+            rows.push((p, q, r0));
+        }
+        // Row r scattered into a dense row, read by the rows that meet it: no merging.
+        let mut m = SymBand::zeros(k, w);
+        let w = m.w;
+        let mut dense = vec![0.0; a.ncols()];
+        for (r, &(p, q, r0)) in rows.iter().enumerate() {
+            for (&j, &v) in idx[p..q].iter().zip(&val[p..q]) {
+                dense[j] = v;
+            }
+            // Entry (r, t) sits at r(w + 1) + w − (r − t).
+            let band = &mut m.band[r * (w + 1) + w - (r - r0)..(r + 1) * (w + 1)];
+            for (out, &(pt, qt, _)) in band.iter_mut().zip(&rows[r0..=r]) {
+                let dot: f64 = idx[pt..qt]
+                    .iter()
+                    .zip(&val[pt..qt])
+                    .map(|(&j, &v)| v * dense[j])
+                    .sum();
+                *out = c * dot;
+            }
+            for &j in &idx[p..q] {
+                dense[j] = 0.0;
+            }
+        }
+        Some(m)
+    }
+
+    /// Whether every stored entry is finite.
+    pub fn all_finite(&self) -> bool {
+        self.band.iter().all(|v| v.is_finite())
+    }
+
+    /// Dimension.
+    pub fn dim(&self) -> usize {
+        self.n
+    }
+
+    /// `A[i, j]` for `i − w ≤ j ≤ i`.
+    pub fn entry_mut(&mut self, i: usize, j: usize) -> &mut f64 {
+        &mut self.band[i * (self.w + 1) + self.w - (i - j)]
+    }
+
+    /// Largest `|A[i, i]|`.
+    pub fn max_diagonal(&self) -> f64 {
+        let w = self.w;
+        (0..self.n).fold(0.0f64, |m, i| m.max(self.band[i * (w + 1) + w].abs()))
+    }
+
+    /// `y ← A x`.
+    pub fn mul_into(&self, x: &[f64], y: &mut [f64]) {
+        let (n, w) = (self.n, self.w);
+        for (i, yi) in y.iter_mut().enumerate().take(n) {
+            *yi = self.band[i * (w + 1) + w] * x[i];
+        }
+        for i in 0..n {
+            let row = &self.band[i * (w + 1)..i * (w + 1) + w];
+            let lo = i.saturating_sub(w);
+            let mut s = 0.0;
+            for j in lo..i {
+                let a = row[w - (i - j)];
+                s += a * x[j];
+                y[j] += a * x[i];
+            }
+            y[i] += s;
+        }
+    }
+}
+
 impl BandedLdlt {
     /// Factors the lower band of a symmetric `a` (half-bandwidth at most `b`); pivots with
     /// `|d| ≤ eps` become `delta`.
     pub fn factor(a: &CsrMatrix<f64>, b: usize, eps: f64, delta: f64) -> BandedLdlt {
-        let n = a.nrows();
-        let w = b.max(1);
-        // Row i of the band: entries A[i, i − w .. i − 1] then the diagonal.
-        let mut band = vec![0.0; n * (w + 1)];
-        let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-        for i in 0..n {
-            for p in off[i]..off[i + 1] {
-                let j = idx[p];
-                if j <= i && i - j <= w {
-                    band[i * (w + 1) + w - (i - j)] += val[p];
-                }
-            }
-        }
+        BandedLdlt::factor_band(&SymBand::from_csr(a, b), eps, delta)
+    }
+
+    /// Factors a symmetric band matrix; pivots with `|d| ≤ eps` become `delta`.
+    pub fn factor_band(a: &SymBand, eps: f64, delta: f64) -> BandedLdlt {
+        let (n, w, band) = (a.n, a.w, &a.band);
         let mut l = vec![0.0; n * w];
         let mut d = vec![0.0; n];
         let mut dropped = 0;
@@ -98,14 +223,16 @@ impl BandedLdlt {
     pub fn solve_in_place(&self, x: &mut DVector<f64>) {
         let (n, w) = (self.n, self.b);
         if w == 1 {
+            let x = &mut x.as_mut_slice()[..n];
+            let (l, d) = (&self.l[..n], &self.d[..n]);
             for i in 1..n {
-                x[i] -= self.l[i] * x[i - 1];
+                x[i] -= l[i] * x[i - 1];
             }
-            for i in 0..n {
-                x[i] /= self.d[i];
+            for (xi, di) in x.iter_mut().zip(d) {
+                *xi /= di;
             }
-            for i in (0..n.saturating_sub(1)).rev() {
-                x[i] -= self.l[i + 1] * x[i + 1];
+            for i in (1..n).rev() {
+                x[i - 1] -= l[i] * x[i];
             }
             return;
         }
@@ -134,6 +261,61 @@ mod tests {
     use super::*;
     use nalgebra::DMatrix;
     use nalgebra_sparse::CooMatrix;
+
+    fn csr_of(a: &DMatrix<f64>) -> CsrMatrix<f64> {
+        let mut coo = CooMatrix::new(a.nrows(), a.ncols());
+        for i in 0..a.nrows() {
+            for j in 0..a.ncols() {
+                if a[(i, j)] != 0.0 {
+                    coo.push(i, j, a[(i, j)]);
+                }
+            }
+        }
+        CsrMatrix::from(&coo)
+    }
+
+    fn dense_of(m: &SymBand) -> DMatrix<f64> {
+        let n = m.dim();
+        DMatrix::from_fn(n, n, |i, j| {
+            let x = DVector::from_fn(n, |k, _| if k == j { 1.0 } else { 0.0 });
+            let mut y = vec![0.0; n];
+            m.mul_into(x.as_slice(), &mut y);
+            y[i]
+        })
+    }
+
+    #[test]
+    fn gram_rows_of_banded_rows_is_the_dense_gram_matrix() {
+        // Rows with two or three entries sliding right (a stencil), one empty row.
+        let (m, n) = (12, 14);
+        let a = DMatrix::from_fn(m, n, |i, j| {
+            if i == 5 {
+                0.0
+            } else if j >= i && j <= i + 1 + i % 2 {
+                1.0 + 0.3 * (i as f64) - 0.7 * (j as f64).sin()
+            } else {
+                0.0
+            }
+        });
+        let s = [0usize, 1, 2, 4, 5, 6, 7, 9, 10, 11];
+        let rows = DMatrix::from_fn(s.len(), n, |r, j| a[(s[r], j)]);
+        let want = &rows * rows.transpose() * 0.75;
+        let band = SymBand::gram_rows(0.75, &csr_of(&a), &s, 16).expect("banded rows");
+        assert!((dense_of(&band) - &want).abs().max() < 1e-14);
+        // Each row meets the three before it: half-bandwidth 3.
+        let wide = DMatrix::from_fn(6, 10, |i, j| if j >= i && j < i + 4 { 1.0 } else { 0.0 });
+        assert!(SymBand::gram_rows(1.0, &csr_of(&wide), &[0, 1, 2, 3, 4, 5], 2).is_none());
+        assert!(SymBand::gram_rows(1.0, &csr_of(&wide), &[0, 1, 2, 3, 4, 5], 3).is_some());
+        // Rows out of order in their columns: not banded this way.
+        let back = DMatrix::from_fn(3, 6, |i, j| {
+            if j == 4 - 2 * i || j == 5 - 2 * i {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        assert!(SymBand::gram_rows(1.0, &csr_of(&back), &[0, 1, 2], 16).is_none());
+    }
 
     #[test]
     fn solves_banded_spd_and_singular_consistent_systems() {

@@ -8,9 +8,9 @@
 //! semidefinite matrix, a vanishing column too, so it is replaced by `max |Aᵢᵢ|` and its
 //! unknown stays ≈ 0. The true residual decides: an inconsistent system is `Singular`.
 
-use super::banded::BandedLdlt;
+use super::banded::{BandedLdlt, SymBand};
 use super::{not_converged, residual_into, Operator, Solved, Stop};
-use crate::FoldError;
+use crate::{FoldError, SparseReduced};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::ldlt::factor::LdltRegularization;
 use faer::linalg::solvers::SolveCore;
@@ -22,6 +22,7 @@ use faer::sparse::{SparseColMatRef, SymbolicSparseColMatRef};
 use faer::{Conj, MatMut, Par, Side};
 use nalgebra::DVector;
 use nalgebra_sparse::CsrMatrix;
+use std::borrow::Cow;
 
 /// Largest half-bandwidth factored by [`BandedLdlt`]; wider symmetric bands go to faer.
 /// Measured (`cargo bench -p fold-runtime --bench solvers -- sparse_band`: SPD band
@@ -61,6 +62,61 @@ impl Operator for CsrOperator<'_> {
         crate::__private::check::same_dim("sparse operand", self.dim(), x.len())?;
         crate::__private::check::same_dim("sparse output", self.dim(), y.len())?;
         crate::__private::sparse::mv_into(self.a, x, y);
+        Ok(())
+    }
+}
+
+/// A sparse system in the form its solver reads: the structure decides the factorization.
+#[derive(Debug, Clone)]
+pub enum Assembled<'a> {
+    /// A symmetric band holding every nonzero (banded `LDLᵀ`).
+    Band(SymBand),
+    /// A CSR matrix, `symmetric` when known by construction (otherwise probed).
+    Csr {
+        /// The matrix.
+        a: Cow<'a, CsrMatrix<f64>>,
+        /// Symmetric by construction.
+        symmetric: bool,
+    },
+}
+
+impl<'a> Assembled<'a> {
+    /// Assembles a reduced matrix: a Gram matrix of narrowly banded rows straight into a
+    /// band, other Gram matrices by [`crate::__private::sparse::gram_rows`].
+    pub fn new(sys: SparseReduced<'a>) -> Result<Assembled<'a>, FoldError> {
+        match sys {
+            SparseReduced::Csr(a) => Ok(Assembled::Csr {
+                a: Cow::Owned(a),
+                symmetric: false,
+            }),
+            SparseReduced::Gram { scale, a, rows } => {
+                crate::__private::check::finite_scalar(scale, "scale of a sparse Gram matrix")?;
+                if let Some(band) = SymBand::gram_rows(scale, a, rows, BANDED_MAX) {
+                    return Ok(Assembled::Band(band));
+                }
+                Ok(Assembled::Csr {
+                    a: Cow::Owned(crate::__private::sparse::gram_rows(scale, a, rows)?),
+                    symmetric: true,
+                })
+            }
+        }
+    }
+}
+
+impl Operator for Assembled<'_> {
+    fn dim(&self) -> usize {
+        match self {
+            Assembled::Band(m) => m.dim(),
+            Assembled::Csr { a, .. } => a.nrows(),
+        }
+    }
+    fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
+        crate::__private::check::same_dim("sparse operand", self.dim(), x.len())?;
+        crate::__private::check::same_dim("sparse output", self.dim(), y.len())?;
+        match self {
+            Assembled::Band(m) => m.mul_into(x.as_slice(), y.as_mut_slice()),
+            Assembled::Csr { a, .. } => crate::__private::sparse::mv_into(a, x, y),
+        }
         Ok(())
     }
 }
@@ -240,8 +296,22 @@ pub fn sparse_direct_with(
     stop: &Stop,
     banded_max: usize,
 ) -> Result<SparseSolved, FoldError> {
-    let op = CsrOperator::new(a)?;
-    crate::__private::check::same_dim("right-hand side", op.dim(), b.len())?;
+    CsrOperator::new(a)?;
+    let m = Assembled::Csr {
+        a: Cow::Borrowed(a),
+        symmetric: false,
+    };
+    solve_assembled(&m, b, stop, banded_max)
+}
+
+/// [`sparse_direct`] of an assembled system (square by construction).
+pub fn solve_assembled(
+    m: &Assembled<'_>,
+    b: &DVector<f64>,
+    stop: &Stop,
+    banded_max: usize,
+) -> Result<SparseSolved, FoldError> {
+    crate::__private::check::same_dim("right-hand side", m.dim(), b.len())?;
     crate::__private::check::finite_vector(b, "right-hand side")?;
     if b.norm() == 0.0 {
         return Ok(SparseSolved {
@@ -249,8 +319,23 @@ pub fn sparse_direct_with(
             dropped: None,
         });
     }
-    let out = solve_factored(a, &op, b, stop, banded_max);
-    if out.is_err() && !crate::__private::check::all_finite(a.values()) {
+    let out = match m {
+        Assembled::Band(band) => {
+            let dmax = band.max_diagonal();
+            if dmax > 0.0 && dmax.is_finite() {
+                let f = BandedLdlt::factor_band(band, PIVOT_DROP * dmax, dmax);
+                refine(m, &Factor::Banded(f), b, stop)
+            } else {
+                Err(FoldError::Singular)
+            }
+        }
+        Assembled::Csr { a, symmetric } => solve_factored(a, m, b, stop, banded_max, *symmetric),
+    };
+    let finite = || match m {
+        Assembled::Band(band) => band.all_finite(),
+        Assembled::Csr { a, .. } => crate::__private::check::all_finite(a.values()),
+    };
+    if out.is_err() && !finite() {
         // Checked only on failure: a non-finite entry always spoils the solution.
         return Err(FoldError::non_finite("sparse reduced matrix"));
     }
@@ -259,12 +344,13 @@ pub fn sparse_direct_with(
 
 fn solve_factored(
     a: &CsrMatrix<f64>,
-    op: &CsrOperator<'_>,
+    op: &dyn Operator,
     b: &DVector<f64>,
     stop: &Stop,
     banded_max: usize,
+    symmetric: bool,
 ) -> Result<SparseSolved, FoldError> {
-    if looks_symmetric(a) {
+    if symmetric || looks_symmetric(a) {
         let out = match factor_symmetric(a, banded_max)? {
             Some(f) => refine(op, &f, b, stop),
             // Too much fill: leave it to the Krylov rungs.
@@ -272,7 +358,7 @@ fn solve_factored(
         };
         match out {
             Ok(s) => return Ok(s),
-            Err(e) if symmetric(a, SYMMETRY_TOL) => return Err(e),
+            Err(e) if symmetric || self::symmetric(a, SYMMETRY_TOL) => return Err(e),
             Err(_) => {}
         }
     }
@@ -281,7 +367,7 @@ fn solve_factored(
 
 /// Solve and refine against the operator until the true residual meets `tol`.
 fn refine(
-    op: &CsrOperator<'_>,
+    op: &dyn Operator,
     f: &Factor,
     b: &DVector<f64>,
     stop: &Stop,
