@@ -62,52 +62,55 @@ impl SymBand {
     /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
     pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
         let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-        let k = s.len();
-        // Per row: its entries, and the first row whose last column reaches its first
-        // column (rows before that share no column with it: last columns never decrease).
-        let mut rows: Vec<(usize, usize, usize)> = Vec::with_capacity(k);
-        let mut last: Vec<usize> = Vec::with_capacity(k);
-        let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
-        for (r, &i) in s.iter().enumerate() {
-            let (p, q) = (off[i], off[i + 1]);
-            // An empty row is a zero row and column: it may sit anywhere.
-            let (lo, hi) = if p < q { (idx[p], idx[q - 1]) } else { prev };
-            if lo < prev.0 || hi < prev.1 {
-                return None;
+        let row = |r: usize| off[s[r]]..off[s[r] + 1];
+        // The rows before r that can meet it start at the first whose last column reaches
+        // r's first column (last columns never decrease); empty rows meet nothing. `None`
+        // when the columns go back or the band exceeds `w_max`.
+        let meets = |w_max: usize, visit: &mut dyn FnMut(usize, usize)| -> Option<usize> {
+            let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
+            for r in 0..s.len() {
+                let p = row(r);
+                if p.is_empty() {
+                    visit(r, r);
+                    continue;
+                }
+                let (lo, hi) = (idx[p.start], idx[p.end - 1]);
+                if lo < prev.0 || hi < prev.1 {
+                    return None;
+                }
+                prev = (lo, hi);
+                while r0 < r && row(r0).last().is_none_or(|q| idx[q] < lo) {
+                    r0 += 1;
+                }
+                w = w.max(r - r0);
+                if w > w_max {
+                    return None;
+                }
+                visit(r, r0);
             }
-            prev = (lo, hi);
-            last.push(hi);
-            while last[r0] < lo {
-                r0 += 1;
-            }
-            w = w.max(r - r0);
-            if w > w_max {
-                return None;
-            }
-            rows.push((p, q, r0));
-        }
+            Some(w)
+        };
+        let w = meets(w_max, &mut |_, _| {})?;
         // Row r scattered into a dense row, read by the rows that meet it: no merging.
-        let mut m = SymBand::zeros(k, w);
+        let mut m = SymBand::zeros(s.len(), w);
         let w = m.w;
         let mut dense = vec![0.0; a.ncols()];
-        for (r, &(p, q, r0)) in rows.iter().enumerate() {
-            for (&j, &v) in idx[p..q].iter().zip(&val[p..q]) {
-                dense[j] = v;
+        let band = &mut m.band;
+        meets(w, &mut |r, r0| {
+            let p = row(r);
+            for q in p.clone() {
+                dense[idx[q]] = val[q];
             }
             // Entry (r, t) sits at r(w + 1) + w − (r − t).
-            let band = &mut m.band[r * (w + 1) + w - (r - r0)..(r + 1) * (w + 1)];
-            for (out, &(pt, qt, _)) in band.iter_mut().zip(&rows[r0..=r]) {
-                let dot: f64 = idx[pt..qt]
-                    .iter()
-                    .zip(&val[pt..qt])
-                    .map(|(&j, &v)| v * dense[j])
-                    .sum();
-                *out = c * dot;
+            let out = &mut band[r * (w + 1) + w - (r - r0)..(r + 1) * (w + 1)];
+            for (o, t) in out.iter_mut().zip(r0..=r) {
+                let dot: f64 = row(t).map(|q| val[q] * dense[idx[q]]).sum();
+                *o = c * dot;
             }
-            for &j in &idx[p..q] {
-                dense[j] = 0.0;
+            for q in p {
+                dense[idx[q]] = 0.0;
             }
-        }
+        })?;
         Some(m)
     }
 
