@@ -42,6 +42,7 @@ pub mod error;
 pub mod forward;
 pub mod integrations;
 pub(crate) mod linalg;
+pub mod linearization;
 pub mod linearized;
 pub mod ops;
 pub mod options;
@@ -59,6 +60,7 @@ pub use backward::{
 pub use cotangent::Cotangent;
 pub use error::FoldError;
 pub use forward::{fixed_point, iterates};
+pub use linearization::{Linearization, Products};
 pub use linearized::{Factored, Linearized, SparseReduced, SupportKernel};
 pub use options::{BackwardOptions, ForwardOptions, Method, Solution, SolveStats};
 pub use primitive::{Arg, Primitive, PrimitiveLinearization, Value};

@@ -117,7 +117,7 @@ pub trait Factored {
     /// The reduced matrix `I − Kᵀ M_SSᵀ` assembled sparse (O(nnz) memory), when `M` is
     /// built from `CsrMatrix` constants, diagonals and identities; `Err` when assembling
     /// it failed (a dimension mismatch).
-    fn reduced_sparse(&self) -> Option<Result<SparseReduced<'_>, crate::FoldError>> {
-        None
+    fn reduced_sparse(&self) -> Result<Option<SparseReduced<'_>>, crate::FoldError> {
+        Ok(None)
     }
 }

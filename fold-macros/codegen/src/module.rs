@@ -675,13 +675,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let body = jac_method(terms, &cols);
             quote!(fn state_jacobian(&self) -> ::std::option::Option<::fold_runtime::nalgebra::DMatrix<f64>> { Some(#body) })
         }
-        None => quote!(
-            fn state_jacobian(
-                &self,
-            ) -> ::std::option::Option<::fold_runtime::nalgebra::DMatrix<f64>> {
-                None
-            }
-        ),
+        None => TokenStream::new(),
     };
     let param_jacobian_fields: Vec<TokenStream> = sig
         .params
@@ -719,8 +713,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         .collect();
 
     // --- the reduced backward (Factored) -------------------------------------------------
-    let (factored_staged, factored_impl, factored_hook) = match &red {
-        None => (TokenStream::new(), TokenStream::new(), TokenStream::new()),
+    let (factored_impl, factored_hook) = match &red {
+        None => (TokenStream::new(), TokenStream::new()),
         Some(r) => {
             let w = ident_of(&names, r.seed);
             let inner_state = {
@@ -780,8 +774,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let sparse = r
                 .matrix
                 .filter(|&m| r.sparse && crate::restrict::sparse_closed(&g, m));
-            let sparse_methods = match sparse {
-                None => (TokenStream::new(), TokenStream::new()),
+            let sparse_staged = match sparse {
+                None => TokenStream::new(),
                 Some(m) => {
                     let mut sc = method_scope();
                     let leaves = crate::emit_sparse::operands(&g, m);
@@ -790,25 +784,14 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     let assembly = crate::emit_sparse::SparseEmitter::new(&sc, &g).assemble(m);
                     let csr = quote!(::fold_runtime::SparseReduced<'_>);
                     let err = quote!(::fold_runtime::FoldError);
-                    (
-                        quote! {
-                            fn reduced_sparse(&self) -> ::std::result::Result<#csr, #err> {
-                                #body
-                                Ok({ #assembly })
-                            }
-                        },
-                        quote! {
-                            fn reduced_sparse(&self) -> ::std::option::Option<::std::result::Result<#csr, #err>> {
-                                match &self.staged {
-                                    Ok(s) => Some(s.reduced_sparse()),
-                                    Err(e) => Some(Err(e.clone())),
-                                }
-                            }
-                        },
-                    )
+                    quote! {
+                        fn reduced_sparse(&self) -> ::std::result::Result<::std::option::Option<#csr>, #err> {
+                            #body
+                            Ok(Some({ #assembly }))
+                        }
+                    }
                 }
             };
-            let (sparse_staged, sparse_impl) = sparse_methods;
             let matrix = match r.matrix.filter(|_| sparse.is_none() && !r.sparse) {
                 None => quote!(None),
                 Some(m) => {
@@ -828,9 +811,35 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     quote!(::fold_runtime::SupportKernel::Centered)
                 }
             };
-            let staged_methods = quote! {
-                #[allow(unused_variables)]
-                impl Staged<'_> {
+            let defaults = {
+                let mut d = TokenStream::new();
+                if !has_head {
+                    d.extend(quote!(
+                        fn head_has_params(&self) -> bool {
+                            false
+                        }
+                    ));
+                }
+                if cheap {
+                    d.extend(quote!(
+                        fn cheap_products(&self) -> bool {
+                            true
+                        }
+                    ));
+                }
+                d
+            };
+            let impl_ = quote! {
+                /// `Φ = J M` through the projection ending the rule: the backward pass solves
+                /// the reduced system on the projection's support.
+                impl ::fold_runtime::Factored for Staged<'_> {
+                    type Grads = Grads;
+                    fn support(&self) -> &[usize] {
+                        &self.#support
+                    }
+                    fn kernel(&self) -> ::fold_runtime::SupportKernel {
+                        #kernel
+                    }
                     fn inner_vjp_state(&self, #w: &DVector<f64>) -> DVector<f64> {
                         #inner_state
                     }
@@ -840,68 +849,19 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     fn head_vjp_params(&self, #w: &DVector<f64>) -> ::std::option::Option<Grads> {
                         #head_params
                     }
+                    #defaults
                     fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
                         #matrix
                     }
                     #sparse_staged
                 }
             };
-            let impl_ = quote! {
-                /// `Φ = J M` through the projection ending the rule: the backward pass solves
-                /// the reduced system on the projection's support.
-                impl ::fold_runtime::Factored for Linearization<'_> {
-                    type Grads = Grads;
-                    fn support(&self) -> &[usize] {
-                        match &self.staged {
-                            Ok(s) => &s.#support,
-                            Err(_) => &[],
-                        }
-                    }
-                    fn kernel(&self) -> ::fold_runtime::SupportKernel {
-                        #kernel
-                    }
-                    fn inner_vjp_state(&self, u: &DVector<f64>) -> DVector<f64> {
-                        match &self.staged {
-                            Ok(s) => s.inner_vjp_state(u),
-                            Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.blocks[0]),
-                        }
-                    }
-                    fn inner_vjp_params(&self, u: &DVector<f64>) -> Grads {
-                        match &self.staged {
-                            Ok(s) => s.inner_vjp_params(u),
-                            Err(_) => self.nan_grads(),
-                        }
-                    }
-                    fn head_vjp_params(&self, w: &DVector<f64>) -> ::std::option::Option<Grads> {
-                        match &self.staged {
-                            Ok(s) => s.head_vjp_params(w),
-                            Err(_) => Some(self.nan_grads()),
-                        }
-                    }
-                    fn head_has_params(&self) -> bool {
-                        #has_head
-                    }
-                    fn cheap_products(&self) -> bool {
-                        #cheap
-                    }
-                    fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
-                        match &self.staged {
-                            Ok(s) => s.reduced_matrix(),
-                            Err(_) => None,
-                        }
-                    }
-                    #sparse_impl
-                }
-            };
             let hook = quote! {
                 fn factored(&self) -> ::std::option::Option<&dyn ::fold_runtime::Factored<Grads = Grads>> {
-                    match &self.staged {
-                        Ok(_) => Some(self),
-                        Err(_) => None,
-                    }
+                    Some(self)
                 }
             };
-            (staged_methods, impl_, hook)
+            (impl_, hook)
         }
     };
 
@@ -1045,45 +1005,79 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     };
 
     // --- assemble -----------------------------------------------------------------------
-    let nparams = sig.params.len();
-    let param_dims: Vec<TokenStream> = sig
-        .params
-        .iter()
-        .map(|&p| {
-            let a = free_access(p);
-            match sig.args[p].kind {
-                Kind::Scalar => quote!((1, 1)),
-                Kind::Vector => quote!(((#a).len(), 1)),
-                _ => quote!(((#a).nrows(), (#a).ncols())),
-            }
-        })
-        .collect();
     let nan_grads: Vec<TokenStream> = sig
         .params
         .iter()
-        .enumerate()
-        .map(|(k, &p)| {
+        .map(|&p| {
             let n = &arg_names[p];
             match sig.args[p].kind {
                 Kind::Scalar => quote!(#n: f64::NAN),
-                Kind::Vector => quote!(#n: ::fold_runtime::__private::kernels::nan_vector(self.params[#k].0)),
-                _ => quote!(#n: ::fold_runtime::__private::kernels::nan_matrix(self.params[#k].0, self.params[#k].1)),
+                Kind::Vector => quote!(#n: ::fold_runtime::__private::kernels::nan_vector(#n.len())),
+                _ => quote!(#n: ::fold_runtime::__private::kernels::nan_matrix(#n.nrows(), #n.ncols())),
             }
+        })
+        .collect();
+    let state_dim = quote!(#(#block_lens)+*);
+    let nan_jacobians: Vec<TokenStream> = sig
+        .params
+        .iter()
+        .map(|&p| {
+            let n = &arg_names[p];
+            let width = match sig.args[p].kind {
+                Kind::Scalar => quote!(1),
+                _ => quote!(#n.len()),
+            };
+            quote!(#n: ::fold_runtime::__private::kernels::nan_matrix(#state_dim, #width))
         })
         .collect();
     let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`, one field per parameter.");
     let zeros: Vec<TokenStream> = param_idents
         .iter()
-        .map(|n| quote!(#n: ::fold_runtime::Cotangent::zeros_like(&self.#n)))
+        .map(|n| quote!(#n: Cotangent::zeros_like(&self.#n)))
         .collect();
-    let dots: Vec<TokenStream> = param_idents
+    let sum_of = |terms: Vec<TokenStream>, sep: TokenStream, empty: TokenStream| {
+        let mut it = terms.into_iter();
+        match it.next() {
+            None => empty,
+            Some(first) => it.fold(first, |acc, t| quote!(#acc #sep #t)),
+        }
+    };
+    let dots = sum_of(
+        param_idents
+            .iter()
+            .map(|n| quote!(Cotangent::dot_with(&self.#n, &other.#n)))
+            .collect(),
+        quote!(+),
+        quote!(0.0),
+    );
+    let finite = sum_of(
+        param_idents
+            .iter()
+            .map(|n| quote!(Cotangent::all_finite(&self.#n)))
+            .collect(),
+        quote!(&&),
+        quote!(true),
+    );
+    // The unstaged check is a separate function only when staging checks a matrix itself.
+    let same_checks = finite_checks
         .iter()
-        .map(|n| quote!(+ ::fold_runtime::Cotangent::dot_with(&self.#n, &other.#n)))
-        .collect();
-    let finite: Vec<TokenStream> = param_idents
-        .iter()
-        .map(|n| quote!(&& ::fold_runtime::Cotangent::all_finite(&self.#n)))
-        .collect();
+        .map(ToString::to_string)
+        .eq(lazy_checks.iter().map(ToString::to_string));
+    let (lazy_fn, lazy_name) = if same_checks {
+        (TokenStream::new(), quote!(check_finite))
+    } else {
+        (
+            quote! {
+                /// [`check_finite`] without the matrices that staging checks inside their first
+                /// product (one pass over them instead of two).
+                fn check_finite_unstaged(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+                    #(#lazy_checks)*
+                    Ok(())
+                }
+            },
+            quote!(check_finite_unstaged),
+        )
+    };
     let derivatives = &input.derivatives;
     let block_count = nblocks;
     let jacobian_doc = format!("`Φ = ∂{fn_name}/∂state` (n × n) and `Ψ` per parameter (n × len, matrices flattened column-major).");
@@ -1092,6 +1086,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let rule_items = crate::emit_rule::rule_items(sig, &kind_ty);
     let module_body = quote! {
         use ::fold_runtime::nalgebra::{DMatrix, DVector};
+        use ::fold_runtime::{Cotangent, Products};
         #[allow(unused_imports)]
         use super::*;
 
@@ -1106,25 +1101,22 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
         impl<'r> ::core::ops::AddAssign<&'r Grads> for Grads {
             fn add_assign(&mut self, other: &'r Grads) {
-                #( ::fold_runtime::Cotangent::add_scaled(&mut self.#param_idents, 1.0, &other.#param_idents); )*
-                let _ = other;
+                #( Cotangent::add_scaled(&mut self.#param_idents, 1.0, &other.#param_idents); )*
             }
         }
 
-        impl ::fold_runtime::Cotangent for Grads {
+        impl Cotangent for Grads {
             fn zeros_like(&self) -> Self {
                 Grads { #(#zeros),* }
             }
             fn scale_by(&mut self, s: f64) {
-                #( ::fold_runtime::Cotangent::scale_by(&mut self.#param_idents, s); )*
-                let _ = s;
+                #( Cotangent::scale_by(&mut self.#param_idents, s); )*
             }
             fn dot_with(&self, other: &Self) -> f64 {
-                let _ = other;
-                0.0 #(#dots)*
+                #dots
             }
             fn all_finite(&self) -> bool {
-                true #(#finite)*
+                #finite
             }
         }
 
@@ -1141,7 +1133,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
         /// What products with `Φ` and `Ψ` read, computed once per linearization.
         #[allow(dead_code)]
-        struct Staged<'a> {
+        pub struct Staged<'a> {
             #( #arg_names: #arg_field_tys, )*
             #( #field_idents: #field_tys, )*
             #( #factor_idents: ::fold_runtime::__private::Factorization, )*
@@ -1159,12 +1151,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             Ok(())
         }
 
-        /// [`check_finite`] without the matrices that staging checks inside their first
-        /// product (one pass over them instead of two).
-        fn check_finite_unstaged(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
-            #(#lazy_checks)*
-            Ok(())
-        }
+        #lazy_fn
 
         fn stage<'a>(#(#user_params),*) -> ::std::result::Result<Staged<'a>, ::fold_runtime::FoldError> {
             check_dims(#(#internal_args_in_free),*)?;
@@ -1183,7 +1170,11 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         }
 
         #[allow(unused_variables)]
-        impl Staged<'_> {
+        impl Products for Staged<'_> {
+            type Grads = Grads;
+            fn state_dim(&self) -> usize {
+                self.blocks.iter().sum()
+            }
             fn vjp_state(&self, #v_param: &DVector<f64>) -> DVector<f64> {
                 #vjp_state_body
             }
@@ -1197,13 +1188,16 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 #jvp_params_body
             }
             #state_jacobian_method
+            #factored_hook
+        }
+
+        #factored_impl
+
+        impl Staged<'_> {
             fn jacobians(&self) -> Jacobians {
                 let state = match self.state_jacobian() {
                     Some(phi) => phi,
-                    None => {
-                        let n: usize = self.blocks.iter().sum();
-                        ::fold_runtime::__private::kernels::columns(n, |e| self.jvp_state(e))
-                    }
+                    None => ::fold_runtime::__private::kernels::columns(self.state_dim(), |e| self.jvp_state(e)),
                 };
                 Jacobians {
                     state,
@@ -1213,93 +1207,26 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         }
 
         /// The update rule linearized at a point; see [`linearize`].
-        pub struct Linearization<'a> {
-            staged: ::std::result::Result<Staged<'a>, ::fold_runtime::FoldError>,
-            blocks: [usize; #block_count],
-            params: [(usize, usize); #nparams],
-        }
-
-        impl Linearization<'_> {
-            fn nan_grads(&self) -> Grads {
-                Grads { #(#nan_grads),* }
-            }
-
-            /// Dense `Φ` and `Ψ` (NaN-filled if the linearization failed).
-            pub fn jacobians(&self) -> Jacobians {
-                match &self.staged {
-                    Ok(s) => s.jacobians(),
-                    Err(_) => {
-                        let n: usize = self.blocks.iter().sum();
-                        let g = self.nan_grads();
-                        Jacobians {
-                            state: ::fold_runtime::__private::kernels::nan_matrix(n, n),
-                            #( #param_idents: ::fold_runtime::__private::kernels::nan_matrix(n, ::fold_runtime::__private::kernels::entries(&g.#param_idents).len()), )*
-                        }
-                    }
-                }
-            }
-        }
-
-        impl ::fold_runtime::Linearized for Linearization<'_> {
-            type Grads = Grads;
-            fn state_dim(&self) -> usize {
-                self.blocks.iter().sum()
-            }
-            fn check(&self) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
-                match &self.staged {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.clone()),
-                }
-            }
-            fn vjp_state(&self, v: &DVector<f64>) -> DVector<f64> {
-                match &self.staged {
-                    Ok(s) => s.vjp_state(v),
-                    Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.state_dim()),
-                }
-            }
-            fn jvp_state(&self, u: &DVector<f64>) -> DVector<f64> {
-                match &self.staged {
-                    Ok(s) => s.jvp_state(u),
-                    Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.state_dim()),
-                }
-            }
-            fn vjp_params(&self, v: &DVector<f64>) -> Grads {
-                match &self.staged {
-                    Ok(s) => s.vjp_params(v),
-                    Err(_) => self.nan_grads(),
-                }
-            }
-            fn jvp_params(&self, dtheta: &Grads) -> DVector<f64> {
-                match &self.staged {
-                    Ok(s) => s.jvp_params(dtheta),
-                    Err(_) => ::fold_runtime::__private::kernels::nan_vector(self.state_dim()),
-                }
-            }
-            fn state_jacobian(&self) -> ::std::option::Option<DMatrix<f64>> {
-                match &self.staged {
-                    Ok(s) => s.state_jacobian(),
-                    Err(_) => None,
-                }
-            }
-            #factored_hook
-        }
-
-        #factored_impl
-        #factored_staged
+        pub type Linearization<'a> = ::fold_runtime::Linearization<Staged<'a>>;
 
         /// Linearizes the rule at the given point: everything products with `Φ` and `Ψ`
         /// need but the (co)tangent is computed here, once. Never panics: a failure
         /// (mismatched dimensions, a failing inner solve) is reported by
         /// `Linearized::check`, and products then return NaN.
         pub fn linearize<'a>(#(#user_params),*) -> Linearization<'a> {
-            let blocks = [#(#block_lens),*];
-            let params = [#(#param_dims),*];
-            Linearization { staged: stage(#(#arg_names),*), blocks, params }
+            ::fold_runtime::Linearization::new(stage(#(#arg_names),*), #state_dim, || Grads { #(#nan_grads),* })
         }
 
-        /// Dense `Φ` and `Ψ` at the given point, from the structured formula where one exists.
+        /// Dense `Φ` and `Ψ` at the given point, from the structured formula where one exists
+        /// (NaN-filled when the point cannot be linearized).
         pub fn jacobians<'a>(#(#user_params),*) -> Jacobians {
-            linearize(#(#arg_names),*).jacobians()
+            match stage(#(#arg_names),*) {
+                Ok(s) => s.jacobians(),
+                Err(_) => Jacobians {
+                    state: ::fold_runtime::__private::kernels::nan_matrix(#state_dim, #state_dim),
+                    #(#nan_jacobians,)*
+                },
+            }
         }
 
         /// The folded backward pass at a fixed point: solves `(I − Φ)ᵀ w = grad` and returns
@@ -1310,7 +1237,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
         /// [`backward`], also reporting what the linear solver did.
         pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<(Grads, ::fold_runtime::SolveStats), ::fold_runtime::FoldError> {
-            check_finite_unstaged(#(#internal_args_in_free),*)?;
+            #lazy_name(#(#internal_args_in_free),*)?;
             ::fold_runtime::__private::check::finite_vector(#grad_id, "grad")?;
             let lin = linearize(#(#arg_names),*);
             ::fold_runtime::Linearized::check(&lin)?;

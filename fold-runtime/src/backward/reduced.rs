@@ -113,8 +113,8 @@ pub(super) fn reduced_solve<G: Cotangent>(
             [krylov, Method::Direct]
         };
         ladder::run(&system, &rhs, &ladder, &stop)?
-    } else if let Some(r) = f.reduced_sparse() {
-        sparse_reduced_solve(&Assembled::new(r?)?, &rhs, &stop)?
+    } else if let Some(r) = f.reduced_sparse()? {
+        sparse_reduced_solve(&Assembled::new(r)?, &rhs, &stop)?
     } else {
         let op = ReducedOperator {
             f,
