@@ -487,7 +487,7 @@ impl<'a> Scope<'a> {
         let what = self.deferred.remove(&base)?;
         let b = self.access(base);
         let xv = self.access(x);
-        Some(quote!(::fold_runtime::__private::kernels::mv_checked(#coef, #b, #xv, #tr, #what)?))
+        Some(quote!(kernels::mv_checked(#coef, #b, #xv, #tr, #what)?))
     }
 
     fn per_call_tuple(&self, id: Id) -> bool {
@@ -567,16 +567,16 @@ impl<'a> Scope<'a> {
             };
             let coef = if v.negated { quote!(-#coef) } else { coef };
             let (b, st, tr) = (self.access(base), self.access(set), v.transposed);
-            return quote!(::fold_runtime::__private::kernels::gather_sub_view(#coef, #b, #st, #tr));
+            return quote!(kernels::gather_sub_view(#coef, #b, #st, #tr));
         }
         if let Some((other, diag)) = self.plus_diagonal(id) {
             let m = self.owned(other);
             return match diag {
                 Some(d) => {
                     let d = self.access(d);
-                    quote!(::fold_runtime::__private::kernels::plus_diag(#m, #d))
+                    quote!(kernels::plus_diag(#m, #d))
                 }
-                None => quote!(::fold_runtime::__private::kernels::plus_identity(#m, 1.0)),
+                None => quote!(kernels::plus_identity(#m, 1.0)),
             };
         }
         let arr = |k: usize| self.take(ch[k]).unwrap_or_else(|| self.access(ch[k]));
@@ -631,7 +631,7 @@ impl<'a> Scope<'a> {
                     (true, false) => quote!(sparse_mv),
                     (true, true) => quote!(sparse_mtv),
                 };
-                quote!(::fold_runtime::__private::kernels::#f(#coef, #b, #xv))
+                quote!(kernels::#f(#coef, #b, #xv))
             }
             Node::MatMul([l, r]) => {
                 let (cl, bl, tl) = self.view_tokens(l);
@@ -663,21 +663,19 @@ impl<'a> Scope<'a> {
                 match (g.node(bl), g.node(br)) {
                     (Node::Diag(d), Node::Diag(e)) if !self.preset(bl) && !self.preset(br) => {
                         let (d, e) = (self.access(*d), self.access(*e));
-                        scaled(
-                            quote!(::fold_runtime::nalgebra::DMatrix::from_diagonal(&(#d).component_mul(#e))),
-                        )
+                        scaled(quote!(DMatrix::from_diagonal(&(#d).component_mul(#e))))
                     }
                     (Node::Diag(d), _) if !self.preset(bl) => {
                         let (d, m) = (self.access(*d), dense(br, tr));
-                        scaled(quote!(::fold_runtime::__private::kernels::scale_rows(#d, #m)))
+                        scaled(quote!(kernels::scale_rows(#d, #m)))
                     }
                     (_, Node::Diag(d)) if !self.preset(br) => {
                         let (d, m) = (self.access(*d), dense(bl, tl));
-                        scaled(quote!(::fold_runtime::__private::kernels::scale_cols(#m, #d)))
+                        scaled(quote!(kernels::scale_cols(#m, #d)))
                     }
                     _ => {
                         let (x, y) = (self.access(bl), self.access(br));
-                        quote!(::fold_runtime::__private::kernels::mm(#coef, #x, #tl, #y, #tr))
+                        quote!(kernels::mm(#coef, #x, #tl, #y, #tr))
                     }
                 }
             }
@@ -838,10 +836,10 @@ impl<'a> Scope<'a> {
                     (false, true) => quote!(#f.solve(#rhs)),
                     (true, true) => quote!(#f.solve_transpose(#rhs)),
                     (false, false) => {
-                        quote!(::fold_runtime::__private::kernels::lu_solve_columns(&#f, #rhs, false))
+                        quote!(kernels::lu_solve_columns(&#f, #rhs, false))
                     }
                     (true, false) => {
-                        quote!(::fold_runtime::__private::kernels::lu_solve_columns(&#f, #rhs, true))
+                        quote!(kernels::lu_solve_columns(&#f, #rhs, true))
                     }
                 };
                 if v.coef.is_empty() && !v.negated {
@@ -872,11 +870,11 @@ impl<'a> Scope<'a> {
             }
             Node::Eye(_) => {
                 let x = a(0);
-                quote!(::fold_runtime::__private::kernels::eye_like(#x))
+                quote!(kernels::eye_like(#x))
             }
             Node::Diag(_) => {
                 let x = a(0);
-                quote!(::fold_runtime::nalgebra::DMatrix::from_diagonal(#x))
+                quote!(DMatrix::from_diagonal(#x))
             }
             Node::Diagonal(_) => {
                 let x = a(0);
@@ -927,11 +925,11 @@ impl<'a> Scope<'a> {
                     Node::GatherRows(_) => quote!(gather_rows),
                     _ => quote!(gather_cols),
                 };
-                quote!(::fold_runtime::__private::kernels::#f(#x, #s))
+                quote!(kernels::#f(#x, #s))
             }
             Node::Scatter(_) => {
                 let (x, s, like) = (a(0), a(1), r(2));
-                quote!(::fold_runtime::__private::kernels::scatter(#x, #s, #like.len()))
+                quote!(kernels::scatter(#x, #s, #like.len()))
             }
             Node::Call(name, args) => {
                 let ty = self
@@ -987,9 +985,9 @@ impl<'a> Scope<'a> {
                         let fi = format_ident!("output_{}", f);
                         let n = name.as_str();
                         if self.fallible {
-                            quote!(::fold_runtime::__private::kernels::#fi(#tuple, #k, #n)?)
+                            quote!(kernels::#fi(#tuple, #k, #n)?)
                         } else {
-                            quote!(::fold_runtime::__private::kernels::#fi(#tuple, #k, #n).unwrap_or_else(|_| ::core::default::Default::default()))
+                            quote!(kernels::#fi(#tuple, #k, #n).unwrap_or_else(|_| ::core::default::Default::default()))
                         }
                     }
                     Node::CallVjp(ch) | Node::CallJvp(ch) => {
@@ -1008,7 +1006,7 @@ impl<'a> Scope<'a> {
                             None => quote!(None),
                         };
                         let tuple = self.recv(t);
-                        quote!(::fold_runtime::__private::kernels::#fi(&mut #tuple, #k, #like))
+                        quote!(kernels::#fi(&mut #tuple, #k, #like))
                     }
                     _ => quote!(()),
                 }

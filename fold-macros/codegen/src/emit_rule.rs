@@ -49,8 +49,8 @@ fn internal_form(sig: &Signature, i: usize, x: &TokenStream) -> TokenStream {
 /// owned type.
 pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> TokenStream {
     let fn_name = sig.name.to_string();
-    let vec = quote!(::fold_runtime::nalgebra::DVector<f64>);
-    let res = |t: TokenStream| quote!(::std::result::Result<#t, ::fold_runtime::FoldError>);
+    let vec = quote!(DVector<f64>);
+    let res = |t: TokenStream| quote!(Result<#t, FoldError>);
     let field = |i: usize| {
         let a = &sig.args[i];
         let (n, t) = (&a.name, kind_ty(a.kind));
@@ -99,10 +99,10 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
         });
         (
             quote!((#(#tys),*)),
-            quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(&x.#idx)),*])),
+            quote!(kernels::pack_entries(&[#(kernels::entries(&x.#idx)),*])),
             quote! {
                 let lens = [#(like.#idx.len()),*];
-                ::fold_runtime::rule::check_packed(packed, &lens)?;
+                rule::check_packed(packed, &lens)?;
                 Ok(unpack(packed, [#(#shapes),*]))
             },
             quote!(step(#(#step_args),*)),
@@ -112,10 +112,10 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
         let idx: Vec<Index> = (0..nblocks).map(Index::from).collect();
         (
             quote!((#(#tys),*)),
-            quote!(::fold_runtime::__private::kernels::pack(&[#(&x.#idx),*])),
+            quote!(kernels::pack(&[#(&x.#idx),*])),
             quote! {
                 let lens = [#(like.#idx.len()),*];
-                ::fold_runtime::rule::check_packed(packed, &lens)?;
+                rule::check_packed(packed, &lens)?;
                 Ok(unpack(packed, lens))
             },
             quote!(step(#(#step_args),*)),
@@ -123,10 +123,10 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
     } else if any_matrix {
         (
             kind_ty(Kind::Matrix),
-            quote!(::fold_runtime::__private::kernels::flatten(x.clone())),
+            quote!(kernels::flatten(x.clone())),
             quote! {
-                ::fold_runtime::rule::check_packed(packed, &[like.len()])?;
-                Ok(::fold_runtime::__private::kernels::block_matrix(packed, 0, like.nrows(), like.ncols()))
+                rule::check_packed(packed, &[like.len()])?;
+                Ok(kernels::block_matrix(packed, 0, like.nrows(), like.ncols()))
             },
             quote!(step(#(#step_args),*)),
         )
@@ -135,15 +135,15 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
             vec.clone(),
             quote!(x.clone()),
             quote! {
-                ::fold_runtime::rule::check_packed(packed, &[like.len()])?;
+                rule::check_packed(packed, &[like.len()])?;
                 Ok(packed.clone())
             },
             quote!(step(#(#step_args),*)),
         )
     };
     let res_state = res(quote!(Self::State));
-    let res_solution = res(quote!(::fold_runtime::Solution));
-    let res_backward = res(quote!((Grads, ::fold_runtime::SolveStats)));
+    let res_solution = res(quote!(Solution));
+    let res_backward = res(quote!((Grads, SolveStats)));
     let res_params = res(quote!(Params));
     let res_grads = res(quote!(Grads));
     let params_doc =
@@ -176,31 +176,31 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
 
             fn pack(x: &Self::State) -> #vec { #pack }
             fn unpack(packed: &#vec, like: &Self::State) -> #res_state { #unpack }
-            fn solve(p: &Params, k: &Consts, x0: &Self::State, opts: &::fold_runtime::ForwardOptions) -> #res_solution {
+            fn solve(p: &Params, k: &Consts, x0: &Self::State, opts: &ForwardOptions) -> #res_solution {
                 solve(#(#solve_args,)* opts)
             }
             fn step(p: &Params, k: &Consts, x: &Self::State) -> #res_state {
                 check_dims(#(#step_args),*)?;
                 #step_out
             }
-            fn backward(p: &Params, k: &Consts, x: &Self::State, grad: &#vec, opts: &::fold_runtime::BackwardOptions) -> #res_backward {
+            fn backward(p: &Params, k: &Consts, x: &Self::State, grad: &#vec, opts: &BackwardOptions) -> #res_backward {
                 backward_with_stats(#(#backward_args,)* grad, opts)
             }
-            fn param_shapes(p: &Params) -> ::std::vec::Vec<(usize, usize)> {
-                ::std::vec![#(::fold_runtime::rule::FlatValue::shape(&p.#param_idents)),*]
+            fn param_shapes(p: &Params) -> Vec<(usize, usize)> {
+                ::std::vec![#(rule::FlatValue::shape(&p.#param_idents)),*]
             }
-            fn params_to_flat(p: &Params, out: &mut ::std::vec::Vec<f64>) {
-                #(::fold_runtime::rule::FlatValue::extend_flat(&p.#param_idents, out);)*
+            fn params_to_flat(p: &Params, out: &mut Vec<f64>) {
+                #(rule::FlatValue::extend_flat(&p.#param_idents, out);)*
             }
             fn params_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> #res_params {
-                let mut r = ::fold_runtime::rule::FlatReader::new(flat, shapes, #nparams)?;
+                let mut r = rule::FlatReader::new(flat, shapes, #nparams)?;
                 Ok(Params { #(#param_idents: r.read(#param_names)?,)* })
             }
-            fn grads_to_flat(g: &Grads, out: &mut ::std::vec::Vec<f64>) {
-                #(::fold_runtime::rule::FlatValue::extend_flat(&g.#param_idents, out);)*
+            fn grads_to_flat(g: &Grads, out: &mut Vec<f64>) {
+                #(rule::FlatValue::extend_flat(&g.#param_idents, out);)*
             }
             fn grads_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> #res_grads {
-                let mut r = ::fold_runtime::rule::FlatReader::new(flat, shapes, #nparams)?;
+                let mut r = rule::FlatReader::new(flat, shapes, #nparams)?;
                 Ok(Grads { #(#param_idents: r.read(#param_names)?,)* })
             }
         }

@@ -1,5 +1,5 @@
 //! Emission of a sparse-closed matrix term (see [`crate::restrict::sparse_closed`]) as
-//! CSR assembly through `::fold_runtime::__private::sparse`: one `let` per matrix
+//! CSR assembly through `sparse`: one `let` per matrix
 //! operation, scalings and signs folded into the sums and products that consume them.
 
 use crate::emit::Scope;
@@ -91,7 +91,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
     /// The statements assembling `m`, ending in the `SparseReduced` it is: a Gram matrix
     /// `c A_S A_Sᵀ` as such (its solver assembles it), anything else as CSR.
     pub fn assemble(mut self, m: Id) -> TokenStream {
-        let sp = quote!(::fold_runtime::__private::sparse);
+        let sp = quote!(sparse);
         let v = self.scaled(m);
         if let Node::MatMul([a, b]) = self.g.node(v.base).clone() {
             let c = self.coef_tokens(&v);
@@ -103,7 +103,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             if c.is_some() {
                 let e = self.product(a, b, c);
                 let out = self.out;
-                return quote!(#out ::fold_runtime::SparseReduced::Csr(#e));
+                return quote!(#out SparseReduced::Csr(#e));
             }
         }
         let base = self.matrix(v.base);
@@ -117,7 +117,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             (Some(c), _) => quote!(#sp::scale(#c, #base)),
         };
         let out = self.out;
-        quote!(#out ::fold_runtime::SparseReduced::Csr(#result))
+        quote!(#out SparseReduced::Csr(#result))
     }
 
     fn scaled(&self, mut id: Id) -> Scaled {
@@ -163,7 +163,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             return quote!(&#name);
         }
         let g = self.g;
-        let sp = quote!(::fold_runtime::__private::sparse);
+        let sp = quote!(sparse);
         let e = match g.node(id).clone() {
             Node::Var(_) => return self.sc.access(id),
             Node::Eye(v) => {
@@ -234,7 +234,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
                 coef.extend(vb.coef.clone());
                 coef.extend(outer);
                 let c = coefficient(&coef, va.negated ^ vb.negated).unwrap_or_else(|| quote!(1.0));
-                let sp = quote!(::fold_runtime::__private::sparse);
+                let sp = quote!(sparse);
                 let x = self.matrix(x);
                 let s = self.sc.access(s);
                 Some(quote!(#sp::#f(#c, #x, #s)?))
@@ -250,7 +250,7 @@ impl<'s, 'a> SparseEmitter<'s, 'a> {
             return e;
         }
         let g = self.g;
-        let sp = quote!(::fold_runtime::__private::sparse);
+        let sp = quote!(sparse);
         let (va, vb) = (self.scaled(a), self.scaled(b));
         let mut coef = va.coef.clone();
         coef.extend(vb.coef.clone());

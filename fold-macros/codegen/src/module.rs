@@ -29,11 +29,11 @@ pub struct ModuleInput<'a> {
 }
 
 fn vec_ty() -> TokenStream {
-    quote!(::fold_runtime::nalgebra::DVector<f64>)
+    quote!(DVector<f64>)
 }
 
 fn mat_ty() -> TokenStream {
-    quote!(::fold_runtime::nalgebra::DMatrix<f64>)
+    quote!(DMatrix<f64>)
 }
 
 fn kind_ty(kind: Kind) -> TokenStream {
@@ -41,8 +41,8 @@ fn kind_ty(kind: Kind) -> TokenStream {
         Kind::Scalar => quote!(f64),
         Kind::Vector => vec_ty(),
         Kind::Matrix => mat_ty(),
-        Kind::Sparse => quote!(::fold_runtime::nalgebra_sparse::CsrMatrix<f64>),
-        Kind::Index => quote!(::std::vec::Vec<usize>),
+        Kind::Sparse => quote!(CsrMatrix<f64>),
+        Kind::Index => quote!(Vec<usize>),
         _ => quote!(()),
     }
 }
@@ -203,11 +203,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
     let prims: HashMap<String, TokenStream> = {
         let mut m = HashMap::new();
-        m.insert(
-            "proj_polyhedron".to_string(),
-            quote!(::fold_runtime::ops::ProjPolyhedron),
-        );
-        m.insert("qp_solve".to_string(), quote!(::fold_runtime::ops::QpSolve));
+        m.insert("proj_polyhedron".to_string(), quote!(ops::ProjPolyhedron));
+        m.insert("qp_solve".to_string(), quote!(ops::QpSolve));
         for pd in &sig.primitives {
             let ty = &pd.ty;
             m.insert(pd.name.to_string(), quote!(#ty));
@@ -338,17 +335,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             };
             let ((ea, da), (eb, db)) = (acc(a), acc(b));
             let what = format!("{db} (must equal {da})");
-            quote!(::fold_runtime::__private::check::same_dim(#what, #ea, #eb)?;)
+            quote!(check::same_dim(#what, #ea, #eb)?;)
         })
         .collect();
     let finite_check = |i: usize| -> TokenStream {
         let n = &arg_names[i];
         let what = n.to_string();
         match sig.args[i].kind {
-            Kind::Scalar => quote!(::fold_runtime::__private::check::finite_scalar(#n, #what)?;),
-            Kind::Vector => quote!(::fold_runtime::__private::check::finite_vector(#n, #what)?;),
-            Kind::Matrix => quote!(::fold_runtime::__private::check::finite_matrix(#n, #what)?;),
-            _ => quote!(::fold_runtime::__private::check::finite(#n.values(), #what)?;),
+            Kind::Scalar => quote!(check::finite_scalar(#n, #what)?;),
+            Kind::Vector => quote!(check::finite_vector(#n, #what)?;),
+            Kind::Matrix => quote!(check::finite_matrix(#n, #what)?;),
+            _ => quote!(check::finite(#n.values(), #what)?;),
         }
     };
 
@@ -483,7 +480,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             if matrix_block(0) {
                 let (r, c) = block_shape(0);
                 scope.bind_owned(seeds[0]);
-                return quote!(let #param = ::fold_runtime::__private::kernels::block_matrix(#param, 0, #r, #c););
+                return quote!(let #param = kernels::block_matrix(#param, 0, #r, #c););
             }
             // The parameter itself is the seed.
             scope.bind_ref(seeds[0]);
@@ -495,13 +492,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let s = Ident::new(&display_name_of(&g, sd), Span::call_site());
             if matrix_block(b) {
                 let (r, c) = block_shape(b);
-                out.extend(
-                    quote!(let #s = ::fold_runtime::__private::kernels::block_matrix(#param, #off, #r, #c);),
-                );
+                out.extend(quote!(let #s = kernels::block_matrix(#param, #off, #r, #c);));
             } else {
-                out.extend(
-                    quote!(let #s = ::fold_runtime::__private::kernels::block(#param, #off, self.blocks[#b]);),
-                );
+                out.extend(quote!(let #s = kernels::block(#param, #off, self.blocks[#b]);));
             }
             off = quote!(#off + self.blocks[#b]);
             scope.bind_owned(sd);
@@ -517,21 +510,21 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     let a = scope.access(*id);
                     quote!(#a)
                 }
-                None => quote!(&::fold_runtime::nalgebra::DVector::zeros(self.blocks[#b])),
+                None => quote!(&DVector::zeros(self.blocks[#b])),
             })
             .collect();
         if block_state && any_matrix_block {
-            quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(#parts)),*]))
+            quote!(kernels::pack_entries(&[#(kernels::entries(#parts)),*]))
         } else if block_state {
-            quote!(::fold_runtime::__private::kernels::pack(&[#(#parts),*]))
+            quote!(kernels::pack(&[#(#parts),*]))
         } else {
             match roots[0] {
                 Some(id) if matrix_block(0) => {
                     let o = owned(scope, id);
-                    quote!(::fold_runtime::__private::kernels::flatten(#o))
+                    quote!(kernels::flatten(#o))
                 }
                 Some(id) => owned(scope, id),
-                None => quote!(::fold_runtime::nalgebra::DVector::zeros(self.blocks[0])),
+                None => quote!(DVector::zeros(self.blocks[0])),
             }
         }
     };
@@ -588,7 +581,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                         if sig.args[p].kind == Kind::Scalar {
                             quote!(#n: 0.0)
                         } else {
-                            quote!(#n: ::fold_runtime::Cotangent::zeros_like(#a))
+                            quote!(#n: Cotangent::zeros_like(#a))
                         }
                     }
                 }
@@ -644,10 +637,10 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     let a = sc.access(*id);
                     let conv = match g.kind(*id) {
                         Kind::Vector => {
-                            quote!(::fold_runtime::nalgebra::DMatrix::from_column_slice((#a).len(), 1, (#a).as_slice()))
+                            quote!(DMatrix::from_column_slice((#a).len(), 1, (#a).as_slice()))
                         }
                         Kind::Scalar => {
-                            quote!(::fold_runtime::nalgebra::DMatrix::from_element(1, 1, #a))
+                            quote!(DMatrix::from_element(1, 1, #a))
                         }
                         _ => quote!((#a).clone()),
                     };
@@ -664,7 +657,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         quote!({
             #body
             let n: usize = self.blocks.iter().sum();
-            let mut jac = ::fold_runtime::nalgebra::DMatrix::zeros(n, #total_cols);
+            let mut jac = DMatrix::zeros(n, #total_cols);
             #fills
             jac
         })
@@ -673,7 +666,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         Some(terms) => {
             let cols: Vec<TokenStream> = (0..nblocks).map(|b| quote!(self.blocks[#b])).collect();
             let body = jac_method(terms, &cols);
-            quote!(fn state_jacobian(&self) -> ::std::option::Option<::fold_runtime::nalgebra::DMatrix<f64>> { Some(#body) })
+            quote!(fn state_jacobian(&self) -> Option<DMatrix<f64>> { Some(#body) })
         }
         None => TokenStream::new(),
     };
@@ -699,11 +692,11 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     // No structured formula (matrix parameter): one row per VJP.
                     quote!(#n: {
                         let n: usize = self.blocks.iter().sum();
-                        let mut jac = ::fold_runtime::nalgebra::DMatrix::zeros(n, #width);
+                        let mut jac = DMatrix::zeros(n, #width);
                         for i in 0..n {
-                            let e = ::fold_runtime::__private::kernels::unit(n, i);
+                            let e = kernels::unit(n, i);
                             let g = self.vjp_params(&e);
-                            ::fold_runtime::__private::kernels::set_row(&mut jac, i, ::fold_runtime::__private::kernels::entries(&g.#n));
+                            kernels::set_row(&mut jac, i, kernels::entries(&g.#n));
                         }
                         jac
                     })
@@ -725,7 +718,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 let body = sc.compute_returning(&items, &roots);
                 let out = match r.inner_state {
                     Some(id) => owned(&sc, id),
-                    None => quote!(::fold_runtime::nalgebra::DVector::zeros(self.blocks[0])),
+                    None => quote!(DVector::zeros(self.blocks[0])),
                 };
                 quote!(#body #out)
             };
@@ -782,10 +775,10 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     let items = sc.schedule(&leaves);
                     let body = sc.compute(&items);
                     let assembly = crate::emit_sparse::SparseEmitter::new(&sc, &g).assemble(m);
-                    let csr = quote!(::fold_runtime::SparseReduced<'_>);
-                    let err = quote!(::fold_runtime::FoldError);
+                    let csr = quote!(SparseReduced<'_>);
+                    let err = quote!(FoldError);
                     quote! {
-                        fn reduced_sparse(&self) -> ::std::result::Result<::std::option::Option<#csr>, #err> {
+                        fn reduced_sparse(&self) -> Result<Option<#csr>, #err> {
                             #body
                             Ok(Some({ #assembly }))
                         }
@@ -805,10 +798,10 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let support = ident_of(&names, r.support);
             let kernel = match r.kernel {
                 crate::restrict::Kernel::Identity => {
-                    quote!(::fold_runtime::SupportKernel::Identity)
+                    quote!(SupportKernel::Identity)
                 }
                 crate::restrict::Kernel::Centered => {
-                    quote!(::fold_runtime::SupportKernel::Centered)
+                    quote!(SupportKernel::Centered)
                 }
             };
             let defaults = {
@@ -832,12 +825,12 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let impl_ = quote! {
                 /// `Φ = J M` through the projection ending the rule: the backward pass solves
                 /// the reduced system on the projection's support.
-                impl ::fold_runtime::Factored for Staged<'_> {
+                impl Factored for Staged<'_> {
                     type Grads = Grads;
                     fn support(&self) -> &[usize] {
                         &self.#support
                     }
-                    fn kernel(&self) -> ::fold_runtime::SupportKernel {
+                    fn kernel(&self) -> SupportKernel {
                         #kernel
                     }
                     fn inner_vjp_state(&self, #w: &DVector<f64>) -> DVector<f64> {
@@ -846,18 +839,18 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     fn inner_vjp_params(&self, #w: &DVector<f64>) -> Grads {
                         #inner_params
                     }
-                    fn head_vjp_params(&self, #w: &DVector<f64>) -> ::std::option::Option<Grads> {
+                    fn head_vjp_params(&self, #w: &DVector<f64>) -> Option<Grads> {
                         #head_params
                     }
                     #defaults
-                    fn reduced_matrix(&self) -> ::std::option::Option<DMatrix<f64>> {
+                    fn reduced_matrix(&self) -> Option<DMatrix<f64>> {
                         #matrix
                     }
                     #sparse_staged
                 }
             };
             let hook = quote! {
-                fn factored(&self) -> ::std::option::Option<&dyn ::fold_runtime::Factored<Grads = Grads>> {
+                fn factored(&self) -> Option<&dyn Factored<Grads = Grads>> {
                     Some(self)
                 }
             };
@@ -907,9 +900,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let id = format_ident!("{}_k", arg_names[b]);
             if matrix_block(k) {
                 let s = &starts[k];
-                split.extend(quote!(let #id = ::fold_runtime::__private::kernels::block_matrix(packed, #off, (#s).nrows(), (#s).ncols());));
+                split.extend(quote!(let #id = kernels::block_matrix(packed, #off, (#s).nrows(), (#s).ncols());));
             } else {
-                split.extend(quote!(let #id = ::fold_runtime::__private::kernels::block(packed, #off, lens[#k]);));
+                split.extend(quote!(let #id = kernels::block(packed, #off, lens[#k]);));
             }
             off = quote!(#off + lens[#k]);
         }
@@ -926,25 +919,25 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         };
         let (start_pack, next_pack) = if any_matrix_block {
             (
-                quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(#starts)),*])),
-                quote!(::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(&#next_ids)),*])),
+                quote!(kernels::pack_entries(&[#(kernels::entries(#starts)),*])),
+                quote!(kernels::pack_entries(&[#(kernels::entries(&#next_ids)),*])),
             )
         } else {
             (
-                quote!(::fold_runtime::__private::kernels::pack(&[#(#starts),*])),
-                quote!(::fold_runtime::__private::kernels::pack(&[#(&#next_ids),*])),
+                quote!(kernels::pack(&[#(#starts),*])),
+                quote!(kernels::pack(&[#(&#next_ids),*])),
             )
         };
         let doc = format!("Runs `{fn_name}` to a fixed point from the given start (every input is checked first).");
         quote! {
             #[doc = #doc]
-            pub fn solve(#(#user_params_nolt,)* #opts_id: &::fold_runtime::ForwardOptions) -> ::std::result::Result<::fold_runtime::Solution, ::fold_runtime::FoldError> {
+            pub fn solve(#(#user_params_nolt,)* #opts_id: &ForwardOptions) -> Result<Solution, FoldError> {
                 check_finite(#(#internal_args_in_free),*)?;
                 check_dims(#(#internal_args_in_free),*)?;
                 let lens = [#(#lens),*];
                 let start = #start_pack;
                 ::fold_runtime::fixed_point(
-                    |packed: &::fold_runtime::nalgebra::DVector<f64>| {
+                    |packed: &DVector<f64>| {
                         #split
                         let #next_pat = step(#(#internal_args),*)?;
                         Ok(#next_pack)
@@ -963,9 +956,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let outs: Vec<TokenStream> = (0..nblocks)
             .map(|k| {
                 if matrix_block(k) {
-                    quote!(::fold_runtime::__private::kernels::block_matrix_or_nan(v, &shapes, #k))
+                    quote!(kernels::block_matrix_or_nan(v, &shapes, #k))
                 } else {
-                    quote!(::fold_runtime::__private::kernels::block_vector_or_nan(v, &shapes, #k))
+                    quote!(kernels::block_vector_or_nan(v, &shapes, #k))
                 }
             })
             .collect();
@@ -973,7 +966,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             /// Concatenates the state blocks, in the declared order (matrix blocks
             /// flattened column-major).
             pub fn pack(#(#block_idents: &#block_tys),*) -> #vt {
-                ::fold_runtime::__private::kernels::pack_entries(&[#(::fold_runtime::__private::kernels::entries(#block_idents)),*])
+                kernels::pack_entries(&[#(kernels::entries(#block_idents)),*])
             }
             /// Splits a concatenated state into its blocks of the given shapes `(rows, cols)`
             /// (`(len, 1)` for a vector block); entries beyond `v`'s length read as NaN
@@ -986,13 +979,13 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let vt = vec_ty();
         let lens_ty = quote!([usize; #nblocks]);
         let outs: Vec<TokenStream> = (0..nblocks)
-            .map(|k| quote!(::fold_runtime::__private::kernels::block_or_nan(v, &lens, #k)))
+            .map(|k| quote!(kernels::block_or_nan(v, &lens, #k)))
             .collect();
         let tys = (0..nblocks).map(|_| vec_ty());
         quote! {
             /// Concatenates the state blocks, in the declared order.
             pub fn pack(#(#block_idents: &#vt),*) -> #vt {
-                ::fold_runtime::__private::kernels::pack(&[#(#block_idents),*])
+                kernels::pack(&[#(#block_idents),*])
             }
             /// Splits a concatenated state into its blocks of the given lengths (entries
             /// beyond `v`'s length read as NaN; this never panics).
@@ -1012,8 +1005,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let n = &arg_names[p];
             match sig.args[p].kind {
                 Kind::Scalar => quote!(#n: f64::NAN),
-                Kind::Vector => quote!(#n: ::fold_runtime::__private::kernels::nan_vector(#n.len())),
-                _ => quote!(#n: ::fold_runtime::__private::kernels::nan_matrix(#n.nrows(), #n.ncols())),
+                Kind::Vector => quote!(#n: kernels::nan_vector(#n.len())),
+                _ => quote!(#n: kernels::nan_matrix(#n.nrows(), #n.ncols())),
             }
         })
         .collect();
@@ -1027,7 +1020,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 Kind::Scalar => quote!(1),
                 _ => quote!(#n.len()),
             };
-            quote!(#n: ::fold_runtime::__private::kernels::nan_matrix(#state_dim, #width))
+            quote!(#n: kernels::nan_matrix(#state_dim, #width))
         })
         .collect();
     let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`, one field per parameter.");
@@ -1070,7 +1063,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             quote! {
                 /// [`check_finite`] without the matrices that staging checks inside their first
                 /// product (one pass over them instead of two).
-                fn check_finite_unstaged(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+                fn check_finite_unstaged(#(#internal_params),*) -> Result<(), FoldError> {
                     #(#lazy_checks)*
                     Ok(())
                 }
@@ -1085,8 +1078,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
     let rule_items = crate::emit_rule::rule_items(sig, &kind_ty);
     let module_body = quote! {
-        use ::fold_runtime::nalgebra::{DMatrix, DVector};
-        use ::fold_runtime::{Cotangent, Products};
+        #[allow(unused_imports)]
+        use ::fold_runtime::{
+            __private::{check, kernels, sparse},
+            ops, rule,
+            nalgebra::{DMatrix, DVector},
+            nalgebra_sparse::CsrMatrix,
+            BackwardOptions, Cotangent, Factored, FoldError, ForwardOptions, Products, Solution,
+            SolveStats, SparseReduced, SupportKernel,
+        };
+        #[allow(unused_imports)]
+        use ::std::{option::Option, result::Result, vec::Vec};
         #[allow(unused_imports)]
         use super::*;
 
@@ -1141,19 +1143,19 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             #phantom,
         }
 
-        fn check_dims(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+        fn check_dims(#(#internal_params),*) -> Result<(), FoldError> {
             #(#dim_checks)*
             Ok(())
         }
 
-        fn check_finite(#(#internal_params),*) -> ::std::result::Result<(), ::fold_runtime::FoldError> {
+        fn check_finite(#(#internal_params),*) -> Result<(), FoldError> {
             #(#finite_checks)*
             Ok(())
         }
 
         #lazy_fn
 
-        fn stage<'a>(#(#user_params),*) -> ::std::result::Result<Staged<'a>, ::fold_runtime::FoldError> {
+        fn stage<'a>(#(#user_params),*) -> Result<Staged<'a>, FoldError> {
             check_dims(#(#internal_args_in_free),*)?;
             #stage_body
             Ok(Staged {
@@ -1165,7 +1167,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             })
         }
 
-        fn step(#(#internal_params),*) -> ::std::result::Result<#step_ret, ::fold_runtime::FoldError> {
+        fn step(#(#internal_params),*) -> Result<#step_ret, FoldError> {
             #step_body
         }
 
@@ -1197,7 +1199,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             fn jacobians(&self) -> Jacobians {
                 let state = match self.state_jacobian() {
                     Some(phi) => phi,
-                    None => ::fold_runtime::__private::kernels::columns(self.state_dim(), |e| self.jvp_state(e)),
+                    None => kernels::columns(self.state_dim(), |e| self.jvp_state(e)),
                 };
                 Jacobians {
                     state,
@@ -1223,7 +1225,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             match stage(#(#arg_names),*) {
                 Ok(s) => s.jacobians(),
                 Err(_) => Jacobians {
-                    state: ::fold_runtime::__private::kernels::nan_matrix(#state_dim, #state_dim),
+                    state: kernels::nan_matrix(#state_dim, #state_dim),
                     #(#nan_jacobians,)*
                 },
             }
@@ -1231,14 +1233,14 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
         /// The folded backward pass at a fixed point: solves `(I − Φ)ᵀ w = grad` and returns
         /// `Ψᵀ w` for every parameter. Every input is checked for non-finite values first.
-        pub fn backward(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<Grads, ::fold_runtime::FoldError> {
+        pub fn backward(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &BackwardOptions) -> Result<Grads, FoldError> {
             backward_with_stats(#(#arg_names,)* #grad_id, #opts_id).map(|(g, _)| g)
         }
 
         /// [`backward`], also reporting what the linear solver did.
-        pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &::fold_runtime::BackwardOptions) -> ::std::result::Result<(Grads, ::fold_runtime::SolveStats), ::fold_runtime::FoldError> {
+        pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &BackwardOptions) -> Result<(Grads, SolveStats), FoldError> {
             #lazy_name(#(#internal_args_in_free),*)?;
-            ::fold_runtime::__private::check::finite_vector(#grad_id, "grad")?;
+            check::finite_vector(#grad_id, "grad")?;
             let lin = linearize(#(#arg_names),*);
             ::fold_runtime::Linearized::check(&lin)?;
             ::fold_runtime::folded_backward(&lin, #grad_id, #opts_id)
