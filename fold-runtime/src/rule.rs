@@ -3,7 +3,8 @@
 //!
 //! For a rule `pgd_step`, the macro emits, inside the module `pgd_step`:
 //!
-//! - `pgd_step::Params`: one `pub` field per parameter (attribute order), owned type;
+//! - `pgd_step::Params`: one `pub` field per parameter (attribute order), owned type (the
+//!   same struct as `pgd_step::Grads`);
 //! - `pgd_step::Consts`: one `pub` field per constant (signature order), owned type;
 //! - `pgd_step::Rule`: a unit struct implementing [`FoldRule`] with those types, the
 //!   module's `Grads`, and the state as `DVector<f64>` or `DMatrix<f64>` (one block) or a
@@ -49,11 +50,11 @@ pub trait FoldRule: 'static {
     /// order (matrix blocks pack column-major).
     type State: Clone + Send + Sync + Debug;
     /// The parameters, owned (generated `<module>::Params`).
-    type Params: Clone + Send + Sync + Debug;
+    type Params: ParamFields + Clone + Send + Sync + Debug;
     /// The constants, owned (generated `<module>::Consts`).
     type Consts: Clone + Send + Sync + Debug;
     /// Gradients with respect to the parameters (generated `<module>::Grads`).
-    type Grads: Cotangent + Send + Sync + Debug;
+    type Grads: Cotangent + ParamFields + Send + Sync + Debug;
 
     /// The rule's function name.
     const NAME: &'static str;
@@ -90,17 +91,40 @@ pub trait FoldRule: 'static {
     ) -> Result<(Self::Grads, SolveStats), FoldError>;
 
     /// The shape `(rows, cols)` of every parameter, in [`FoldRule::PARAMS`] order.
-    fn param_shapes(p: &Self::Params) -> Vec<(usize, usize)>;
+    fn param_shapes(p: &Self::Params) -> Vec<(usize, usize)> {
+        p.shapes()
+    }
     /// Appends every parameter's entries to `out`, in [`FoldRule::PARAMS`] order.
-    fn params_to_flat(p: &Self::Params, out: &mut Vec<f64>);
+    fn params_to_flat(p: &Self::Params, out: &mut Vec<f64>) {
+        p.extend_flat(out)
+    }
     /// Parameters from their concatenated entries and shapes (the reverse of
     /// [`FoldRule::params_to_flat`]).
-    fn params_from_flat(flat: &[f64], shapes: &[(usize, usize)])
-        -> Result<Self::Params, FoldError>;
+    fn params_from_flat(
+        flat: &[f64],
+        shapes: &[(usize, usize)],
+    ) -> Result<Self::Params, FoldError> {
+        Self::Params::from_flat(flat, shapes)
+    }
     /// Appends every gradient's entries to `out`, in [`FoldRule::PARAMS`] order.
-    fn grads_to_flat(g: &Self::Grads, out: &mut Vec<f64>);
+    fn grads_to_flat(g: &Self::Grads, out: &mut Vec<f64>) {
+        g.extend_flat(out)
+    }
     /// Gradients from their concatenated entries and shapes.
-    fn grads_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> Result<Self::Grads, FoldError>;
+    fn grads_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> Result<Self::Grads, FoldError> {
+        Self::Grads::from_flat(flat, shapes)
+    }
+}
+
+/// A struct with one field per parameter of a rule (its `Grads`, which is also its
+/// `Params`), seen as one flat vector in [`FoldRule::PARAMS`] order.
+pub trait ParamFields: Sized {
+    /// The shape `(rows, cols)` of every field.
+    fn shapes(&self) -> Vec<(usize, usize)>;
+    /// Appends every field's entries to `out`.
+    fn extend_flat(&self, out: &mut Vec<f64>);
+    /// The fields from their concatenated entries and shapes.
+    fn from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> Result<Self, FoldError>;
 }
 
 /// A value with a flat view: `f64`, `DVector<f64>` and `DMatrix<f64>` (column-major).

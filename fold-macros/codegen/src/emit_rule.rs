@@ -59,7 +59,6 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
     let consts: Vec<usize> = (0..sig.args.len())
         .filter(|&i| sig.args[i].role == Role::Const)
         .collect();
-    let param_fields = sig.params.iter().map(|&i| field(i));
     let const_fields = consts.iter().map(|&i| field(i));
     let param_names: Vec<String> = sig
         .params
@@ -144,17 +143,28 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
     let res_state = res(quote!(Self::State));
     let res_solution = res(quote!(Solution));
     let res_backward = res(quote!((Grads, SolveStats)));
-    let res_params = res(quote!(Params));
-    let res_grads = res(quote!(Grads));
-    let params_doc =
-        format!("The parameters of `{fn_name}`, owned: one field per parameter (see [`Rule`]).");
+    let params_doc = format!(
+        "The parameters of `{fn_name}`, owned: the same fields as [`Grads`] (see [`Rule`])."
+    );
     let consts_doc =
         format!("The constants of `{fn_name}`, owned: one field per constant (see [`Rule`]).");
     let rule_doc = format!("`{fn_name}` as a `::fold_runtime::FoldRule`, for code generic over rules (batches, layers).");
     quote! {
         #[doc = #params_doc]
-        #[derive(Debug, Clone, PartialEq)]
-        pub struct Params { #(#param_fields,)* }
+        pub type Params = Grads;
+
+        impl rule::ParamFields for Grads {
+            fn shapes(&self) -> Vec<(usize, usize)> {
+                ::std::vec![#(rule::FlatValue::shape(&self.#param_idents)),*]
+            }
+            fn extend_flat(&self, out: &mut Vec<f64>) {
+                #(rule::FlatValue::extend_flat(&self.#param_idents, out);)*
+            }
+            fn from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> Result<Self, FoldError> {
+                let mut r = rule::FlatReader::new(flat, shapes, #nparams)?;
+                Ok(Grads { #(#param_idents: r.read(#param_names)?,)* })
+            }
+        }
 
         #[doc = #consts_doc]
         #[derive(Debug, Clone)]
@@ -185,23 +195,6 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
             }
             fn backward(p: &Params, k: &Consts, x: &Self::State, grad: &#vec, opts: &BackwardOptions) -> #res_backward {
                 backward_with_stats(#(#backward_args,)* grad, opts)
-            }
-            fn param_shapes(p: &Params) -> Vec<(usize, usize)> {
-                ::std::vec![#(rule::FlatValue::shape(&p.#param_idents)),*]
-            }
-            fn params_to_flat(p: &Params, out: &mut Vec<f64>) {
-                #(rule::FlatValue::extend_flat(&p.#param_idents, out);)*
-            }
-            fn params_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> #res_params {
-                let mut r = rule::FlatReader::new(flat, shapes, #nparams)?;
-                Ok(Params { #(#param_idents: r.read(#param_names)?,)* })
-            }
-            fn grads_to_flat(g: &Grads, out: &mut Vec<f64>) {
-                #(rule::FlatValue::extend_flat(&g.#param_idents, out);)*
-            }
-            fn grads_from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> #res_grads {
-                let mut r = rule::FlatReader::new(flat, shapes, #nparams)?;
-                Ok(Grads { #(#param_idents: r.read(#param_names)?,)* })
             }
         }
     }

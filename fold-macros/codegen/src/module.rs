@@ -627,6 +627,15 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         let roots: Vec<Id> = terms.iter().flatten().flatten().copied().collect();
         let items = sc.schedule(&roots);
         let body = sc.compute_returning(&items, &roots);
+        // One block that is a matrix already: it is the Jacobian.
+        if let [row] = terms {
+            if let [Some(id)] = row.as_slice() {
+                if g.kind(*id) == Kind::Matrix {
+                    let out = owned(&sc, *id);
+                    return quote!({ #body #out });
+                }
+            }
+        }
         let mut fills = TokenStream::new();
         let mut row_off = quote!(0);
         for (o, row) in terms.iter().enumerate() {
