@@ -16,10 +16,9 @@ pub struct VarInfo {
 
 /// Kinds of the outputs of an opaque call named `name`.
 pub fn call_output_kinds(name: &str, arg_kinds: &[Kind]) -> Vec<Kind> {
-    match name {
-        "proj_polyhedron" => vec![Kind::Vector],
-        "qp_solve" => vec![Kind::Vector; 3],
-        _ => vec![arg_kinds.first().copied().unwrap_or(Kind::Vector)],
+    match crate::builtins::Opaque::from_name(name) {
+        Some(o) => vec![Kind::Vector; o.outputs()],
+        None => vec![arg_kinds.first().copied().unwrap_or(Kind::Vector)],
     }
 }
 

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod attr;
+pub mod builtins;
 pub mod diff;
 pub mod egraph;
 pub mod emit;

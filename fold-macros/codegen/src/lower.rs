@@ -1041,7 +1041,7 @@ impl Lowerer<'_> {
                     format!("`{path}` is not supported: a #[fold] rule does not construct vectors or matrices; they come in as arguments, and operations produce new ones"),
                 );
             }
-            if !runtime_path || !PRIMITIVE_NAMES.contains(&name.as_str()) {
+            if !runtime_path || crate::builtins::Builtin::from_name(&name).is_none() {
                 return self.unknown_function(p, &path, &name);
             }
         }
@@ -1072,14 +1072,14 @@ impl Lowerer<'_> {
             .iter()
             .map(|pd| pd.name.to_string())
             .collect();
-        let candidates = PRIMITIVE_NAMES
+        let candidates = crate::builtins::Builtin::ALL
             .iter()
-            .copied()
+            .map(|b| b.name())
             .chain(user.iter().map(String::as_str));
         let hint = suggestion(name, candidates);
         self.err_at(
             at,
-            format!("unknown function `{path}`{hint}: a #[fold] body may call the primitives of fold_runtime::ops ({}) and user primitives; to use a function of your own, implement `fold_runtime::Primitive` for it and list it in `primitives({name})`", PRIMITIVE_NAMES.join(", ")),
+            format!("unknown function `{path}`{hint}: a #[fold] body may call the primitives of fold_runtime::ops ({}) and user primitives; to use a function of your own, implement `fold_runtime::Primitive` for it and list it in `primitives({name})`", crate::builtins::Builtin::names()),
         )
     }
 
@@ -1129,62 +1129,40 @@ impl Lowerer<'_> {
         exprs: &[&Expr],
         call: &syn::ExprCall,
     ) -> Option<Val> {
-        const S: &[Kind] = &[Kind::Scalar];
-        const V: &[Kind] = &[Kind::Vector];
-        const M: &[Kind] = &[Kind::Matrix];
-        const A: &[Kind] = &[Kind::Scalar, Kind::Vector, Kind::Matrix];
-        const AR: &[Kind] = &[Kind::Vector, Kind::Matrix];
-        let unary: Option<fn(Id) -> Node> = match name {
-            "exp" => Some(Node::Exp),
-            "ln" => Some(Node::Ln),
-            "sin" => Some(Node::Sin),
-            "cos" => Some(Node::Cos),
-            "tanh" => Some(Node::Tanh),
-            "sigmoid" => Some(Node::Sigmoid),
-            "sqrt" => Some(Node::Sqrt),
-            "abs" => Some(Node::Abs),
-            "relu" | "proj_nonneg" => Some(Node::Relu),
-            "softplus" => Some(Node::Softplus),
-            _ => None,
+        use crate::builtins::Builtin as B;
+        // `call` passes only builtin names here.
+        let Some(b) = B::from_name(name) else {
+            return self.err_at(
+                call,
+                format!(
+                    "unknown function `{name}`; {}",
+                    crate::builtins::supported()
+                ),
+            );
         };
-        if let Some(make) = unary {
-            self.check_args(name, args, exprs, call, &[A])?;
-            return Some(Val::Term(self.g.add(make(args[0]))));
-        }
-        let id = match name {
-            "max" | "min" | "soft_threshold" => {
-                self.check_args(name, args, exprs, call, &[AR, S])?;
-                let pair = [args[0], args[1]];
-                self.g.add(match name {
-                    "max" => Node::Max(pair),
-                    "min" => Node::Min(pair),
-                    _ => Node::SoftThreshold(pair),
-                })
-            }
-            "clamp" | "proj_box" => {
-                self.check_args(name, args, exprs, call, &[AR, S, S])?;
-                self.g.add(Node::Clamp([args[0], args[1], args[2]]))
-            }
-            "softmax" => {
-                self.check_args(name, args, exprs, call, &[V])?;
-                self.g.add(Node::Softmax(args[0]))
-            }
-            "log_sum_exp" => {
-                self.check_args(name, args, exprs, call, &[V])?;
-                self.g.add(Node::LogSumExp(args[0]))
-            }
-            "proj_simplex" | "proj_capped_simplex" | "proj_l2_ball" => {
-                self.check_args(name, args, exprs, call, &[V, S])?;
-                let pair = [args[0], args[1]];
-                self.g.add(match name {
-                    "proj_simplex" => Node::ProjSimplex(pair),
-                    "proj_capped_simplex" => Node::ProjCappedSimplex(pair),
-                    _ => Node::ProjL2Ball(pair),
-                })
-            }
-            "proj_hyperplane" => {
+        self.check_args(name, args, exprs, call, b.args())?;
+        let id = match b {
+            B::Exp => self.g.add(Node::Exp(args[0])),
+            B::Ln => self.g.add(Node::Ln(args[0])),
+            B::Sin => self.g.add(Node::Sin(args[0])),
+            B::Cos => self.g.add(Node::Cos(args[0])),
+            B::Tanh => self.g.add(Node::Tanh(args[0])),
+            B::Sigmoid => self.g.add(Node::Sigmoid(args[0])),
+            B::Sqrt => self.g.add(Node::Sqrt(args[0])),
+            B::Abs => self.g.add(Node::Abs(args[0])),
+            B::Relu | B::ProjNonneg => self.g.add(Node::Relu(args[0])),
+            B::Softplus => self.g.add(Node::Softplus(args[0])),
+            B::Max => self.g.add(Node::Max([args[0], args[1]])),
+            B::Min => self.g.add(Node::Min([args[0], args[1]])),
+            B::SoftThreshold => self.g.add(Node::SoftThreshold([args[0], args[1]])),
+            B::Clamp | B::ProjBox => self.g.add(Node::Clamp([args[0], args[1], args[2]])),
+            B::Softmax => self.g.add(Node::Softmax(args[0])),
+            B::LogSumExp => self.g.add(Node::LogSumExp(args[0])),
+            B::ProjSimplex => self.g.add(Node::ProjSimplex([args[0], args[1]])),
+            B::ProjCappedSimplex => self.g.add(Node::ProjCappedSimplex([args[0], args[1]])),
+            B::ProjL2Ball => self.g.add(Node::ProjL2Ball([args[0], args[1]])),
+            B::ProjHyperplane => {
                 // v − a (aᵀv − b)/‖a‖², written out so that its derivative is symbolic.
-                self.check_args(name, args, exprs, call, &[V, V, S])?;
                 let (v, a, b) = (args[0], args[1], args[2]);
                 let d = self.g.add(Node::Dot([a, v]));
                 let num = self.g.sub(d, b);
@@ -1193,13 +1171,9 @@ impl Lowerer<'_> {
                 let step = self.g.mul(t, a);
                 self.g.sub(v, step)
             }
-            "linsolve" => {
-                self.check_args(name, args, exprs, call, &[M, AR])?;
-                self.g.add(Node::Solve([args[0], args[1]]))
-            }
-            "proj_affine" => {
+            B::Linsolve => self.g.add(Node::Solve([args[0], args[1]])),
+            B::ProjAffine => {
                 // v − Aᵀ (AAᵀ)⁻¹ (Av − b), written out likewise.
-                self.check_args(name, args, exprs, call, &[V, M, V])?;
                 let (v, a, b) = (args[0], args[1], args[2]);
                 let av = self.g.add(Node::MatVec([a, v]));
                 let res = self.g.sub(av, b);
@@ -1209,24 +1183,20 @@ impl Lowerer<'_> {
                 let corr = self.g.add(Node::MatVec([at, sol]));
                 self.g.sub(v, corr)
             }
-            "proj_polyhedron" => {
-                self.check_args(name, args, exprs, call, &[V, M, V, M, V])?;
-                let call = self.g.add(Node::Call(Symbol::from(name), args.to_vec()));
-                let zero = self.scalar(0.0);
-                self.g.add(Node::Get([call, zero]))
-            }
-            "qp_solve" => {
-                self.check_args(name, args, exprs, call, &[M, V, M, V, M, V])?;
+            B::ProjPolyhedron | B::QpSolve => {
                 let call = self.g.add(Node::Call(Symbol::from(name), args.to_vec()));
                 let mut outs = Vec::new();
-                for i in 0..3 {
+                let n = b.opaque().map_or(1, |o| o.outputs());
+                for i in 0..n {
                     let idx = self.scalar(i as f64);
                     outs.push(Val::Term(self.g.add(Node::Get([call, idx]))));
                 }
-                return Some(Val::Tuple(outs));
+                return Some(if n == 1 {
+                    outs.remove(0)
+                } else {
+                    Val::Tuple(outs)
+                });
             }
-            // `call` only passes names of PRIMITIVE_NAMES.
-            _ => return self.err_at(call, format!("unknown function `{name}`; {PRIMITIVES}")),
         };
         Some(Val::Term(id))
     }
@@ -1340,36 +1310,6 @@ fn is_compound_assign(op: &BinOp) -> bool {
     )
 }
 
-/// The primitives of `fold_runtime::ops` a body may call (see `primitive`).
-const PRIMITIVE_NAMES: &[&str] = &[
-    "exp",
-    "ln",
-    "sin",
-    "cos",
-    "tanh",
-    "sigmoid",
-    "sqrt",
-    "abs",
-    "relu",
-    "softplus",
-    "max",
-    "min",
-    "clamp",
-    "softmax",
-    "log_sum_exp",
-    "soft_threshold",
-    "proj_box",
-    "proj_nonneg",
-    "proj_simplex",
-    "proj_capped_simplex",
-    "proj_l2_ball",
-    "proj_hyperplane",
-    "proj_affine",
-    "proj_polyhedron",
-    "qp_solve",
-    "linsolve",
-];
-
 /// The supported methods, for typo suggestions.
 const METHODS: &[&str] = &[
     "transpose",
@@ -1400,8 +1340,6 @@ const METHODS: &[&str] = &[
     "max",
     "min",
 ];
-
-const PRIMITIVES: &str = "supported: exp, ln, sin, cos, tanh, sigmoid, sqrt, abs, relu, softplus, max, min, clamp, softmax, log_sum_exp, soft_threshold, proj_box, proj_nonneg, proj_simplex, proj_capped_simplex, proj_l2_ball, proj_hyperplane, proj_affine, proj_polyhedron, qp_solve, linsolve, and user primitives listed in `primitives(…)`";
 
 fn int_literal(e: &Expr) -> Option<i32> {
     match e {

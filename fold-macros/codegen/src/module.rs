@@ -203,8 +203,12 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
     let prims: HashMap<String, TokenStream> = {
         let mut m = HashMap::new();
-        m.insert("proj_polyhedron".to_string(), quote!(ops::ProjPolyhedron));
-        m.insert("qp_solve".to_string(), quote!(ops::QpSolve));
+        for o in [
+            crate::builtins::Opaque::ProjPolyhedron,
+            crate::builtins::Opaque::QpSolve,
+        ] {
+            m.insert(o.builtin().name().to_string(), o.runtime_type());
+        }
         for pd in &sig.primitives {
             let ty = &pd.ty;
             m.insert(pd.name.to_string(), quote!(#ty));

@@ -220,35 +220,24 @@ pub fn infer(
                 Shape::Vector(d) => Shape::Matrix(d, d),
                 _ => Shape::Other,
             },
-            Node::Call(name, args) if name.as_str() == "proj_polyhedron" && args.len() == 5 => {
-                let (v, a, b, g, h) = (
-                    s(&args[0]),
-                    s(&args[1]),
-                    s(&args[2]),
-                    s(&args[3]),
-                    s(&args[4]),
-                );
-                for (m, rows) in [(a, b), (g, h)] {
-                    if let (Shape::Matrix(r, c), Some(n), Some(k)) = (m, vec_dim(v), vec_dim(rows))
-                    {
-                        sh.unify(c, n);
-                        sh.unify(r, k);
+            Node::Call(name, args) => {
+                let opaque = crate::builtins::Opaque::from_name(name.as_str())
+                    .filter(|o| o.builtin().args().len() == args.len());
+                if let Some(o) = opaque {
+                    let n = vec_dim(s(&args[o.primal()]));
+                    if let (Some(q), Some(n)) = (o.square(), n) {
+                        if let Shape::Matrix(r, c) = s(&args[q]) {
+                            sh.unify(r, n);
+                            sh.unify(c, n);
+                        }
                     }
-                }
-                Shape::Other
-            }
-            Node::Call(name, args) if name.as_str() == "qp_solve" && args.len() == 6 => {
-                let p = s(&args[1]);
-                if let (Shape::Matrix(r, c), Some(n)) = (s(&args[0]), vec_dim(p)) {
-                    sh.unify(r, n);
-                    sh.unify(c, n);
-                }
-                for (m, rhs) in [(2, 3), (4, 5)] {
-                    if let (Shape::Matrix(r, c), Some(n), Some(k)) =
-                        (s(&args[m]), vec_dim(p), vec_dim(s(&args[rhs])))
-                    {
-                        sh.unify(c, n);
-                        sh.unify(r, k);
+                    for &(m, rhs) in o.constraint_pairs() {
+                        if let (Shape::Matrix(r, c), Some(n), Some(k)) =
+                            (s(&args[m]), n, vec_dim(s(&args[rhs])))
+                        {
+                            sh.unify(c, n);
+                            sh.unify(r, k);
+                        }
                     }
                 }
                 Shape::Other
@@ -256,22 +245,15 @@ pub fn infer(
             Node::Get([t, i]) => match graph.node(*t) {
                 Node::Call(name, args) => {
                     let index = graph.lit(*i).unwrap_or(0.0) as usize;
-                    match (name.as_str(), index) {
-                        ("qp_solve", 0) => s(&args[1]),
-                        ("qp_solve", 1) => s(&args[3]),
-                        ("qp_solve", 2) => s(&args[5]),
-                        ("proj_polyhedron", _) => args.first().map_or(Shape::Other, s),
-                        // A user primitive may return any length.
-                        _ => Shape::Other,
-                    }
+                    // A user primitive may return any length.
+                    crate::builtins::Opaque::from_name(name.as_str())
+                        .and_then(|o| o.output_like(index))
+                        .and_then(|a| args.get(a))
+                        .map_or(Shape::Other, s)
                 }
                 _ => Shape::Other,
             },
-            Node::Call(..)
-            | Node::CallVjp(_)
-            | Node::CallJvp(_)
-            | Node::Support(_)
-            | Node::Zero => Shape::Other,
+            Node::CallVjp(_) | Node::CallJvp(_) | Node::Support(_) | Node::Zero => Shape::Other,
             Node::GatherV(_)
             | Node::GatherM(_)
             | Node::GatherRows(_)
