@@ -243,12 +243,13 @@ thread_local! {
 }
 
 /// Runs `rules` on `eg` until saturation or a limit of `budget`: iterations, node and time
-/// limits, and the work budget (the e-graph's size at the start of each iteration, summed).
+/// limits, and the work budget (the e-graph's size at the start of each iteration, summed;
+/// an iteration starts only if it fits, so a phase never overshoots by a whole iteration).
 /// Returns the iterations run, counting the one that found a limit hit, and why it stopped.
 ///
 /// This is egg's `Runner` loop with the same scheduler (`BackoffScheduler`, fresh per
-/// phase), limits and saturation test, so it rewrites exactly as the `Runner` would, but it
-/// rebuilds only an e-graph that changed: an unoptimized egg checks the whole hash-cons at
+/// phase), limits and saturation test, so it rewrites as the `Runner` would (up to the
+/// work budget's test), but it rebuilds only an e-graph that changed: an unoptimized egg checks the whole hash-cons at
 /// every rebuild, and the `Runner` rebuilds at its start and after an iteration stopped by
 /// a limit, when nothing changed.
 fn saturate(eg: &mut FoldEGraph, rules: &[rules::R], budget: Budget) -> (usize, StopReason) {
@@ -277,8 +278,10 @@ fn saturate(eg: &mut FoldEGraph, rules: &[rules::R], budget: Budget) -> (usize, 
         let i = sizes.len();
         let (nodes, classes) = (eg.total_size(), eg.number_of_classes());
         let mut result = check(i, eg).and_then(|()| {
+            // An iteration's search costs about the e-graph's size: it runs only if that
+            // fits in what is left (the first always runs, so every phase does something).
             let work: usize = sizes.iter().sum();
-            if work > budget.work {
+            if i > 0 && work + nodes > budget.work {
                 Err(StopReason::Other(format!(
                     "work budget ({} node-iterations)",
                     budget.work
