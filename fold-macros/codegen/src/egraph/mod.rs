@@ -334,7 +334,7 @@ fn saturate(eg: &mut FoldEGraph, rules: &[rules::R], budget: Budget) -> (usize, 
 /// intermediates behind). The dense Jacobian blocks of a large rule join after saturation,
 /// sharing every simplified subterm but not rewritten themselves: they are matrix
 /// products assembled once per `jacobians()` call, and in a chained rule they are a
-/// fifth of the DAG, which a budget-bound saturation would otherwise spend work on. A small
+/// sixth of the DAG, which a budget-bound saturation would otherwise spend work on. A small
 /// rule (see [`late_jacobians`]) saturates them with the rest.
 pub fn simplify(rule: &Rule) -> (Rule, Report) {
     let start = Instant::now();
