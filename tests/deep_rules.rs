@@ -156,3 +156,38 @@ fn sixteen_chained_steps_give_the_one_step_gradient_and_match_finite_differences
         assert!(rel_err(&full, &deep) < 1e-8);
     }
 }
+
+/// The dense Jacobians of a deep rule join the e-graph after saturation (they are not
+/// rewritten, only share the simplified terms): `Φ` and `Ψ_c` still equal the columns of the
+/// saturated JVPs, at a point where the box is active in some coordinates and not others.
+#[test]
+fn sixteen_steps_jacobians_equal_the_jvp_columns() {
+    let mut r = rng(7);
+    let n = 9;
+    let q = spd(&mut r, n, 0.5);
+    let c = normal_vec(&mut r, n) * 3.0;
+    let alpha = 0.5 / lambda_max(&q);
+    let y = normal_vec(&mut r, n) * 0.9;
+    let lin = sixteen_steps::linearize(&y, &c, &q, alpha);
+    let jac = sixteen_steps::jacobians(&y, &c, &q, alpha);
+    let mut active = 0;
+    for j in 0..n {
+        let mut e = DVector::zeros(n);
+        e[j] = 1.0;
+        let col = Linearized::jvp_state(&lin, &e);
+        assert!(
+            rel_err(&jac.state.column(j).into_owned(), &col) < 1e-12,
+            "Φ column {j}"
+        );
+        let dc = Linearized::jvp_params(&lin, &sixteen_steps::Grads { c: e });
+        assert!(
+            rel_err(&jac.c.column(j).into_owned(), &dc) < 1e-12,
+            "Ψ_c column {j}"
+        );
+        active += usize::from(col.iter().all(|x| *x == 0.0));
+    }
+    assert!(
+        jac.state.norm() > 0.0 && active < n,
+        "{active} of {n} columns vanish"
+    );
+}

@@ -11,7 +11,7 @@ use crate::graph::{infer_kind, ChildInfo, Graph};
 use crate::ir::{Kind, Node};
 use crate::rule::Rule;
 use analysis::{FoldAnalysis, FoldEGraph};
-use egg::{Id, Language, Runner, StopReason};
+use egg::{BackoffScheduler, Id, Language, RewriteScheduler, StopReason};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,27 @@ pub struct Budget {
     pub work: usize,
 }
 
+/// The work every phase may spend, whatever the rule's size.
+pub const BASE_WORK: usize = 2_000;
+
+/// The work a phase may spend per input node.
+pub const WORK_PER_NODE: usize = 3;
+
 impl Budget {
     /// The budget of a phase over `input` DAG nodes.
     pub fn for_input(input: usize) -> Budget {
         Budget {
             nodes: (2_000 + 6 * input).min(MAX_NODES),
-            work: 2_000 + 3 * input,
+            work: BASE_WORK + WORK_PER_NODE * input,
         }
     }
+}
+
+/// Whether a rule whose saturated terms have `input` nodes leaves its dense Jacobian
+/// blocks out of saturation (see [`simplify`]): when the work budget is mostly its
+/// per-node share, the budget binds and is better spent on the products.
+pub fn late_jacobians(input: usize) -> bool {
+    WORK_PER_NODE * input > BASE_WORK
 }
 
 /// A cap on e-nodes whatever the rule's size.
@@ -189,53 +202,184 @@ fn set_rule_ids(rule: &mut Rule, ids: &[Option<Id>]) {
     }
 }
 
+/// The terms saturation works on: everything but the dense Jacobian blocks, which only a
+/// `jacobians()` call assembles (once, never per product).
+fn saturated_roots(rule: &Rule) -> Vec<Id> {
+    let mut ids: Vec<Id> = Vec::new();
+    ids.extend(&rule.outputs);
+    ids.extend(&rule.args);
+    ids.extend(&rule.seeds.cotangent);
+    ids.extend(&rule.seeds.tangent);
+    ids.extend(&rule.seeds.param_tangent);
+    ids.extend(rule.product_roots());
+    if let Some(r) = &rule.reduction {
+        ids.extend([r.mask, r.support, r.seed]);
+        ids.extend(r.inner_state);
+        ids.extend(r.inner_params.iter().flatten());
+        if let Some(h) = &r.head_params {
+            ids.extend(h.iter().flatten());
+        }
+        ids.extend(r.matrix);
+    }
+    ids
+}
+
+/// The roots of the dense Jacobian blocks.
+fn jacobian_roots(rule: &Rule) -> Vec<Id> {
+    let mut ids: Vec<Id> = Vec::new();
+    if let Some(rows) = &rule.jac_state {
+        ids.extend(rows.iter().flatten().flatten());
+    }
+    for p in rule.jac_params.iter().flatten() {
+        ids.extend(p.iter().flatten());
+    }
+    ids
+}
+
+thread_local! {
+    /// The rewrite rules of the phases, built once per thread: parsing their patterns is a
+    /// noticeable part of a small rule's expansion in an unoptimized macro.
+    static RULES: [Vec<rules::R>; 2] = [rules::simplify(), rules::distribute()];
+}
+
+/// Runs `rules` on `eg` until saturation or a limit of `budget`: iterations, node and time
+/// limits, and the work budget (the e-graph's size at the start of each iteration, summed;
+/// an iteration starts only if it fits, so a phase never overshoots by a whole iteration).
+/// Returns the iterations run, counting the one that found a limit hit, and why it stopped.
+///
+/// This is egg's `Runner` loop with the same scheduler (`BackoffScheduler`, fresh per
+/// phase), limits and saturation test, so it rewrites as the `Runner` would (up to the
+/// work budget's test), but it rebuilds only an e-graph that changed: an unoptimized egg checks the whole hash-cons at
+/// every rebuild, and the `Runner` rebuilds at its start and after an iteration stopped by
+/// a limit, when nothing changed.
+fn saturate(eg: &mut FoldEGraph, rules: &[rules::R], budget: Budget) -> (usize, StopReason) {
+    let start = Instant::now();
+    let check = |iteration: usize, eg: &FoldEGraph| -> Result<(), StopReason> {
+        let elapsed = start.elapsed();
+        if elapsed > TIME_LIMIT {
+            return Err(StopReason::TimeLimit(elapsed.as_secs_f64()));
+        }
+        let size = eg.total_size();
+        if size > budget.nodes {
+            return Err(StopReason::NodeLimit(size));
+        }
+        if iteration >= ITER_LIMIT {
+            return Err(StopReason::IterationLimit(iteration));
+        }
+        Ok(())
+    };
+    if !eg.clean {
+        eg.rebuild();
+    }
+    let mut scheduler = BackoffScheduler::default();
+    // The e-graph's size at the start of each iteration.
+    let mut sizes: Vec<usize> = Vec::new();
+    loop {
+        let i = sizes.len();
+        let (nodes, classes) = (eg.total_size(), eg.number_of_classes());
+        let mut result = check(i, eg).and_then(|()| {
+            // An iteration's search costs about the e-graph's size: it runs only if that
+            // fits in what is left (the first always runs, so every phase does something).
+            let work: usize = sizes.iter().sum();
+            if i > 0 && work + nodes > budget.work {
+                Err(StopReason::Other(format!(
+                    "work budget ({} node-iterations)",
+                    budget.work
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        let mut applied = false;
+        if result.is_ok() {
+            let mut matches = Vec::with_capacity(rules.len());
+            for rw in rules {
+                matches.push(scheduler.search_rewrite(i, eg, rw));
+                if let Err(e) = check(i, eg) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            if result.is_ok() {
+                for (rw, ms) in rules.iter().zip(matches) {
+                    applied |= scheduler.apply_rewrite(i, eg, rw, ms) > 0;
+                    if let Err(e) = check(i, eg) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if !eg.clean {
+            eg.rebuild();
+        }
+        if result.is_ok()
+            && !applied
+            && RewriteScheduler::<Node, FoldAnalysis>::can_stop(&mut scheduler, i)
+            && nodes == eg.total_size()
+            && classes == eg.number_of_classes()
+        {
+            result = Err(StopReason::Saturated);
+        }
+        sizes.push(nodes);
+        if let Err(stop) = result.and_then(|()| check(sizes.len(), eg)) {
+            return (sizes.len(), stop);
+        }
+    }
+}
+
 /// Simplifies every term of `rule` and returns the rule over the extracted graph.
+///
+/// Only terms some root reaches enter the e-graph (differentiation leaves dead
+/// intermediates behind). The dense Jacobian blocks of a large rule join after saturation,
+/// sharing every simplified subterm but not rewritten themselves: they are matrix
+/// products assembled once per `jacobians()` call, and in a chained rule they are a
+/// sixth of the DAG, which a budget-bound saturation would otherwise spend work on. A small
+/// rule (see [`late_jacobians`]) saturates them with the rest.
 pub fn simplify(rule: &Rule) -> (Rule, Report) {
     let start = Instant::now();
     let g = &rule.graph;
     let mut eg = FoldEGraph::new(FoldAnalysis {
         vars: g.vars.clone(),
     });
-    let mut class_of: Vec<Id> = Vec::with_capacity(g.len());
-    for node in g.nodes() {
-        let n = node.clone().map_children(|c| class_of[usize::from(c)]);
-        class_of.push(eg.add(n));
+    let core = g.reachable(&saturated_roots(rule));
+    let jac = g.reachable(&jacobian_roots(rule));
+    let core_size = core.iter().filter(|&&c| c).count();
+    let late = late_jacobians(core_size);
+    let mut class_of: Vec<Option<Id>> = vec![None; g.len()];
+    let add = |eg: &mut FoldEGraph, class_of: &mut Vec<Option<Id>>, i: usize| {
+        let n = g.nodes()[i]
+            .clone()
+            .map_children(|c| class_of[usize::from(c)].expect("operands come first"));
+        class_of[i] = Some(eg.add(n));
+    };
+    for i in 0..g.len() {
+        if core[i] || (jac[i] && !late) {
+            add(&mut eg, &mut class_of, i);
+        }
     }
     eg.rebuild();
+    let input = class_of.iter().filter(|c| c.is_some()).count();
     let mut report = Report::default();
-    let budget = Budget::for_input(g.len());
+    let budget = Budget::for_input(input);
     report.budget = budget;
-    let mut eg = eg;
     let mut limits = Vec::new();
-    for (phase, rules) in [
-        ("simplify", rules::simplify()),
-        ("distribute", rules::distribute()),
-        ("resimplify", rules::simplify()),
-    ] {
-        let runner = Runner::default()
-            .with_egraph(eg)
-            .with_node_limit(budget.nodes)
-            .with_iter_limit(ITER_LIMIT)
-            .with_time_limit(TIME_LIMIT)
-            .with_hook(move |runner| {
-                let work: usize = runner.iterations.iter().map(|i| i.egraph_nodes).sum();
-                if work > budget.work {
-                    Err(format!("work budget ({} node-iterations)", budget.work))
-                } else {
-                    Ok(())
-                }
-            })
-            .run(&rules);
-        report.iterations += runner.iterations.len();
-        if !matches!(runner.stop_reason, Some(StopReason::Saturated)) {
-            limits.push(format!(
-                "{phase} phase: {} after {} iterations",
-                stop_reason(&runner.stop_reason),
-                runner.iterations.len()
-            ));
+    RULES.with(|[simplify, distribute]| {
+        for (phase, rules) in [
+            ("simplify", simplify),
+            ("distribute", distribute),
+            ("resimplify", simplify),
+        ] {
+            let (iterations, stop) = saturate(&mut eg, rules, budget);
+            report.iterations += iterations;
+            if !matches!(stop, StopReason::Saturated) {
+                limits.push(format!(
+                    "{phase} phase: {} after {iterations} iterations",
+                    stop_reason(&Some(stop))
+                ));
+            }
         }
-        eg = runner.egraph;
-    }
+    });
     // Saturated only if every phase was; otherwise every limit hit, so a less simplified
     // (still exact) result says why.
     report.stop_reason = if limits.is_empty() {
@@ -245,6 +389,14 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
     };
     report.nodes = eg.total_number_of_nodes();
     report.classes = eg.number_of_classes();
+    if late {
+        for i in 0..g.len() {
+            if jac[i] && class_of[i].is_none() {
+                add(&mut eg, &mut class_of, i);
+            }
+        }
+        eg.rebuild();
+    }
 
     let best = extract::extract(&eg);
     let mut out = Graph::new(g.vars.clone());
@@ -256,14 +408,17 @@ pub fn simplify(rule: &Rule) -> (Rule, Report) {
             build(
                 &eg,
                 &best,
-                eg.find(class_of[usize::from(old)]),
+                eg.find(class_of[usize::from(old)].expect("every root is in the e-graph")),
                 &mut out,
                 &mut built,
             )
         }));
     }
     for (old, name) in &g.names {
-        if let Some(new) = built.get(&eg.find(class_of[usize::from(*old)])) {
+        let Some(class) = class_of[usize::from(*old)] else {
+            continue;
+        };
+        if let Some(new) = built.get(&eg.find(class)) {
             out.names.entry(*new).or_insert_with(|| name.clone());
         }
     }

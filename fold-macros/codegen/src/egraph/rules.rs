@@ -5,7 +5,8 @@ use super::analysis::{FoldAnalysis, FoldEGraph};
 use crate::ir::Node;
 use egg::{rewrite as rw, Id, Rewrite, Subst, Var};
 
-type R = Rewrite<Node, FoldAnalysis>;
+/// A rewrite rule of the IR.
+pub type R = Rewrite<Node, FoldAnalysis>;
 
 fn var(name: &str) -> Var {
     name.parse()
