@@ -41,31 +41,6 @@ const MAX_REFINE: usize = 3;
 /// Relative tolerance of the symmetry test.
 const SYMMETRY_TOL: f64 = 1e-12;
 
-/// `x ↦ A x` for a CSR matrix.
-pub struct CsrOperator<'a> {
-    a: &'a CsrMatrix<f64>,
-}
-
-impl<'a> CsrOperator<'a> {
-    /// The operator of a square `a`.
-    pub fn new(a: &'a CsrMatrix<f64>) -> Result<Self, FoldError> {
-        crate::__private::check::same_dim("columns of a sparse system", a.nrows(), a.ncols())?;
-        Ok(CsrOperator { a })
-    }
-}
-
-impl Operator for CsrOperator<'_> {
-    fn dim(&self) -> usize {
-        self.a.nrows()
-    }
-    fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
-        crate::__private::check::same_dim("sparse operand", self.dim(), x.len())?;
-        crate::__private::check::same_dim("sparse output", self.dim(), y.len())?;
-        crate::__private::sparse::mv_into(self.a, x, y);
-        Ok(())
-    }
-}
-
 /// A sparse system in the form its solver reads: the structure decides the factorization.
 #[derive(Debug, Clone)]
 pub enum Assembled<'a> {
@@ -296,7 +271,7 @@ pub fn sparse_direct_with(
     stop: &Stop,
     banded_max: usize,
 ) -> Result<SparseSolved, FoldError> {
-    CsrOperator::new(a)?;
+    crate::__private::check::same_dim("columns of a sparse system", a.nrows(), a.ncols())?;
     let m = Assembled::Csr {
         a: Cow::Borrowed(a),
         symmetric: false,
