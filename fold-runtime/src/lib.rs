@@ -60,7 +60,7 @@ pub use backward::{
 pub use cotangent::Cotangent;
 pub use error::FoldError;
 pub use forward::{fixed_point, iterates};
-pub use linearization::{Linearization, Products};
+pub use linearization::Linearization;
 pub use linearized::{Factored, Linearized, SparseReduced, SupportKernel};
 pub use options::{BackwardOptions, ForwardOptions, Method, Solution, SolveStats};
 pub use primitive::{Arg, Primitive, PrimitiveLinearization, Value};

@@ -1,39 +1,14 @@
-//! The linearization every generated module returns: a rule's staged values behind
-//! [`Linearized`], or the error staging gave (products then return NaN).
+//! The linearization every generated module returns: a rule's staged values (which
+//! implement [`Linearized`] themselves), or the error staging gave (products then NaN).
 
-use crate::{Cotangent, Factored, FoldError, Linearized};
+use crate::{Factored, FoldError, Linearized};
 use nalgebra::{DMatrix, DVector};
 
-/// What a rule computes once at a point and the products that read it: the part of a
-/// [`Linearized`] that is specific to the rule (a `#[fold]` module generates it).
-pub trait Products {
-    /// The parameter gradient type.
-    type Grads: Cotangent;
-    /// Length of the (concatenated) state.
-    fn state_dim(&self) -> usize;
-    /// `Φᵀ v`.
-    fn vjp_state(&self, v: &DVector<f64>) -> DVector<f64>;
-    /// `Φ u`.
-    fn jvp_state(&self, u: &DVector<f64>) -> DVector<f64>;
-    /// `Ψᵀ v`.
-    fn vjp_params(&self, v: &DVector<f64>) -> Self::Grads;
-    /// `Ψ δθ`.
-    fn jvp_params(&self, dtheta: &Self::Grads) -> DVector<f64>;
-    /// Dense `Φ` when its structure gives it cheaper than n products.
-    fn state_jacobian(&self) -> Option<DMatrix<f64>> {
-        None
-    }
-    /// The reduced structure when the rule ends in a projection (see [`Factored`]).
-    fn factored(&self) -> Option<&dyn Factored<Grads = Self::Grads>> {
-        None
-    }
-}
-
-/// A rule linearized at a point: its staged [`Products`], or the error that staging gave.
+/// A rule linearized at a point: its staged values, or the error that staging gave.
 ///
 /// Never panics: a failed linearization reports its error through
 /// [`Linearized::check`], and its products return NaN of the right shapes.
-pub struct Linearization<P: Products> {
+pub struct Linearization<P: Linearized> {
     staged: Result<P, Failed<P::Grads>>,
 }
 
@@ -43,7 +18,7 @@ struct Failed<G> {
     nan_grads: G,
 }
 
-impl<P: Products> Linearization<P> {
+impl<P: Linearized> Linearization<P> {
     /// Wraps the outcome of staging; `state_dim` and `nan_grads` give the shapes a failed
     /// linearization's products return.
     pub fn new(
@@ -72,7 +47,7 @@ impl<P: Products> Linearization<P> {
     }
 }
 
-impl<P: Products> Linearized for Linearization<P> {
+impl<P: Linearized> Linearized for Linearization<P> {
     type Grads = P::Grads;
     fn state_dim(&self) -> usize {
         match &self.staged {

@@ -1097,7 +1097,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             ops, rule,
             nalgebra::{DMatrix, DVector},
             nalgebra_sparse::CsrMatrix,
-            BackwardOptions, Cotangent, Factored, FoldError, ForwardOptions, Products, Solution,
+            BackwardOptions, Cotangent, Factored, FoldError, ForwardOptions, Linearized, Solution,
             SolveStats, SparseReduced, SupportKernel,
         };
         #[allow(unused_imports)]
@@ -1185,7 +1185,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         }
 
         #[allow(unused_variables)]
-        impl Products for Staged<'_> {
+        impl Linearized for Staged<'_> {
             type Grads = Grads;
             fn state_dim(&self) -> usize {
                 self.blocks.iter().sum()
@@ -1255,7 +1255,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             #lazy_name(#(#internal_args_in_free),*)?;
             check::finite_vector(#grad_id, "grad")?;
             let lin = linearize(#(#arg_names),*);
-            ::fold_runtime::Linearized::check(&lin)?;
+            Linearized::check(&lin)?;
             ::fold_runtime::folded_backward(&lin, #grad_id, #opts_id)
         }
 
