@@ -97,13 +97,16 @@ pub trait Factored {
     /// `Nᵀ u` for a full-length `u`.
     fn inner_vjp_params(&self, u: &DVector<f64>) -> Self::Grads;
     /// The head's own parameter terms `Hᵀ w` (bounds, radius, threshold that depend on θ),
-    /// or `None` when the head's arguments are constants.
-    fn head_vjp_params(&self, w: &DVector<f64>) -> Option<Self::Grads>;
-    /// Whether the head has parameter terms at all. When `false` the backward pass skips
-    /// forming the full adjoint `w = g + Mᵀ E_S a` (one full-size product) that only
-    /// [`Factored::head_vjp_params`] needs. The default `true` is always correct.
+    /// or `None` (the default) when the head's arguments are constants.
+    fn head_vjp_params(&self, w: &DVector<f64>) -> Option<Self::Grads> {
+        let _ = w;
+        None
+    }
+    /// Whether the head has parameter terms at all: when `false` (the default, matching
+    /// [`Factored::head_vjp_params`]'s) the backward pass skips forming the full adjoint
+    /// `w = g + Mᵀ E_S a` (one full-size product) that only the head's terms need.
     fn head_has_params(&self) -> bool {
-        true
+        false
     }
     /// Whether a product with `Mᵀ` costs O(n) or O(nnz) (elementwise and sparse work only)
     /// rather than a dense O(n²) pass. Krylov methods then pick the one with the least

@@ -14,6 +14,16 @@ pub struct OpCounts {
 }
 
 impl OpCounts {
+    /// Counts of scalar, vector, matrix·vector and matrix·matrix work.
+    pub const fn new(scalar: usize, vector: usize, matvec: usize, matmul: usize) -> Self {
+        OpCounts {
+            scalar,
+            vector,
+            matvec,
+            matmul,
+        }
+    }
+
     /// Estimated flops at size `n`.
     pub fn flops(&self, n: f64) -> f64 {
         self.scalar as f64

@@ -419,22 +419,45 @@ impl<'a> Scope<'a> {
     /// [`Scope::compute`], counting `returns` as reads after the last item (so that they
     /// are not moved before being returned).
     pub fn compute_returning(&mut self, items: &[Item], returns: &[Id]) -> TokenStream {
-        {
-            let mut rem = self.remaining.borrow_mut();
-            rem.clear();
-            for item in items {
-                if let Item::Node(id) = item {
-                    for op in self.operands(*id) {
-                        if let Item::Node(c) = op {
-                            *rem.entry(c).or_insert(0) += 1;
-                        }
+        self.count_reads(items, returns);
+        self.emit_items(items)
+    }
+
+    /// The statements computing `items`, and an owned `root` as the value that follows them:
+    /// `root`'s own expression when it is computed last, not bound to a name first.
+    pub fn compute_value(&mut self, items: &[Item], root: Id) -> (TokenStream, TokenStream) {
+        let last = matches!(items.last(), Some(Item::Node(l)) if *l == root);
+        if !last || self.g.kind(root) == Kind::Tuple {
+            let body = self.compute_returning(items, &[root]);
+            let out = self.owned(root);
+            return (body, out);
+        }
+        self.count_reads(items, &[]);
+        let body = self.emit_items(&items[..items.len() - 1]);
+        let value = self.node_expr(root);
+        self.locals.insert(root);
+        (body, value)
+    }
+
+    /// How often each term is read by `items` and after them (`returns`).
+    fn count_reads(&self, items: &[Item], returns: &[Id]) {
+        let mut rem = self.remaining.borrow_mut();
+        rem.clear();
+        for item in items {
+            if let Item::Node(id) = item {
+                for op in self.operands(*id) {
+                    if let Item::Node(c) = op {
+                        *rem.entry(c).or_insert(0) += 1;
                     }
                 }
             }
-            for r in returns {
-                *rem.entry(*r).or_insert(0) += 1;
-            }
         }
+        for r in returns {
+            *rem.entry(*r).or_insert(0) += 1;
+        }
+    }
+
+    fn emit_items(&mut self, items: &[Item]) -> TokenStream {
         let mut out = TokenStream::new();
         for &item in items {
             match item {
@@ -447,21 +470,7 @@ impl<'a> Scope<'a> {
                 }
                 Item::Node(id) => {
                     let name = ident_of(self.names, id);
-                    let e = match self.checked_product(id) {
-                        Some(e) => e,
-                        None => self.expr(id),
-                    };
-                    let ops = self.operands(id);
-                    {
-                        let mut rem = self.remaining.borrow_mut();
-                        for op in ops {
-                            if let Item::Node(c) = op {
-                                if let Some(k) = rem.get_mut(&c) {
-                                    *k = k.saturating_sub(1);
-                                }
-                            }
-                        }
-                    }
+                    let e = self.node_expr(id);
                     let mutable = if self.g.kind(id) == Kind::Tuple && self.per_call_tuple(id) {
                         quote!(mut)
                     } else {
@@ -473,6 +482,24 @@ impl<'a> Scope<'a> {
             }
         }
         out
+    }
+
+    /// The expression computing `id`, its operands' reads counted off.
+    fn node_expr(&mut self, id: Id) -> TokenStream {
+        let e = match self.checked_product(id) {
+            Some(e) => e,
+            None => self.expr(id),
+        };
+        let ops = self.operands(id);
+        let mut rem = self.remaining.borrow_mut();
+        for op in ops {
+            if let Item::Node(c) = op {
+                if let Some(k) = rem.get_mut(&c) {
+                    *k = k.saturating_sub(1);
+                }
+            }
+        }
+        e
     }
 
     /// `mv_checked` for the first product with a matrix argument whose check is deferred.

@@ -69,8 +69,6 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
         .iter()
         .map(|&i| sig.args[i].name.to_string())
         .collect();
-    let param_idents: Vec<&syn::Ident> = sig.params.iter().map(|&i| &sig.args[i].name).collect();
-    let nparams = sig.params.len();
     let nblocks = sig.blocks.len();
 
     let x = quote!(x);
@@ -152,19 +150,6 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
     quote! {
         #[doc = #params_doc]
         pub type Params = Grads;
-
-        impl rule::ParamFields for Grads {
-            fn shapes(&self) -> Vec<(usize, usize)> {
-                ::std::vec![#(rule::FlatValue::shape(&self.#param_idents)),*]
-            }
-            fn extend_flat(&self, out: &mut Vec<f64>) {
-                #(rule::FlatValue::extend_flat(&self.#param_idents, out);)*
-            }
-            fn from_flat(flat: &[f64], shapes: &[(usize, usize)]) -> Result<Self, FoldError> {
-                let mut r = rule::FlatReader::new(flat, shapes, #nparams)?;
-                Ok(Grads { #(#param_idents: r.read(#param_names)?,)* })
-            }
-        }
 
         #[doc = #consts_doc]
         #[derive(Debug, Clone)]

@@ -77,8 +77,8 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
     let derivatives = pretty::derivatives(&rule);
     mark("derivatives");
     let counts = |c: [usize; 4]| {
-        let [s, v, mv, mm] = c;
-        quote!(::fold_runtime::OpCounts { scalar: #s, vector: #v, matvec: #mv, matmul: #mm })
+        let [s, v, mv, mm] = c.map(proc_macro2::Literal::usize_unsuffixed);
+        quote!(OpCounts::new(#s, #v, #mv, #mm))
     };
     let (vb, lb, va, la) = (
         counts(before.0),
@@ -86,12 +86,14 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
         counts(after.0),
         counts(after.1),
     );
-    let (nodes, classes, iterations) = (report.nodes, report.classes, report.iterations);
+    let [nodes, classes, iterations] = [report.nodes, report.classes, report.iterations]
+        .map(proc_macro2::Literal::usize_unsuffixed);
     let stop = report.stop_reason.clone();
     let reduced = rule.reduction.is_some();
     let note = work_note(before, after);
     let stats_of = |micros: u64| {
-        quote!(::fold_runtime::CodegenStats {
+        let micros = proc_macro2::Literal::u64_unsuffixed(micros);
+        quote!(CodegenStats {
             egraph_nodes: #nodes,
             egraph_classes: #classes,
             iterations: #iterations,
@@ -115,7 +117,7 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
         let s = stats_of(micros);
         quote! {
             /// What the macro did at compile time.
-            pub const STATS: ::fold_runtime::CodegenStats = #s;
+            pub const STATS: CodegenStats = #s;
         }
     };
     let source = pretty_source(&module.with_tail(stats(0)));

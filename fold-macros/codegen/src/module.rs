@@ -10,7 +10,7 @@ use crate::rule::Rule;
 use crate::shape::Accessor;
 use crate::stage::{self, Plan};
 use egg::Id;
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 use std::collections::{HashMap, HashSet};
 
@@ -411,11 +411,45 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         .filter(|i| deferred.contains_key(&rule.args[*i]))
         .collect();
     let mut stage_scope = stage_scope.with_deferred_checks(deferred);
-    let finite_checks: Vec<TokenStream> = (0..sig.args.len()).map(finite_check).collect();
-    let lazy_checks: Vec<TokenStream> = (0..sig.args.len())
+    let eager_checks: Vec<TokenStream> = (0..sig.args.len())
         .filter(|i| !deferred_args.contains(i))
         .map(finite_check)
         .collect();
+    let deferred_checks: Vec<TokenStream> = (0..sig.args.len())
+        .filter(|i| deferred_args.contains(i))
+        .map(finite_check)
+        .collect();
+    // Matrices that staging checks inside their first product are checked here only when
+    // the caller does not stage (`solve`): one pass over them instead of two.
+    let staged_id = fresh("staged");
+    let (check_finite_fn, solve_check, backward_check) = if deferred_checks.is_empty() {
+        (
+            quote! {
+                fn check_finite(#(#internal_params),*) -> Result<(), FoldError> {
+                    #(#eager_checks)*
+                    Ok(())
+                }
+            },
+            quote!(check_finite(#(#to_internal),*)?;),
+            quote!(check_finite(#(#to_internal),*)?;),
+        )
+    } else {
+        (
+            quote! {
+                /// With `staged`, the matrices staging checks in its first product with them are
+                /// left to it.
+                fn check_finite(#(#internal_params,)* #staged_id: bool) -> Result<(), FoldError> {
+                    #(#eager_checks)*
+                    if !#staged_id {
+                        #(#deferred_checks)*
+                    }
+                    Ok(())
+                }
+            },
+            quote!(check_finite(#(#to_internal,)* false)?;),
+            quote!(check_finite(#(#to_internal,)* true)?;),
+        )
+    };
     let stage_body = stage_scope.compute_returning(&stage_roots, &fields);
     let field_idents: Vec<Ident> = fields.iter().map(|f| ident_of(&names, *f)).collect();
     let field_tys: Vec<TokenStream> = fields
@@ -528,7 +562,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     quote!(kernels::flatten(#o))
                 }
                 Some(id) => owned(scope, id),
-                None => quote!(DVector::zeros(self.blocks[0])),
+                None => quote!(DVector::zeros(self.state_dim())),
             }
         }
     };
@@ -543,23 +577,29 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let v_param = seed_param("v", rule.seeds.cotangent[0]);
     let u_param = seed_param("u", rule.seeds.tangent[0]);
 
+    // The body computing per-block roots and returning them packed into one vector.
+    let packed_body = |sc: &mut Scope, roots: &[Option<Id>]| -> TokenStream {
+        let ids: Vec<Id> = roots.iter().flatten().copied().collect();
+        let items = sc.schedule(&ids);
+        if let (false, [Some(id)]) = (block_state || matrix_block(0), roots) {
+            let (body, value) = sc.compute_value(&items, *id);
+            return quote!(#body #value);
+        }
+        let body = sc.compute_returning(&items, &ids);
+        let out = pack_blocks(sc, roots);
+        quote!(#body #out)
+    };
     let vjp_state_body = {
         let mut sc = method_scope();
         let bind = bind_blocks(&mut sc, &rule.seeds.cotangent, &v_param);
-        let roots: Vec<Id> = rule.vjp_state.iter().flatten().copied().collect();
-        let items = sc.schedule(&roots);
-        let body = sc.compute_returning(&items, &roots);
-        let out = pack_blocks(&sc, &rule.vjp_state);
-        quote!(#bind #body #out)
+        let body = packed_body(&mut sc, &rule.vjp_state);
+        quote!(#bind #body)
     };
     let jvp_state_body = {
         let mut sc = method_scope();
         let bind = bind_blocks(&mut sc, &rule.seeds.tangent, &u_param);
-        let roots: Vec<Id> = rule.jvp_state.iter().flatten().copied().collect();
-        let items = sc.schedule(&roots);
-        let body = sc.compute_returning(&items, &roots);
-        let out = pack_blocks(&sc, &rule.jvp_state);
-        quote!(#bind #body #out)
+        let body = packed_body(&mut sc, &rule.jvp_state);
+        quote!(#bind #body)
     };
     let param_idents: Vec<Ident> = sig.params.iter().map(|&p| arg_names[p].clone()).collect();
     let param_tys: Vec<TokenStream> = sig
@@ -617,69 +657,64 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 sc.bind_ref(sd);
             }
         }
-        let roots: Vec<Id> = rule.jvp_params.iter().flatten().copied().collect();
-        let items = sc.schedule(&roots);
-        let body = sc.compute_returning(&items, &roots);
-        let out = pack_blocks(&sc, &rule.jvp_params);
-        quote!(#bind #body #out)
+        let body = packed_body(&mut sc, &rule.jvp_params);
+        quote!(#bind #body)
     };
 
     // --- structured Jacobians ---------------------------------------------------------
-    let jac_method = |terms: &[Vec<Option<Id>>], cols: &[TokenStream]| -> TokenStream {
-        // terms[o][k]: block of output o w.r.t. column group k of width cols[k].
+    // Statements and the value of a Jacobian assembled from its blocks.
+    let jac_method = |terms: &[Vec<Option<Id>>], cols: TokenStream| -> (TokenStream, TokenStream) {
+        // terms[o][k]: block of output o w.r.t. column group k (`cols`: the groups' widths).
         let mut sc = method_scope();
         let roots: Vec<Id> = terms.iter().flatten().flatten().copied().collect();
         let items = sc.schedule(&roots);
-        let body = sc.compute_returning(&items, &roots);
-        // One block that is a matrix already: it is the Jacobian.
+        // One block that is a matrix already (or a single column): it is the Jacobian.
         if let [row] = terms {
             if let [Some(id)] = row.as_slice() {
-                if g.kind(*id) == Kind::Matrix {
-                    let out = owned(&sc, *id);
-                    return quote!({ #body #out });
+                match g.kind(*id) {
+                    Kind::Matrix => return sc.compute_value(&items, *id),
+                    Kind::Vector => {
+                        let (body, value) = sc.compute_value(&items, *id);
+                        return (body, quote!(kernels::column(#value)));
+                    }
+                    _ => {}
                 }
             }
         }
-        let mut fills = TokenStream::new();
-        let mut row_off = quote!(0);
+        let body = sc.compute_returning(&items, &roots);
+        let mut blocks = Vec::new();
         for (o, row) in terms.iter().enumerate() {
-            let mut col_off = quote!(0);
             for (k, t) in row.iter().enumerate() {
-                let width = &cols[k];
-                if let Some(id) = t {
-                    let a = sc.access(*id);
-                    let conv = match g.kind(*id) {
-                        Kind::Vector => {
-                            quote!(DMatrix::from_column_slice((#a).len(), 1, (#a).as_slice()))
-                        }
-                        Kind::Scalar => {
-                            quote!(DMatrix::from_element(1, 1, #a))
-                        }
-                        _ => quote!((#a).clone()),
-                    };
-                    fills.extend(quote!({
-                        let blk = #conv;
-                        jac.view_mut((#row_off, #col_off), (self.blocks[#o], #width)).copy_from(&blk);
-                    }));
-                }
-                col_off = quote!(#col_off + #width);
+                let Some(id) = t else { continue };
+                let v = owned(&sc, *id);
+                let m = match g.kind(*id) {
+                    Kind::Vector => quote!(kernels::column(#v)),
+                    Kind::Scalar => quote!(DMatrix::from_element(1, 1, #v)),
+                    _ => v,
+                };
+                let (o, k) = (Literal::usize_unsuffixed(o), Literal::usize_unsuffixed(k));
+                blocks.push(quote!((#o, #k, #m)));
             }
-            row_off = quote!(#row_off + self.blocks[#o]);
         }
-        let total_cols = cols.iter().fold(quote!(0), |acc, c| quote!(#acc + #c));
-        quote!({
-            #body
-            let n: usize = self.blocks.iter().sum();
-            let mut jac = DMatrix::zeros(n, #total_cols);
-            #fills
-            jac
-        })
+        let rows = if block_state {
+            quote!(&self.blocks)
+        } else {
+            quote!(&[self.state_dim()])
+        };
+        (
+            body,
+            quote!(kernels::from_blocks(#rows, #cols, ::std::vec![#(#blocks),*])),
+        )
     };
     let state_jacobian_method = match &jac.state {
         Some(terms) => {
-            let cols: Vec<TokenStream> = (0..nblocks).map(|b| quote!(self.blocks[#b])).collect();
-            let body = jac_method(terms, &cols);
-            quote!(fn state_jacobian(&self) -> Option<DMatrix<f64>> { Some(#body) })
+            let cols = if block_state {
+                quote!(&self.blocks)
+            } else {
+                quote!(&[self.state_dim()])
+            };
+            let (body, value) = jac_method(terms, cols);
+            quote!(fn state_jacobian(&self) -> Option<DMatrix<f64>> { #body Some(#value) })
         }
         None => TokenStream::new(),
     };
@@ -698,13 +733,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             match &jac.params[k] {
                 Some(terms) => {
                     let per_output: Vec<Vec<Option<Id>>> = terms.iter().map(|t| vec![*t]).collect();
-                    let body = jac_method(&per_output, &[width]);
-                    quote!(#n: #body)
+                    let (body, value) = jac_method(&per_output, quote!(&[#width]));
+                    if body.is_empty() {
+                        quote!(#n: #value)
+                    } else {
+                        quote!(#n: { #body #value })
+                    }
                 }
                 None => {
                     // No structured formula (matrix parameter): one row per VJP.
                     quote!(#n: {
-                        let n: usize = self.blocks.iter().sum();
+                        let n: usize = self.state_dim();
                         let mut jac = DMatrix::zeros(n, #width);
                         for i in 0..n {
                             let e = kernels::unit(n, i);
@@ -726,14 +765,14 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             let inner_state = {
                 let mut sc = method_scope();
                 sc.bind_ref(r.seed);
-                let roots: Vec<Id> = r.inner_state.into_iter().collect();
-                let items = sc.schedule(&roots);
-                let body = sc.compute_returning(&items, &roots);
-                let out = match r.inner_state {
-                    Some(id) => owned(&sc, id),
-                    None => quote!(DVector::zeros(self.blocks[0])),
-                };
-                quote!(#body #out)
+                match r.inner_state {
+                    Some(id) => {
+                        let items = sc.schedule(&[id]);
+                        let (body, value) = sc.compute_value(&items, id);
+                        quote!(#body #value)
+                    }
+                    None => quote!(DVector::zeros(self.state_dim())),
+                }
             };
             let inner_params = {
                 let mut sc = method_scope();
@@ -753,7 +792,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     let items = sc.schedule(&roots);
                     let body = sc.compute_returning(&items, &roots);
                     let grads = grads_of(&sc, hp);
-                    quote!({ #body Some(#grads) })
+                    quote!(#body Some(#grads))
                 }
             };
             let has_head = r.head_params.is_some();
@@ -803,9 +842,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 Some(m) => {
                     let mut sc = method_scope();
                     let items = sc.schedule(&[m]);
-                    let body = sc.compute_returning(&items, &[m]);
-                    let out = owned(&sc, m);
-                    quote!({ #body Some(#out) })
+                    let (body, value) = sc.compute_value(&items, m);
+                    quote!(#body Some(#value))
                 }
             };
             let support = ident_of(&names, r.support);
@@ -819,10 +857,13 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             };
             let defaults = {
                 let mut d = TokenStream::new();
-                if !has_head {
+                if has_head {
                     d.extend(quote!(
+                        fn head_vjp_params(&self, #w: &DVector<f64>) -> Option<Grads> {
+                            #head_params
+                        }
                         fn head_has_params(&self) -> bool {
-                            false
+                            true
                         }
                     ));
                 }
@@ -852,9 +893,6 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                     fn inner_vjp_params(&self, #w: &DVector<f64>) -> Grads {
                         #inner_params
                     }
-                    fn head_vjp_params(&self, #w: &DVector<f64>) -> Option<Grads> {
-                        #head_params
-                    }
                     #defaults
                     fn reduced_matrix(&self) -> Option<DMatrix<f64>> {
                         #matrix
@@ -875,13 +913,16 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let step_body = {
         let mut sc = Scope::new(&g, &names, &prims, args_map(&internal_access), true);
         let items = sc.schedule(&rule.outputs);
-        let body = sc.compute_returning(&items, &rule.outputs);
-        let outs: Vec<TokenStream> = rule.outputs.iter().map(|o| owned(&sc, *o)).collect();
         if block_state {
+            let body = sc.compute_returning(&items, &rule.outputs);
+            let outs = rule.outputs.iter().map(|o| owned(&sc, *o));
             quote!(#body Ok((#(#outs),*)))
         } else {
-            let o = &outs[0];
-            quote!(#body Ok(#o))
+            let (body, value) = sc.compute_value(&items, rule.outputs[0]);
+            match strip_question(&value) {
+                Some(fallible) => quote!(#body #fallible),
+                None => quote!(#body Ok(#value)),
+            }
         }
     };
     let block_tys: Vec<TokenStream> = sig
@@ -945,7 +986,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         quote! {
             #[doc = #doc]
             pub fn solve(#(#user_params_nolt,)* #opts_id: &ForwardOptions) -> Result<Solution, FoldError> {
-                check_finite(#(#internal_args_in_free),*)?;
+                #solve_check
                 check_dims(#(#internal_args_in_free),*)?;
                 let lens = [#(#lens),*];
                 let start = #start_pack;
@@ -1036,104 +1077,62 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             quote!(#n: kernels::nan_matrix(#state_dim, #width))
         })
         .collect();
-    let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`, one field per parameter.");
-    let zeros: Vec<TokenStream> = param_idents
+    let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`.");
+    let grad_field_docs: Vec<String> = param_idents
         .iter()
-        .map(|n| quote!(#n: Cotangent::zeros_like(&self.#n)))
+        .map(|n| format!("`∂loss/∂{n}`."))
         .collect();
-    let sum_of = |terms: Vec<TokenStream>, sep: TokenStream, empty: TokenStream| {
-        let mut it = terms.into_iter();
-        match it.next() {
-            None => empty,
-            Some(first) => it.fold(first, |acc, t| quote!(#acc #sep #t)),
-        }
-    };
-    let dots = sum_of(
-        param_idents
-            .iter()
-            .map(|n| quote!(Cotangent::dot_with(&self.#n, &other.#n)))
-            .collect(),
-        quote!(+),
-        quote!(0.0),
-    );
-    let finite = sum_of(
-        param_idents
-            .iter()
-            .map(|n| quote!(Cotangent::all_finite(&self.#n)))
-            .collect(),
-        quote!(&&),
-        quote!(true),
-    );
-    // The unstaged check is a separate function only when staging checks a matrix itself.
-    let same_checks = finite_checks
-        .iter()
-        .map(ToString::to_string)
-        .eq(lazy_checks.iter().map(ToString::to_string));
-    let (lazy_fn, lazy_name) = if same_checks {
-        (TokenStream::new(), quote!(check_finite))
-    } else {
-        (
-            quote! {
-                /// [`check_finite`] without the matrices that staging checks inside their first
-                /// product (one pass over them instead of two).
-                fn check_finite_unstaged(#(#internal_params),*) -> Result<(), FoldError> {
-                    #(#lazy_checks)*
-                    Ok(())
-                }
-            },
-            quote!(check_finite_unstaged),
-        )
-    };
     let derivatives = &input.derivatives;
     let block_count = nblocks;
     let jacobian_doc = format!("`Φ = ∂{fn_name}/∂state` (n × n) and `Ψ` per parameter (n × len, matrices flattened column-major).");
-    let phantom = quote!(_lifetime: ::core::marker::PhantomData<&'a ()>);
+    // `'a` needs a field of its own only when no argument is borrowed.
+    let borrows = sig.args.iter().any(|a| a.by_ref && a.kind != Kind::Scalar);
+    let (phantom, phantom_init) = if borrows {
+        (TokenStream::new(), TokenStream::new())
+    } else {
+        (
+            quote!(_lifetime: ::core::marker::PhantomData<&'a ()>,),
+            quote!(_lifetime: ::core::marker::PhantomData,),
+        )
+    };
+    // Block lengths are stored only for block state (one block is the state's length).
+    let (blocks_field, blocks_init, self_state_dim) = if block_state {
+        (
+            quote!(blocks: [usize; #block_count],),
+            quote!(blocks: [#(#block_lens),*],),
+            quote!(self.blocks.iter().sum()),
+        )
+    } else {
+        let x = &sig.args[sig.blocks[0]].name;
+        (
+            TokenStream::new(),
+            TokenStream::new(),
+            quote!(self.#x.len()),
+        )
+    };
 
     let rule_items = crate::emit_rule::rule_items(sig, &kind_ty);
     let module_body = quote! {
-        #[allow(unused_imports)]
         use ::fold_runtime::{
-            __private::{check, kernels, sparse},
+            __private::{check, grads, kernels, sparse},
             ops, rule,
             nalgebra::{DMatrix, DVector},
             nalgebra_sparse::CsrMatrix,
-            BackwardOptions, Cotangent, Factored, FoldError, ForwardOptions, Linearized, Solution,
-            SolveStats, SparseReduced, SupportKernel,
+            BackwardOptions, CodegenStats, Cotangent, Factored, FoldError, ForwardOptions,
+            Linearized, OpCounts, Solution, SolveStats, SparseReduced, SupportKernel,
         };
-        #[allow(unused_imports)]
         use ::std::{option::Option, result::Result, vec::Vec};
-        #[allow(unused_imports)]
         use super::*;
 
         #[doc = #grads_doc]
         #[derive(Debug, Clone, PartialEq)]
         pub struct Grads {
             #(
-                #[allow(missing_docs)]
+                #[doc = #grad_field_docs]
                 pub #param_idents: #param_tys,
             )*
         }
-
-        impl<'r> ::core::ops::AddAssign<&'r Grads> for Grads {
-            fn add_assign(&mut self, other: &'r Grads) {
-                #( Cotangent::add_scaled(&mut self.#param_idents, 1.0, &other.#param_idents); )*
-            }
-        }
-
-        impl Cotangent for Grads {
-            fn zeros_like(&self) -> Self {
-                Grads { #(#zeros),* }
-            }
-            fn scale_by(&mut self, s: f64) {
-                #( Cotangent::scale_by(&mut self.#param_idents, s); )*
-            }
-            fn dot_with(&self, other: &Self) -> f64 {
-                #dots
-            }
-            fn all_finite(&self) -> bool {
-                #finite
-            }
-        }
+        grads!(Grads { #(#param_idents),* });
 
         #[doc = #jacobian_doc]
         #[derive(Debug, Clone)]
@@ -1152,8 +1151,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             #( #arg_names: #arg_field_tys, )*
             #( #field_idents: #field_tys, )*
             #( #factor_idents: ::fold_runtime::__private::Factorization, )*
-            blocks: [usize; #block_count],
-            #phantom,
+            #blocks_field
+            #phantom
         }
 
         fn check_dims(#(#internal_params),*) -> Result<(), FoldError> {
@@ -1161,22 +1160,17 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             Ok(())
         }
 
-        fn check_finite(#(#internal_params),*) -> Result<(), FoldError> {
-            #(#finite_checks)*
-            Ok(())
-        }
-
-        #lazy_fn
+        #check_finite_fn
 
         fn stage<'a>(#(#user_params),*) -> Result<Staged<'a>, FoldError> {
             check_dims(#(#internal_args_in_free),*)?;
             #stage_body
             Ok(Staged {
-                blocks: [#(#block_lens),*],
+                #blocks_init
                 #( #arg_field_inits, )*
                 #( #field_idents, )*
                 #( #factor_idents, )*
-                _lifetime: ::core::marker::PhantomData,
+                #phantom_init
             })
         }
 
@@ -1188,7 +1182,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         impl Linearized for Staged<'_> {
             type Grads = Grads;
             fn state_dim(&self) -> usize {
-                self.blocks.iter().sum()
+                #self_state_dim
             }
             fn vjp_state(&self, #v_param: &DVector<f64>) -> DVector<f64> {
                 #vjp_state_body
@@ -1210,10 +1204,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
         impl Staged<'_> {
             fn jacobians(&self) -> Jacobians {
-                let state = match self.state_jacobian() {
-                    Some(phi) => phi,
-                    None => kernels::columns(self.state_dim(), |e| self.jvp_state(e)),
-                };
+                let state = self
+                    .state_jacobian()
+                    .unwrap_or_else(|| kernels::columns(self.state_dim(), |e| self.jvp_state(e)));
                 Jacobians {
                     state,
                     #(#param_jacobian_fields,)*
@@ -1252,7 +1245,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
 
         /// [`backward`], also reporting what the linear solver did.
         pub fn backward_with_stats(#(#user_params_nolt,)* #grad_id: &DVector<f64>, #opts_id: &BackwardOptions) -> Result<(Grads, SolveStats), FoldError> {
-            #lazy_name(#(#internal_args_in_free),*)?;
+            #backward_check
             check::finite_vector(#grad_id, "grad")?;
             let lin = linearize(#(#arg_names),*);
             Linearized::check(&lin)?;
@@ -1276,7 +1269,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         };
         #[doc = concat!("Folded derivatives of [`", stringify!(#fn_name), "`], generated by `#[fold]`.")]
         // The generated functions take the rule's arguments, however many the user wrote.
-        #[allow(non_snake_case, unused_parens, unused_variables, unused_mut, clippy::too_many_arguments)]
+        #[allow(non_snake_case, unused_imports, unused_parens, unused_variables, unused_mut, clippy::too_many_arguments)]
         #vis mod #fn_name
     };
     Ok(Module {
@@ -1307,5 +1300,16 @@ fn display_name_of(g: &Graph, id: Id) -> String {
     match g.node(id) {
         Node::Var(s) => display_name(*s),
         _ => format!("t{}", usize::from(id)),
+    }
+}
+
+/// `e` for an expression `e?` (so that `Ok(e?)` is written `e`).
+fn strip_question(expr: &TokenStream) -> Option<TokenStream> {
+    let mut tokens: Vec<proc_macro2::TokenTree> = expr.clone().into_iter().collect();
+    match tokens.pop() {
+        Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == '?' => {
+            Some(tokens.into_iter().collect())
+        }
+        _ => None,
     }
 }

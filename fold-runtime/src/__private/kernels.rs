@@ -315,6 +315,38 @@ pub fn set_row(m: &mut DMatrix<f64>, i: usize, row: &[f64]) {
     }
 }
 
+/// `v` as an `n × 1` matrix (no copy).
+pub fn column(v: DVector<f64>) -> DMatrix<f64> {
+    let n = v.len();
+    v.reshape_generic(nalgebra::Dyn(n), nalgebra::Dyn(1))
+}
+
+/// The matrix of row groups `rows` × column groups `cols` holding `(i, j, block)` at group
+/// `(i, j)` and zeros elsewhere (NaN-filled if a block's shape does not fit its group).
+pub fn from_blocks(
+    rows: &[usize],
+    cols: &[usize],
+    blocks: Vec<(usize, usize, DMatrix<f64>)>,
+) -> DMatrix<f64> {
+    let offsets = |lens: &[usize]| -> Vec<usize> {
+        let mut off = vec![0];
+        for l in lens {
+            off.push(off[off.len() - 1] + l);
+        }
+        off
+    };
+    let (r0, c0) = (offsets(rows), offsets(cols));
+    let (n, m) = (r0[rows.len()], c0[cols.len()]);
+    let mut out = DMatrix::zeros(n, m);
+    for (i, j, b) in blocks {
+        if i >= rows.len() || j >= cols.len() || b.shape() != (rows[i], cols[j]) {
+            return nan_matrix(n, m);
+        }
+        out.view_mut((r0[i], c0[j]), b.shape()).copy_from(&b);
+    }
+    out
+}
+
 /// The `n × n` matrix whose column `j` is `f(e_j)`: a dense operator from its products.
 pub fn columns(n: usize, f: impl Fn(&DVector<f64>) -> DVector<f64>) -> DMatrix<f64> {
     let mut m = DMatrix::zeros(n, n);

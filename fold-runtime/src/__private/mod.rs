@@ -3,6 +3,7 @@
 
 mod blocks;
 pub mod check;
+mod grads;
 pub mod kernels;
 mod outputs;
 pub mod sparse;
@@ -10,3 +11,4 @@ pub mod sparse;
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};
 pub use crate::solvers::sparse_direct::{sparse_direct, sparse_direct_with};
 pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};
+pub use grads::grads;
