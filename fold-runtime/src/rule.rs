@@ -48,7 +48,7 @@ use std::fmt::Debug;
 pub trait FoldRule: 'static {
     /// The state: `DVector<f64>` or `DMatrix<f64>`, or a tuple of such blocks in declared
     /// order (matrix blocks pack column-major).
-    type State: Clone + Send + Sync + Debug;
+    type State: StateLayout + Clone + Send + Sync + Debug;
     /// The parameters, owned (generated `<module>::Params`).
     type Params: ParamFields + Clone + Send + Sync + Debug;
     /// The constants, owned (generated `<module>::Consts`).
@@ -63,14 +63,18 @@ pub trait FoldRule: 'static {
     /// Constant names, in signature order.
     const CONSTS: &'static [&'static str];
     /// Number of state blocks.
-    const BLOCKS: usize;
+    const BLOCKS: usize = <Self::State as StateLayout>::BLOCKS;
 
     /// The state as one vector (blocks concatenated in declared order, matrices flattened
     /// column-major).
-    fn pack(x: &Self::State) -> DVector<f64>;
+    fn pack(x: &Self::State) -> DVector<f64> {
+        x.pack()
+    }
     /// Splits a packed state into blocks shaped like `like`; a length mismatch is a
     /// [`FoldError::DimensionMismatch`].
-    fn unpack(packed: &DVector<f64>, like: &Self::State) -> Result<Self::State, FoldError>;
+    fn unpack(packed: &DVector<f64>, like: &Self::State) -> Result<Self::State, FoldError> {
+        StateLayout::unpack(packed, like)
+    }
     /// Forward fixed-point iteration of the rule from `x0` (the module's `solve`).
     fn solve(
         p: &Self::Params,
@@ -182,6 +186,67 @@ impl FlatValue for DMatrix<f64> {
         Ok(DMatrix::from_column_slice(shape.0, shape.1, flat))
     }
 }
+
+/// A rule's state as one vector: `DVector<f64>`, `DMatrix<f64>` (column-major) or a tuple
+/// of such blocks, concatenated in order.
+pub trait StateLayout: Sized {
+    /// Number of blocks.
+    const BLOCKS: usize;
+    /// The blocks concatenated.
+    fn pack(&self) -> DVector<f64>;
+    /// Blocks shaped like `like` from a packed state; a length mismatch is a
+    /// [`FoldError::DimensionMismatch`].
+    fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError>;
+}
+
+/// One block of a state.
+trait Block: FlatValue {}
+impl Block for DVector<f64> {}
+impl Block for DMatrix<f64> {}
+
+impl<B: Block> StateLayout for B {
+    const BLOCKS: usize = 1;
+    fn pack(&self) -> DVector<f64> {
+        let mut out = Vec::new();
+        self.extend_flat(&mut out);
+        DVector::from_vec(out)
+    }
+    fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError> {
+        let (r, c) = like.shape();
+        check_packed(packed, &[r * c])?;
+        B::from_flat(packed.as_slice(), (r, c), "packed state")
+    }
+}
+
+macro_rules! tuple_layout {
+    ($n:expr; $($b:ident $i:tt),+) => {
+        impl<$($b: Block),+> StateLayout for ($($b,)+) {
+            const BLOCKS: usize = $n;
+            fn pack(&self) -> DVector<f64> {
+                let mut out = Vec::new();
+                $( self.$i.extend_flat(&mut out); )+
+                DVector::from_vec(out)
+            }
+            #[allow(unused_assignments)]
+            fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError> {
+                let shapes = [$( like.$i.shape() ),+];
+                let lens = shapes.map(|(r, c)| r * c);
+                check_packed(packed, &lens)?;
+                let mut at = 0;
+                Ok(($({
+                    let v = $b::from_flat(&packed.as_slice()[at..at + lens[$i]], shapes[$i], "packed state block")?;
+                    at += lens[$i];
+                    v
+                },)+))
+            }
+        }
+    };
+}
+tuple_layout!(2; A 0, B 1);
+tuple_layout!(3; A 0, B 1, C 2);
+tuple_layout!(4; A 0, B 1, C 2, D 3);
+tuple_layout!(5; A 0, B 1, C 2, D 3, E 4);
+tuple_layout!(6; A 0, B 1, C 2, D 3, E 4, F 5);
 
 /// Reads values one after another from a flat buffer and its shapes (what the generated
 /// `params_from_flat` / `grads_from_flat` use).

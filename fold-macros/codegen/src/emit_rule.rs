@@ -69,7 +69,6 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
         .iter()
         .map(|&i| sig.args[i].name.to_string())
         .collect();
-    let nblocks = sig.blocks.len();
 
     let x = quote!(x);
     let x0 = quote!(x0);
@@ -80,63 +79,11 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
     let backward_args = all(&|i| user_form(sig, i, &x));
     let step_args = all(&|i| internal_form(sig, i, &x));
 
-    let matrix = |b: usize| sig.args[sig.blocks[b]].kind == Kind::Matrix;
-    let any_matrix = (0..nblocks).any(matrix);
-    let (state_ty, pack, unpack, step_out) = if sig.block_state && any_matrix {
-        // Matrix blocks travel flattened column-major; `unpack` reshapes like `like`.
-        let tys = sig.blocks.iter().map(|&b| kind_ty(sig.args[b].kind));
-        let idx: Vec<Index> = (0..nblocks).map(Index::from).collect();
-        let shapes = (0..nblocks).map(|b| {
-            let i = &idx[b];
-            if matrix(b) {
-                quote!((like.#i.nrows(), like.#i.ncols()))
-            } else {
-                quote!((like.#i.len(), 1))
-            }
-        });
-        (
-            quote!((#(#tys),*)),
-            quote!(kernels::pack_entries(&[#(kernels::entries(&x.#idx)),*])),
-            quote! {
-                let lens = [#(like.#idx.len()),*];
-                rule::check_packed(packed, &lens)?;
-                Ok(unpack(packed, [#(#shapes),*]))
-            },
-            quote!(step(#(#step_args),*)),
-        )
-    } else if sig.block_state {
-        let tys = (0..nblocks).map(|_| vec.clone());
-        let idx: Vec<Index> = (0..nblocks).map(Index::from).collect();
-        (
-            quote!((#(#tys),*)),
-            quote!(kernels::pack(&[#(&x.#idx),*])),
-            quote! {
-                let lens = [#(like.#idx.len()),*];
-                rule::check_packed(packed, &lens)?;
-                Ok(unpack(packed, lens))
-            },
-            quote!(step(#(#step_args),*)),
-        )
-    } else if any_matrix {
-        (
-            kind_ty(Kind::Matrix),
-            quote!(kernels::flatten(x.clone())),
-            quote! {
-                rule::check_packed(packed, &[like.len()])?;
-                Ok(kernels::block_matrix(packed, 0, like.nrows(), like.ncols()))
-            },
-            quote!(step(#(#step_args),*)),
-        )
+    let tys = sig.blocks.iter().map(|&b| kind_ty(sig.args[b].kind));
+    let state_ty = if sig.block_state {
+        quote!((#(#tys),*))
     } else {
-        (
-            vec.clone(),
-            quote!(x.clone()),
-            quote! {
-                rule::check_packed(packed, &[like.len()])?;
-                Ok(packed.clone())
-            },
-            quote!(step(#(#step_args),*)),
-        )
+        quote!(#(#tys)*)
     };
     let res_state = res(quote!(Self::State));
     let res_solution = res(quote!(Solution));
@@ -167,16 +114,13 @@ pub fn rule_items(sig: &Signature, kind_ty: &dyn Fn(Kind) -> TokenStream) -> Tok
             const NAME: &'static str = #fn_name;
             const PARAMS: &'static [&'static str] = &[#(#param_names),*];
             const CONSTS: &'static [&'static str] = &[#(#const_names),*];
-            const BLOCKS: usize = #nblocks;
 
-            fn pack(x: &Self::State) -> #vec { #pack }
-            fn unpack(packed: &#vec, like: &Self::State) -> #res_state { #unpack }
             fn solve(p: &Params, k: &Consts, x0: &Self::State, opts: &ForwardOptions) -> #res_solution {
                 solve(#(#solve_args,)* opts)
             }
             fn step(p: &Params, k: &Consts, x: &Self::State) -> #res_state {
                 check_dims(#(#step_args),*)?;
-                #step_out
+                step(#(#step_args),*)
             }
             fn backward(p: &Params, k: &Consts, x: &Self::State, grad: &#vec, opts: &BackwardOptions) -> #res_backward {
                 backward_with_stats(#(#backward_args,)* grad, opts)

@@ -936,6 +936,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         block_tys[0].clone()
     };
     let block_idents: Vec<Ident> = sig.blocks.iter().map(|&b| arg_names[b].clone()).collect();
+    let mut return_solve = None;
     let solve_fn = {
         let internal_args: Vec<TokenStream> = (0..sig.args.len())
             .map(|i| {
@@ -983,6 +984,26 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             )
         };
         let doc = format!("Runs `{fn_name}` to a fixed point from the given start (every input is checked first).");
+        if !block_state && !any_matrix_block {
+            // One vector block is the packed state itself.
+            let xk = format_ident!("{}_k", arg_names[sig.blocks[0]]);
+            let args = (0..sig.args.len()).map(|i| {
+                if sig.blocks.contains(&i) {
+                    quote!(#xk)
+                } else {
+                    to_internal[i].clone()
+                }
+            });
+            let start = &arg_names[sig.blocks[0]];
+            return_solve = Some(quote! {
+                #[doc = #doc]
+                pub fn solve(#(#user_params_nolt,)* #opts_id: &ForwardOptions) -> Result<Solution, FoldError> {
+                    #solve_check
+                    check_dims(#(#internal_args_in_free),*)?;
+                    ::fold_runtime::fixed_point(|#xk| step(#(#args),*), #start.clone(), #opts_id)
+                }
+            });
+        }
         quote! {
             #[doc = #doc]
             pub fn solve(#(#user_params_nolt,)* #opts_id: &ForwardOptions) -> Result<Solution, FoldError> {
@@ -1002,6 +1023,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             }
         }
     };
+
+    let solve_fn = return_solve.unwrap_or(solve_fn);
 
     // --- pack / unpack for block state ------------------------------------------------------
     let pack_fns = if block_state && any_matrix_block {
@@ -1217,10 +1240,8 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         /// The update rule linearized at a point; see [`linearize`].
         pub type Linearization<'a> = ::fold_runtime::Linearization<Staged<'a>>;
 
-        /// Linearizes the rule at the given point: everything products with `Φ` and `Ψ`
-        /// need but the (co)tangent is computed here, once. Never panics: a failure
-        /// (mismatched dimensions, a failing inner solve) is reported by
-        /// `Linearized::check`, and products then return NaN.
+        /// The rule linearized at a point, computed once for any number of products (a failure
+        /// is reported by `Linearized::check`, and products then return NaN).
         pub fn linearize<'a>(#(#user_params),*) -> Linearization<'a> {
             ::fold_runtime::Linearization::new(stage(#(#arg_names),*), #state_dim, || Grads { #(#nan_grads),* })
         }
