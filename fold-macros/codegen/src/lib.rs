@@ -16,7 +16,6 @@ pub mod builtins;
 pub mod diff;
 pub mod egraph;
 pub mod emit;
-pub mod emit_rule;
 pub mod emit_sparse;
 pub mod errors;
 pub mod graph;

@@ -1,0 +1,362 @@
+//! What every part of the generated module reads: the staging plan, the names of terms,
+//! and how arguments are spelled in each kind of function.
+
+use crate::emit::{Item, Scope};
+use crate::graph::Graph;
+use crate::ir::{display_name, Kind, Node};
+use crate::pretty::Printer;
+use crate::rule::Rule;
+use crate::signature::Signature;
+use crate::stage;
+use egg::Id;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
+use std::collections::{HashMap, HashSet};
+
+use super::kind_ty;
+
+/// The module's model, built once and read by every part.
+pub struct Ctx<'a> {
+    pub rule: &'a Rule,
+    pub sig: &'a Signature,
+    pub g: Graph,
+    /// Identifiers of computed terms (the printer's names, shared with DERIVATIVES).
+    pub names: HashMap<Id, Ident>,
+    /// Runtime types of opaque primitives, by name.
+    pub prims: HashMap<String, TokenStream>,
+    /// Terms and factorizations stored in `Staged`.
+    pub fields: Vec<Id>,
+    pub factors: Vec<Id>,
+    pub arg_names: Vec<Ident>,
+    pub block_state: bool,
+    pub grad_id: Ident,
+    pub opts_id: Ident,
+}
+
+const KEYWORDS: &[&str] = &[
+    "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
+    "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return",
+    "self", "Self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where",
+    "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
+];
+
+/// Identifiers for computed terms: the printer's names where valid Rust, `t<id>` otherwise.
+fn emission_names(
+    printer_names: &HashMap<Id, String>,
+    reserved: &HashSet<String>,
+) -> HashMap<Id, Ident> {
+    let mut taken: HashSet<String> = reserved.clone();
+    let mut out = HashMap::new();
+    let mut ids: Vec<&Id> = printer_names.keys().collect();
+    ids.sort();
+    for id in ids {
+        let raw = printer_names[id].to_lowercase();
+        let valid = raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && raw
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && !KEYWORDS.contains(&raw.as_str());
+        let mut name = if valid {
+            raw
+        } else {
+            format!("t{}", usize::from(*id))
+        };
+        // A user name `t12` must not be mistaken for the anonymous name of term 12.
+        if name.starts_with('t')
+            && name[1..].chars().all(|c| c.is_ascii_digit())
+            && name != format!("t{}", usize::from(*id))
+        {
+            name = format!("{name}_");
+        }
+        while !taken.insert(name.clone()) {
+            name.push('_');
+        }
+        out.insert(*id, Ident::new(&name, Span::call_site()));
+    }
+    out
+}
+
+/// Whether computing `item` can fail (so it must be staged in a fallible scope).
+fn fallible(g: &Graph, item: &Item) -> bool {
+    match item {
+        Item::Factor(_) => true,
+        Item::Node(id) => {
+            matches!(
+                g.node(*id),
+                Node::ProjSimplex(_)
+                    | Node::ProjCappedSimplex(_)
+                    | Node::ProjL2Ball(_)
+                    | Node::Call(..)
+                    | Node::Solve(_)
+                    | Node::SolveT(_)
+            ) || matches!(g.node(*id), Node::Get([t, _]) if matches!(g.node(*t), Node::Call(..)))
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// Plans staging and names every term of `rule`.
+    pub fn new(rule: &'a Rule) -> Ctx<'a> {
+        let g = rule.graph.clone();
+        let sig = &rule.sig;
+        let per_call = Self::per_call_roots(rule);
+        let mut plan = stage::plan(&g, &per_call);
+        if let Some(r) = &rule.reduction {
+            plan.fields.push(r.support);
+        }
+        // Opaque calls are stored as their linearizations.
+        plan.fields.extend(plan.calls.clone());
+        plan.fields.sort();
+        plan.fields.dedup();
+
+        let jac_roots = Self::jacobian_roots(rule);
+        let mut all_roots = per_call;
+        all_roots.extend(&rule.outputs);
+        all_roots.extend(&jac_roots);
+        let printer = Printer::new(&g, &all_roots);
+        let mut reserved: HashSet<String> = sig.args.iter().map(|a| a.name.to_string()).collect();
+        for v in g.vars.keys() {
+            reserved.insert(display_name(*v));
+        }
+        // Identifiers the generated bodies use besides computed terms.
+        for r in [
+            "v", "u", "tangent", "n", "jac", "blk", "e", "g", "i", "p", "phi", "state", "packed",
+            "lens", "start", "s",
+        ] {
+            reserved.insert(r.to_string());
+        }
+        let mut names = emission_names(printer.names(), &reserved);
+        // Seeds are parameters (or blocks of one) named as in DERIVATIVES.
+        for seed in rule
+            .seeds
+            .cotangent
+            .iter()
+            .chain(&rule.seeds.tangent)
+            .chain(&rule.seeds.param_tangent)
+            .chain(rule.reduction.as_ref().map(|r| &r.seed))
+        {
+            names.insert(*seed, Ident::new(&seed_name(&g, *seed), Span::call_site()));
+        }
+
+        let mut prims = HashMap::new();
+        for o in [
+            crate::builtins::Opaque::ProjPolyhedron,
+            crate::builtins::Opaque::QpSolve,
+        ] {
+            prims.insert(o.builtin().name().to_string(), o.runtime_type());
+        }
+        for pd in &sig.primitives {
+            let ty = &pd.ty;
+            prims.insert(pd.name.to_string(), quote!(#ty));
+        }
+
+        let mut ctx = Ctx {
+            rule,
+            sig,
+            names,
+            prims,
+            fields: plan.fields,
+            factors: plan.factors,
+            arg_names: sig.args.iter().map(|a| a.name.clone()).collect(),
+            block_state: sig.block_state,
+            grad_id: fresh(sig, "grad"),
+            opts_id: fresh(sig, "opts"),
+            g,
+        };
+        ctx.stage_fallible_jacobian_terms(&jac_roots);
+        ctx
+    }
+
+    /// Roots of every product method (the seed-dependent terms).
+    fn per_call_roots(rule: &Rule) -> Vec<Id> {
+        let mut per_call: Vec<Id> = rule.product_roots().collect();
+        if let Some(r) = &rule.reduction {
+            per_call.extend(r.inner_state);
+            per_call.extend(r.inner_params.iter().flatten());
+            if let Some(h) = &r.head_params {
+                per_call.extend(h.iter().flatten());
+            }
+        }
+        per_call
+    }
+
+    /// Roots of the structured Jacobians and the dense reduced matrix.
+    pub fn jacobian_roots(rule: &Rule) -> Vec<Id> {
+        let mut roots: Vec<Id> = Vec::new();
+        if let Some(rows) = &rule.jac_state {
+            roots.extend(rows.iter().flatten().flatten());
+        }
+        for p in rule.jac_params.iter().flatten() {
+            roots.extend(p.iter().flatten());
+        }
+        if let Some(m) = rule.reduction.as_ref().and_then(|r| r.matrix) {
+            roots.push(m);
+        }
+        roots
+    }
+
+    /// Fallible terms the Jacobians need become fields too (the infallible methods compute
+    /// the rest).
+    fn stage_fallible_jacobian_terms(&mut self, jac_roots: &[Id]) {
+        loop {
+            let items = self.method_scope().schedule(jac_roots);
+            let extra: Vec<Item> = items.into_iter().filter(|i| fallible(&self.g, i)).collect();
+            if extra.is_empty() {
+                return;
+            }
+            for it in extra {
+                match it {
+                    Item::Node(id) => self.fields.push(id),
+                    Item::Factor(id) => self.factors.push(id),
+                }
+            }
+            self.fields.sort();
+            self.fields.dedup();
+            self.factors.sort();
+            self.factors.dedup();
+        }
+    }
+
+    pub fn nblocks(&self) -> usize {
+        self.sig.blocks.len()
+    }
+
+    /// Whether state block `b` is a matrix.
+    pub fn matrix_block(&self, b: usize) -> bool {
+        self.sig.args[self.sig.blocks[b]].kind == Kind::Matrix
+    }
+
+    pub fn any_matrix_block(&self) -> bool {
+        (0..self.nblocks()).any(|b| self.matrix_block(b))
+    }
+
+    /// Argument `i` in a public function (declared form) as the internal convention reads it.
+    pub fn free_access(&self, i: usize) -> TokenStream {
+        let a = &self.sig.args[i];
+        let n = &a.name;
+        match (a.kind, a.by_ref) {
+            (Kind::Scalar, false) => quote!(#n),
+            (Kind::Scalar, true) => quote!((*#n)),
+            (_, true) => quote!(#n),
+            (_, false) => quote!(&#n),
+        }
+    }
+
+    /// Argument `i` read from `Staged`.
+    pub fn self_access(&self, i: usize) -> TokenStream {
+        let a = &self.sig.args[i];
+        let n = &a.name;
+        match (a.kind, a.by_ref) {
+            (Kind::Scalar, _) | (_, true) => quote!(self.#n),
+            (_, false) => quote!(&self.#n),
+        }
+    }
+
+    /// Every argument's term with its spelling `f(i)`.
+    pub fn args_map(&self, f: impl Fn(usize) -> TokenStream) -> HashMap<Id, TokenStream> {
+        (0..self.sig.args.len())
+            .map(|i| (self.rule.args[i], f(i)))
+            .collect()
+    }
+
+    /// A scope over `Staged`'s fields (the product methods).
+    pub fn method_scope(&self) -> Scope<'_> {
+        Scope::new(
+            &self.g,
+            &self.names,
+            &self.prims,
+            self.args_map(|i| self.self_access(i)),
+            false,
+        )
+        .with_fields(&self.fields, &self.factors)
+    }
+
+    /// A fallible scope over the arguments spelled `f(i)` (staging, the step).
+    pub fn arg_scope(&self, f: impl Fn(usize) -> TokenStream) -> Scope<'_> {
+        Scope::new(&self.g, &self.names, &self.prims, self.args_map(f), true)
+    }
+
+    /// Argument `i`'s type as the user declared it (`'a` on references when `lt`).
+    pub fn user_ty(&self, i: usize, lt: bool) -> TokenStream {
+        let a = &self.sig.args[i];
+        let t = kind_ty(a.kind);
+        match (a.by_ref, lt) {
+            (true, true) => quote!(&'a #t),
+            (true, false) => quote!(&#t),
+            (false, _) => t,
+        }
+    }
+
+    /// `name: type` for every argument in the declared form.
+    pub fn user_params(&self, lt: bool) -> Vec<TokenStream> {
+        (0..self.sig.args.len())
+            .map(|i| {
+                let n = &self.arg_names[i];
+                let t = self.user_ty(i, lt);
+                quote!(#n: #t)
+            })
+            .collect()
+    }
+
+    /// `name: type` for every argument in the internal form (scalars by value, the rest by
+    /// reference).
+    pub fn internal_params(&self) -> Vec<TokenStream> {
+        (0..self.sig.args.len())
+            .map(|i| {
+                let a = &self.sig.args[i];
+                let n = &self.arg_names[i];
+                let t = kind_ty(a.kind);
+                if a.kind == Kind::Scalar {
+                    quote!(#n: #t)
+                } else {
+                    quote!(#n: &#t)
+                }
+            })
+            .collect()
+    }
+
+    /// The arguments of a public function passed on in the internal form.
+    pub fn to_internal(&self) -> Vec<TokenStream> {
+        (0..self.sig.args.len())
+            .map(|i| self.free_access(i))
+            .collect()
+    }
+
+    /// An identifier `base` no argument has.
+    pub fn fresh(&self, base: &str) -> Ident {
+        fresh(self.sig, base)
+    }
+
+    /// The state dimension from the public functions' arguments.
+    pub fn free_state_dim(&self) -> TokenStream {
+        let lens = self.sig.blocks.iter().map(|&b| {
+            let n = &self.arg_names[b];
+            quote!(#n.len())
+        });
+        quote!(#(#lens)+*)
+    }
+
+    /// The Rust identifier of seed `id`.
+    pub fn seed_ident(&self, id: Id) -> Ident {
+        Ident::new(&seed_name(&self.g, id), Span::call_site())
+    }
+}
+
+/// The name of a seed variable as DERIVATIVES spells it.
+fn seed_name(g: &Graph, id: Id) -> String {
+    match g.node(id) {
+        Node::Var(s) => display_name(*s),
+        _ => format!("t{}", usize::from(id)),
+    }
+}
+
+/// `base`, with `_` appended until no argument has that name.
+fn fresh(sig: &Signature, base: &str) -> Ident {
+    let mut s = base.to_string();
+    while sig.args.iter().any(|a| a.name == s) {
+        s.push('_');
+    }
+    Ident::new(&s, Span::call_site())
+}
