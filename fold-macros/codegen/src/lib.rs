@@ -16,15 +16,12 @@ pub mod builtins;
 pub mod diff;
 pub mod egraph;
 pub mod emit;
-pub mod emit_sparse;
 pub mod errors;
 pub mod graph;
 #[cfg(feature = "testing")]
 pub mod interp;
 pub mod ir;
 pub mod lower;
-pub mod module;
-pub mod pretty;
 pub mod restrict;
 pub mod rule;
 #[cfg(feature = "testing")]
@@ -73,7 +70,7 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
     let (rule, report) = egraph::simplify(&rule);
     let after = work(&rule);
     mark("egraph");
-    let derivatives = pretty::derivatives(&rule);
+    let derivatives = emit::pretty::derivatives(&rule);
     mark("derivatives");
     let counts = |c: [usize; 4]| {
         let [s, v, mv, mm] = c.map(proc_macro2::Literal::usize_unsuffixed);
@@ -106,11 +103,11 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
             expansion_micros: #micros,
         })
     };
-    let input = module::ModuleInput {
+    let input = emit::module::ModuleInput {
         rule: &rule,
         derivatives: derivatives.clone(),
     };
-    let module = module::module(&input)?;
+    let module = emit::module::module(&input)?;
     mark("module");
     let stats = |micros: u64| {
         let s = stats_of(micros);

@@ -277,10 +277,10 @@ impl Ctx<'_> {
             .filter(|&m| r.sparse && crate::restrict::sparse_closed(g, m));
         let sparse_method = sparse.map(|m| {
             let mut sc = self.method_scope();
-            let leaves = crate::emit_sparse::operands(g, m);
+            let leaves = crate::emit::sparse::operands(g, m);
             let items = sc.schedule(&leaves);
             let body = sc.compute(&items);
-            let assembly = crate::emit_sparse::SparseEmitter::new(&sc, g).assemble(m);
+            let assembly = crate::emit::sparse::SparseEmitter::new(&sc, g).assemble(m);
             quote! {
                 fn reduced_sparse(&self) -> Result<Option<SparseReduced<'_>>, FoldError> {
                     #body

@@ -1,10 +1,10 @@
 //! What every part of the generated module reads: the staging plan, the names of terms,
 //! and how arguments are spelled in each kind of function.
 
+use crate::emit::pretty::Printer;
 use crate::emit::{Item, Scope};
 use crate::graph::Graph;
 use crate::ir::{display_name, Kind, Node};
-use crate::pretty::Printer;
 use crate::rule::Rule;
 use crate::signature::Signature;
 use crate::stage;
