@@ -11,23 +11,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod attr;
 pub mod builtins;
 pub mod diff;
 pub mod egraph;
 pub mod emit;
 pub mod errors;
+pub mod front;
 pub mod graph;
 #[cfg(feature = "testing")]
 pub mod interp;
 pub mod ir;
-pub mod lower;
 pub mod restrict;
 pub mod rule;
 #[cfg(feature = "testing")]
 pub mod samples;
 pub mod shape;
-pub mod signature;
 pub mod stage;
 
 use proc_macro2::TokenStream;

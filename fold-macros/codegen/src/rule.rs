@@ -1,14 +1,14 @@
 //! An update rule analyzed end to end: signature, IR, symbolic derivatives, shape checks.
 
-use crate::attr;
 use crate::diff;
 use crate::errors::Errors;
+use crate::front::attr;
+use crate::front::lower;
+use crate::front::signature::{self, Signature};
 use crate::graph::Graph;
 use crate::graph::VarInfo;
 use crate::ir::{seed_symbol, Kind, Role};
-use crate::lower;
 use crate::shape::{self, Source};
-use crate::signature::{self, Signature};
 use egg::{Id, Symbol};
 use proc_macro2::TokenStream;
 use syn::ItemFn;

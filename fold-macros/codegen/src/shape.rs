@@ -126,7 +126,7 @@ impl Shapes {
 pub fn infer(
     graph: &crate::graph::Graph,
     outputs: &[egg::Id],
-    sig: &crate::signature::Signature,
+    sig: &crate::front::signature::Signature,
     arg_symbols: &[egg::Symbol],
 ) -> Shapes {
     use crate::ir::{Kind, Node};

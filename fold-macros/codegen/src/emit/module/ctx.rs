@@ -3,10 +3,10 @@
 
 use crate::emit::pretty::Printer;
 use crate::emit::{Item, Scope};
+use crate::front::signature::Signature;
 use crate::graph::Graph;
 use crate::ir::{display_name, Kind, Node};
 use crate::rule::Rule;
-use crate::signature::Signature;
 use crate::stage;
 use egg::Id;
 use proc_macro2::{Ident, Span, TokenStream};

@@ -2,8 +2,8 @@
 //! `::fold_runtime::FoldRule`, delegating to the module's `solve`, `step` and
 //! `backward_with_stats` (DESIGN §2, `rule`).
 
+use crate::front::signature::Signature;
 use crate::ir::{Kind, Role};
-use crate::signature::Signature;
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::Index;

@@ -1,8 +1,8 @@
 //! The annotated function's signature: which argument is state, parameter or constant,
 //! and of what kind.
 
-use crate::attr::{FoldAttr, PrimitiveDecl};
 use crate::errors::{suggestion, Errors};
+use crate::front::attr::{FoldAttr, PrimitiveDecl};
 use crate::ir::{Kind, Role};
 use proc_macro2::Span;
 use quote::ToTokens;

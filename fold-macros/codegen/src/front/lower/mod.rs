@@ -10,9 +10,9 @@ mod ops;
 use constructs::construct_error;
 
 use crate::errors::{did_you_mean, suggestion, Errors};
+use crate::front::signature::Signature;
 use crate::graph::{Graph, VarInfo};
 use crate::ir::{Kind, Node};
-use crate::signature::Signature;
 use egg::{Id, Symbol};
 use proc_macro2::Span;
 use quote::ToTokens;
