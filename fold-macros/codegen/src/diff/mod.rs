@@ -16,7 +16,7 @@ mod vjp;
 pub use jacobian::{jacobian, sparse_jacobian};
 pub use jvp::jvp;
 pub use map::Map;
-pub use partials::{operands_on, partials, Partials, Terms};
+pub use partials::{partials, Partials, Terms};
 pub use vjp::vjp;
 
 use crate::graph::Graph;

@@ -1,7 +1,16 @@
-//! THE table of local derivatives: for every IR operation, the linear maps from its
+//! The table of local derivatives: for every IR operation, the linear maps from its
 //! operands' tangents to its own. Reverse mode, forward mode, structured Jacobians and
-//! the reduced backward all read it; adding a primitive means one entry here (and its
-//! runtime op). Kinks take the one-sided derivative stated in `fold_runtime::ops`.
+//! the reduced backward all read it; a primitive's derivative is one arm of
+//! [`partials`]. The vector reductions, for instance:
+//!
+//! ```text
+//! v.max()   MaxEntry(x)   Inner(argmax x)       ⟨1[argmax], ẋ⟩, ties to the first index
+//! v.min()   MinEntry(x)   Inner(argmin x)
+//! v.sum()   Sum(x)        Total(x)
+//! v.mean()  Sum(x) / n    Total(x), then DivBy(n) (lowered as a sum over a count)
+//! ```
+//!
+//! Kinks take the one-sided derivative stated in `fold_runtime::ops`.
 
 use super::map::{ediv, Map};
 use crate::graph::Graph;
@@ -203,7 +212,7 @@ impl Table<'_> {
 }
 
 /// The flags `on` for the operands of `node` that satisfy `pred`.
-pub fn operands_on(node: &Node, pred: impl Fn(Id) -> bool) -> Vec<bool> {
+pub(super) fn operands_on(node: &Node, pred: impl Fn(Id) -> bool) -> Vec<bool> {
     node.children().iter().map(|c| pred(*c)).collect()
 }
 
