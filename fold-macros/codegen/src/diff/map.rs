@@ -10,6 +10,11 @@ use crate::ir::{Kind, Node};
 use egg::Id;
 
 /// A linear map `t ↦ L t` from an operand's tangent to the tangent of a node, as IR terms.
+///
+/// Products are written in the operand order of the rule's own terms (hence `Hadamard`
+/// and `HadamardRight`, `Inner` and `Dot`): derivative terms then share nodes with the
+/// rule's and with each other, and the e-graph has no commutativity of scalar products to
+/// undo a swap.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Map {
     /// `t`.
@@ -42,9 +47,9 @@ pub enum Map {
         /// `k`, a scalar.
         per: Id,
     },
-    /// `t 1` for a scalar tangent, `1` of the shape of `like`: the adjoint of `Total`.
+    /// `t 1` for a scalar tangent, `1` shaped like the term given: the adjoint of `Total`.
     Broadcast(Id),
-    /// `Σᵢ tᵢ` of a tangent of the shape of `like`.
+    /// `Σᵢ tᵢ` of a tangent shaped like the term given.
     Total(Id),
     /// `⟨u, t⟩`.
     Inner(Id),
