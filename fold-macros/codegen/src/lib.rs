@@ -3,7 +3,7 @@
 //! ```text
 //! attr.rs + signature.rs   parse and validate the attribute and the signature
 //! lower.rs (ir.rs, graph.rs)  the body as typed IR terms; shape.rs: dimension checks
-//! diff.rs                  VJP, JVP and structured Jacobians as IR terms
+//! diff/                    one table of local partials; VJP, JVP, structured Jacobians
 //! stage.rs                 what is computed once per linearization vs per product
 //! emit.rs + module.rs      Rust tokens calling ::fold_runtime; pretty.rs: DERIVATIVES
 //! ```

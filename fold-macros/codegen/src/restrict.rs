@@ -4,10 +4,10 @@
 //! builds the terms the runtime's `Factored` needs, and restricts the structured
 //! Jacobian `M` to `S × S` symbolically (`(I − αQ)_SS = I − α Q[S,S]`).
 
-use crate::diff;
+use crate::diff::{self, Map, Partials};
 use crate::graph::{Graph, VarInfo};
 use crate::ir::{seed_symbol, Kind, Node, Role};
-use egg::Id;
+use egg::{Id, Language};
 use std::collections::HashMap;
 
 /// The kernel `K` of the head's Jacobian on its support.
@@ -46,36 +46,30 @@ pub struct Reduction {
 }
 
 /// The head projection of `out` (its support mask, kernel, argument and own arguments),
-/// if the rule ends in one.
+/// if the rule ends in one: a node whose partial in its first operand is a 0/1 diagonal
+/// (`K = I`) or a centered free set (`K = I − 11ᵀ/|S|`), read from the table of partials.
 fn head(g: &mut Graph, out: Id) -> Option<(Id, Kernel, Id, Vec<Id>)> {
-    let zero = g.num(0.0);
-    match g.node(out).clone() {
-        Node::Clamp([z, lo, hi]) => Some((
-            g.add(Node::MaskIn([z, lo, hi])),
-            Kernel::Identity,
-            z,
-            vec![lo, hi],
-        )),
-        Node::Max([z, s]) => Some((g.add(Node::Gt([z, s])), Kernel::Identity, z, vec![s])),
-        Node::Min([z, s]) => Some((g.add(Node::Lt([z, s])), Kernel::Identity, z, vec![s])),
-        Node::Relu(z) => Some((g.add(Node::Gt([z, zero])), Kernel::Identity, z, vec![])),
-        Node::SoftThreshold([z, t]) => {
-            Some((g.add(Node::Outside([z, t])), Kernel::Identity, z, vec![t]))
-        }
-        Node::ProjSimplex([z, r]) => {
-            Some((g.add(Node::Gt([out, zero])), Kernel::Centered, z, vec![r]))
-        }
-        Node::ProjCappedSimplex([z, k]) => {
-            let one = g.num(1.0);
-            Some((
-                g.add(Node::MaskIn([out, zero, one])),
-                Kernel::Centered,
-                z,
-                vec![k],
-            ))
-        }
-        _ => None,
-    }
+    let node = g.node(out).clone();
+    let (&z, own) = node.children().split_first()?;
+    let mut on = vec![false; own.len() + 1];
+    on[0] = true;
+    let Partials::Sum(terms) = diff::partials(g, &node, out, &on) else {
+        return None;
+    };
+    let (mask, kernel) = match terms.first()? {
+        (0, Map::Hadamard(m) | Map::Diag(m)) if is_mask(g.node(*m)) => (*m, Kernel::Identity),
+        (0, Map::Centered { s, k: Some(_) }) if is_mask(g.node(*s)) => (*s, Kernel::Centered),
+        _ => return None,
+    };
+    Some((mask, kernel, z, own.to_vec()))
+}
+
+/// Whether `node` is a 0/1 mask (a comparison).
+fn is_mask(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Gt(_) | Node::Lt(_) | Node::Ge(_) | Node::Le(_) | Node::MaskIn(_) | Node::Outside(_)
+    )
 }
 
 /// Builds the reduced backward of a single-block rule whose output is a projection of an
