@@ -1,7 +1,7 @@
 //! An interpreter for IR terms on nalgebra values: the reference semantics that tests
 //! compare derivatives, simplified terms and generated code against.
 
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::Node;
 use egg::{Id, Language, Symbol};
 use nalgebra::{DMatrix, DVector};

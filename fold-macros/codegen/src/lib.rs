@@ -1,31 +1,32 @@
-//! The `#[fold]` pipeline, as a library:
+//! The `#[fold]` pipeline, as a library; the folders are its stages, in order:
 //!
 //! ```text
-//! attr.rs + signature.rs   parse and validate the attribute and the signature
-//! lower.rs (ir.rs, graph.rs)  the body as typed IR terms; shape.rs: dimension checks
-//! diff/                    one table of local partials; VJP, JVP, structured Jacobians
-//! stage.rs                 what is computed once per linearization vs per product
-//! emit.rs + module.rs      Rust tokens calling ::fold_runtime; pretty.rs: DERIVATIVES
+//! front/    the attribute and the signature parsed and validated; the body lowered to IR
+//! ir/       the typed terms (one egg language), the DAG, dimension checks, the builtins
+//! diff/     one table of local partials; VJP, JVP, structured Jacobians, reduced systems
+//! egraph/   equality saturation and extraction of the cheapest terms
+//! stage/    what is computed once per linearization vs per product
+//! emit/     Rust tokens calling ::fold_runtime: the generated module; DERIVATIVES text
 //! ```
+//!
+//! `rule.rs` builds the rule's model once (read by every later stage); `errors.rs` collects
+//! spanned errors; `interp.rs` and `samples.rs` (feature `testing`) evaluate IR terms and
+//! hold sample rules for tests and benchmarks.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod builtins;
 pub mod diff;
 pub mod egraph;
 pub mod emit;
 pub mod errors;
 pub mod front;
-pub mod graph;
 #[cfg(feature = "testing")]
 pub mod interp;
 pub mod ir;
-pub mod restrict;
 pub mod rule;
 #[cfg(feature = "testing")]
 pub mod samples;
-pub mod shape;
 pub mod stage;
 
 use proc_macro2::TokenStream;

@@ -5,10 +5,10 @@ use crate::errors::Errors;
 use crate::front::attr;
 use crate::front::lower;
 use crate::front::signature::{self, Signature};
-use crate::graph::Graph;
-use crate::graph::VarInfo;
+use crate::ir::graph::Graph;
+use crate::ir::graph::VarInfo;
+use crate::ir::shape::{self, Source};
 use crate::ir::{seed_symbol, Kind, Role};
-use crate::shape::{self, Source};
 use egg::{Id, Symbol};
 use proc_macro2::TokenStream;
 use syn::ItemFn;
@@ -48,7 +48,7 @@ pub struct Rule {
     /// Equalities between argument dimensions checked at run time.
     pub dim_checks: Vec<(Source, Source)>,
     /// The reduced backward, when the rule ends in a projection with a support.
-    pub reduction: Option<crate::restrict::Reduction>,
+    pub reduction: Option<crate::diff::restrict::Reduction>,
     /// Structured `Φ` blocks `[output block][state block]` (`None` without a structured form).
     pub jac_state: Option<Vec<Vec<Option<Id>>>>,
     /// Structured `Ψ` per parameter, one column block per output block (vector parameters:
@@ -215,7 +215,7 @@ pub fn differentiate(sig: Signature, lowered: lower::Lowered) -> Rule {
         None
     } else {
         let name = unique("w".to_string(), &taken);
-        crate::restrict::reduction(&mut graph, outputs[0], state_vars[0], &param_vars, &name)
+        crate::diff::restrict::reduction(&mut graph, outputs[0], state_vars[0], &param_vars, &name)
     };
     Rule {
         sig,

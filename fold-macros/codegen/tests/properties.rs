@@ -22,8 +22,8 @@
 
 use egg::{Id, Language, Symbol};
 use fold_codegen::diff;
-use fold_codegen::graph::Graph;
 use fold_codegen::interp::{Interpreter, Value};
+use fold_codegen::ir::graph::Graph;
 use fold_codegen::ir::{Node, Role as IrRole};
 use fold_codegen::rule::{self, Rule};
 use nalgebra::{DMatrix, DVector};

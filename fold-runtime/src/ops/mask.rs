@@ -58,6 +58,11 @@ pub fn sign<T: Elementwise>(v: &T) -> T {
 pub fn support(m: &nalgebra::DVector<f64>) -> Vec<usize> {
     // Counted first: one exact allocation for supports of 10⁶ entries.
     let mut out = Vec::with_capacity(m.iter().filter(|&&x| x != 0.0).count());
-    out.extend(m.iter().enumerate().filter(|(_, &x)| x != 0.0).map(|(i, _)| i));
+    out.extend(
+        m.iter()
+            .enumerate()
+            .filter(|(_, &x)| x != 0.0)
+            .map(|(i, _)| i),
+    );
     out
 }

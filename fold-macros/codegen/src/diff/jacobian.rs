@@ -2,7 +2,7 @@
 
 use super::partials::{operands_on, partials, Partials, Terms};
 use super::{active_set, Unstructured};
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{Kind, Node};
 use egg::{Id, Language};
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 
 use super::active_set;
 use super::partials::{operands_on, partials, zero_like, Partials, Terms};
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::Node;
 use egg::Id;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! Each map kind is applied here once; primitives only name maps (see `partials`).
 
 use super::Unstructured;
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{Kind, Node};
 use egg::Id;
 

@@ -5,12 +5,14 @@
 //! Every operation's local derivative is written once, in [`partials`], as structured
 //! linear maps ([`Map`]: masks, diagonals, outer products, solves); the three walkers
 //! apply a map, its adjoint, or its action on Jacobian columns, and know nothing about
-//! individual primitives.
+//! individual primitives. `restrict` builds the reduced backward on a projection's
+//! support from the same structured Jacobians.
 
 mod jacobian;
 mod jvp;
 mod map;
 mod partials;
+pub mod restrict;
 mod vjp;
 
 pub use jacobian::{jacobian, sparse_jacobian};
@@ -19,7 +21,7 @@ pub use map::Map;
 pub use partials::{partials, Partials, Terms};
 pub use vjp::vjp;
 
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use egg::{Id, Language};
 
 /// Why a structured Jacobian could not be formed; the caller falls back to products.

@@ -13,7 +13,7 @@
 //! Kinks take the one-sided derivative stated in `fold_runtime::ops`.
 
 use super::map::{ediv, Map};
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{Kind, Node};
 use egg::{Id, Language};
 

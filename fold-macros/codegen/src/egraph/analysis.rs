@@ -1,7 +1,7 @@
 //! What every e-class knows: its kind, whether it depends on a per-call seed, whether it
 //! is a 0/1 mask, and its value when it is a scalar constant (folded eagerly).
 
-use crate::graph::{infer_kind, ChildInfo, VarInfo};
+use crate::ir::graph::{infer_kind, ChildInfo, VarInfo};
 use crate::ir::{Kind, Lit, Node};
 use egg::{Analysis, DidMerge, EGraph, Id, Symbol};
 use std::collections::HashMap;

@@ -7,7 +7,7 @@ pub mod cost;
 pub mod extract;
 pub mod rules;
 
-use crate::graph::{infer_kind, ChildInfo, Graph};
+use crate::ir::graph::{infer_kind, ChildInfo, Graph};
 use crate::ir::{Kind, Node};
 use crate::rule::Rule;
 use analysis::{FoldAnalysis, FoldEGraph};

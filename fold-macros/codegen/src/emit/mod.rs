@@ -7,7 +7,7 @@ pub mod module;
 pub mod pretty;
 pub mod sparse;
 
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{Kind, Node};
 use crate::stage::{is_leaf, peel};
 

@@ -1,6 +1,6 @@
 //! Terms as readable math: `Φᵀv = m ⊙ v − α Qᵀ(m ⊙ v)` with named intermediates.
 
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{display_name, Kind, Node};
 use egg::{Id, Language};
 use std::collections::{HashMap, HashSet};
@@ -402,8 +402,8 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
             _ => egg::Symbol::from("w"),
         });
         let rhs = match r.kernel {
-            crate::restrict::Kernel::Identity => format!("g[{set}]"),
-            crate::restrict::Kernel::Centered => format!("(I − 𝟙𝟙ᵀ/|{set}|) g[{set}]"),
+            crate::diff::restrict::Kernel::Identity => format!("g[{set}]"),
+            crate::diff::restrict::Kernel::Centered => format!("(I − 𝟙𝟙ᵀ/|{set}|) g[{set}]"),
         };
         out.push_str(&format!("reduced backward (Method::Auto) on {set}:\n"));
         match r.matrix {

@@ -1,9 +1,9 @@
-//! Emission of a sparse-closed matrix term (see [`crate::restrict::sparse_closed`]) as
+//! Emission of a sparse-closed matrix term (see [`crate::diff::restrict::sparse_closed`]) as
 //! CSR assembly through `sparse`: one `let` per matrix
 //! operation, scalings and signs folded into the sums and products that consume them.
 
 use crate::emit::Scope;
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{Kind, Node};
 use egg::Id;
 use proc_macro2::TokenStream;

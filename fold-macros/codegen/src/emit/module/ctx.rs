@@ -4,7 +4,7 @@
 use crate::emit::pretty::Printer;
 use crate::emit::{Item, Scope};
 use crate::front::signature::Signature;
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{display_name, Kind, Node};
 use crate::rule::Rule;
 use crate::stage;
@@ -142,8 +142,8 @@ impl<'a> Ctx<'a> {
 
         let mut prims = HashMap::new();
         for o in [
-            crate::builtins::Opaque::ProjPolyhedron,
-            crate::builtins::Opaque::QpSolve,
+            crate::ir::builtins::Opaque::ProjPolyhedron,
+            crate::ir::builtins::Opaque::QpSolve,
         ] {
             prims.insert(o.builtin().name().to_string(), o.runtime_type());
         }

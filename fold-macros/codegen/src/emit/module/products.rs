@@ -2,9 +2,9 @@
 //! a projection, `Factored` (the reduced backward on its support).
 
 use super::ctx::Ctx;
+use crate::diff::restrict::{Kernel, Reduction};
 use crate::emit::{ident_of, Scope};
 use crate::ir::{Kind, Node};
-use crate::restrict::{Kernel, Reduction};
 use crate::stage;
 use egg::Id;
 use proc_macro2::{Ident, TokenStream};
@@ -274,7 +274,7 @@ impl Ctx<'_> {
         // A sparse-closed reduced matrix is assembled sparse, never dense.
         let sparse = r
             .matrix
-            .filter(|&m| r.sparse && crate::restrict::sparse_closed(g, m));
+            .filter(|&m| r.sparse && crate::diff::restrict::sparse_closed(g, m));
         let sparse_method = sparse.map(|m| {
             let mut sc = self.method_scope();
             let leaves = crate::emit::sparse::operands(g, m);

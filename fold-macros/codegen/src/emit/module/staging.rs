@@ -4,8 +4,8 @@
 use super::ctx::Ctx;
 use super::{kind_ty, strip_question};
 use crate::emit::{factor_ident, ident_of, Item};
+use crate::ir::shape::Accessor;
 use crate::ir::{Kind, Node};
-use crate::shape::Accessor;
 use crate::stage;
 use egg::Id;
 use proc_macro2::{Ident, TokenStream};
@@ -28,7 +28,7 @@ impl Ctx<'_> {
             .dim_checks
             .iter()
             .map(|(a, b)| {
-                let acc = |s: &crate::shape::Source| {
+                let acc = |s: &crate::ir::shape::Source| {
                     let n = &self.arg_names[s.arg];
                     match s.accessor {
                         Accessor::Len => (quote!(#n.len()), format!("`{n}` length")),

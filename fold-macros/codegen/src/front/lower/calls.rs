@@ -65,7 +65,7 @@ impl Lowerer<'_> {
                     format!("`{path}` is not supported: a #[fold] rule does not construct vectors or matrices; they come in as arguments, and operations produce new ones"),
                 );
             }
-            if !runtime_path || crate::builtins::Builtin::from_name(&name).is_none() {
+            if !runtime_path || crate::ir::builtins::Builtin::from_name(&name).is_none() {
                 return self.unknown_function(p, &path, &name);
             }
         }
@@ -101,14 +101,14 @@ impl Lowerer<'_> {
             .iter()
             .map(|pd| pd.name.to_string())
             .collect();
-        let candidates = crate::builtins::Builtin::ALL
+        let candidates = crate::ir::builtins::Builtin::ALL
             .iter()
             .map(|b| b.name())
             .chain(user.iter().map(String::as_str));
         let hint = suggestion(name, candidates);
         self.err_at(
             at,
-            format!("unknown function `{path}`{hint}: a #[fold] body may call the primitives of fold_runtime::ops ({}) and user primitives; to use a function of your own, implement `fold_runtime::Primitive` for it and list it in `primitives({name})`", crate::builtins::Builtin::names()),
+            format!("unknown function `{path}`{hint}: a #[fold] body may call the primitives of fold_runtime::ops ({}) and user primitives; to use a function of your own, implement `fold_runtime::Primitive` for it and list it in `primitives({name})`", crate::ir::builtins::Builtin::names()),
         )
     }
 
@@ -158,14 +158,14 @@ impl Lowerer<'_> {
         exprs: &[&Expr],
         call: &syn::ExprCall,
     ) -> Option<Val> {
-        use crate::builtins::Builtin as B;
+        use crate::ir::builtins::Builtin as B;
         // `call` passes only builtin names here.
         let Some(b) = B::from_name(name) else {
             return self.err_at(
                 call,
                 format!(
                     "unknown function `{name}`; {}",
-                    crate::builtins::supported()
+                    crate::ir::builtins::supported()
                 ),
             );
         };

@@ -11,7 +11,7 @@ use constructs::construct_error;
 
 use crate::errors::{did_you_mean, suggestion, Errors};
 use crate::front::signature::Signature;
-use crate::graph::{Graph, VarInfo};
+use crate::ir::graph::{Graph, VarInfo};
 use crate::ir::{Kind, Node};
 use egg::{Id, Symbol};
 use proc_macro2::Span;

@@ -3,6 +3,10 @@
 //! restrictions are operations of their own so that derivatives stay readable and
 //! simplifiable rather than hidden inside opaque calls.
 
+pub mod builtins;
+pub mod graph;
+pub mod shape;
+
 use egg::Symbol;
 use std::fmt;
 use std::str::FromStr;

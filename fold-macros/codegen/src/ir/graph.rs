@@ -16,7 +16,7 @@ pub struct VarInfo {
 
 /// Kinds of the outputs of an opaque call named `name`.
 pub fn call_output_kinds(name: &str, arg_kinds: &[Kind]) -> Vec<Kind> {
-    match crate::builtins::Opaque::from_name(name) {
+    match crate::ir::builtins::Opaque::from_name(name) {
         Some(o) => vec![Kind::Vector; o.outputs()],
         None => vec![arg_kinds.first().copied().unwrap_or(Kind::Vector)],
     }

@@ -2,7 +2,7 @@
 //! `Linearization`) and which per product. Matrix operands of products are never
 //! materialized as views (`Qᵀ`, `αQ`): the product reads the stored matrix directly.
 
-use crate::graph::Graph;
+use crate::ir::graph::Graph;
 use crate::ir::{Kind, Node, Role};
 use egg::{Id, Language};
 use std::collections::HashSet;

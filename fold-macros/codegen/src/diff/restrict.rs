@@ -5,7 +5,7 @@
 //! Jacobian `M` to `S × S` symbolically (`(I − αQ)_SS = I − α Q[S,S]`).
 
 use crate::diff::{self, Map, Partials};
-use crate::graph::{Graph, VarInfo};
+use crate::ir::graph::{Graph, VarInfo};
 use crate::ir::{seed_symbol, Kind, Node, Role};
 use egg::{Id, Language};
 use std::collections::HashMap;

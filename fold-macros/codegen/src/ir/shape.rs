@@ -124,7 +124,7 @@ impl Shapes {
 /// Infers the shape of every term of the rule and records the constraints between
 /// argument dimensions; outputs are unified with their state blocks.
 pub fn infer(
-    graph: &crate::graph::Graph,
+    graph: &crate::ir::graph::Graph,
     outputs: &[egg::Id],
     sig: &crate::front::signature::Signature,
     arg_symbols: &[egg::Symbol],
@@ -221,7 +221,7 @@ pub fn infer(
                 _ => Shape::Other,
             },
             Node::Call(name, args) => {
-                let opaque = crate::builtins::Opaque::from_name(name.as_str())
+                let opaque = crate::ir::builtins::Opaque::from_name(name.as_str())
                     .filter(|o| o.builtin().args().len() == args.len());
                 if let Some(o) = opaque {
                     let n = vec_dim(s(&args[o.primal()]));
@@ -246,7 +246,7 @@ pub fn infer(
                 Node::Call(name, args) => {
                     let index = graph.lit(*i).unwrap_or(0.0) as usize;
                     // A user primitive may return any length.
-                    crate::builtins::Opaque::from_name(name.as_str())
+                    crate::ir::builtins::Opaque::from_name(name.as_str())
                         .and_then(|o| o.output_like(index))
                         .and_then(|a| args.get(a))
                         .map_or(Shape::Other, s)
