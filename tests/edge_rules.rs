@@ -282,3 +282,42 @@ fn ball_derivative_outside_matches_finite_differences_of_the_step() {
         assert!((phi.column(j) - col).amax() < 1e-8, "column {j}");
     }
 }
+
+/// A gradient step scaled by `(1 + ‖x‖²)^−(0.5 + 0.1 Σx)`: a `powf` whose exponent depends
+/// on the state (its structured Jacobian reads the exponent's partial).
+#[fold(state = x, params(c))]
+fn state_exponent(x: &DVector<f64>, c: &DVector<f64>, q: &DMatrix<f64>) -> DVector<f64> {
+    let s = (1.0 + x.norm_squared()).powf(0.5 + 0.1 * x.sum());
+    x - (q * x + c) * (0.3 / s)
+}
+
+#[test]
+fn a_state_dependent_exponent_has_a_structured_jacobian_equal_to_differences() {
+    let n = 5;
+    let (q, h) = problem(5, n);
+    let x = h.map(|v| 0.4 * v);
+    let c = DVector::from_fn(n, |i, _| 0.1 * i as f64 - 0.2);
+    let lin = state_exponent::linearize(&x, &c, &q);
+    Linearized::check(&lin).unwrap();
+    let phi = Linearized::state_jacobian(&lin).expect("a structured Φ");
+    let jac = state_exponent::jacobians(&x, &c, &q);
+    let step = 1e-6;
+    for j in 0..n {
+        let mut xp = x.clone();
+        xp[j] += step;
+        let mut xm = x.clone();
+        xm[j] -= step;
+        let fd = (state_exponent(&xp, &c, &q) - state_exponent(&xm, &c, &q)) / (2.0 * step);
+        assert!((phi.column(j) - &fd).amax() < 1e-8, "Φ column {j}");
+        assert!(
+            (jac.state.column(j) - &fd).amax() < 1e-8,
+            "jacobians() column {j}"
+        );
+        let mut cp = c.clone();
+        cp[j] += step;
+        let mut cm = c.clone();
+        cm[j] -= step;
+        let fd_c = (state_exponent(&x, &cp, &q) - state_exponent(&x, &cm, &q)) / (2.0 * step);
+        assert!((jac.c.column(j) - &fd_c).amax() < 1e-8, "Ψ_c column {j}");
+    }
+}
