@@ -2,6 +2,7 @@
 //! a projection, `Factored` (the reduced backward on its support).
 
 use super::ctx::Ctx;
+use super::strip_question;
 use crate::diff::restrict::{Kernel, Reduction};
 use crate::emit::{ident_of, Scope};
 use crate::ir::{Kind, Node};
@@ -281,10 +282,19 @@ impl Ctx<'_> {
             let items = sc.schedule(&leaves);
             let body = sc.compute(&items);
             let assembly = crate::emit::sparse::SparseEmitter::new(&sc, g).assemble(m);
+            // One fallible expression `e?` reads as `e.map(Some)`.
+            let statements = assembly
+                .clone()
+                .into_iter()
+                .any(|t| matches!(&t, proc_macro2::TokenTree::Punct(p) if p.as_char() == ';'));
+            let value = match strip_question(&assembly) {
+                Some(e) if !statements => quote!(#e.map(Some)),
+                _ => quote!(Ok(Some({ #assembly }))),
+            };
             quote! {
                 fn reduced_sparse(&self) -> Result<Option<SparseReduced<'_>>, FoldError> {
                     #body
-                    Ok(Some({ #assembly }))
+                    #value
                 }
             }
         });
