@@ -447,33 +447,13 @@ impl Scope<'_> {
             }
             Node::CallVjp(ch) => {
                 let lin = self.access(ch[0]);
-                let cots: Vec<TokenStream> = ch[1..]
-                    .iter()
-                    .map(|c| {
-                        if g.kind(*c) == Kind::Zero {
-                            quote!(None)
-                        } else {
-                            let v = self.arg_value(*c);
-                            quote!(Some(#v))
-                        }
-                    })
-                    .collect();
+                let cots = self.optional_values(&ch[1..]);
                 let wanted = self.wanted(id);
                 quote!(::fold_runtime::PrimitiveLinearization::vjp(#lin, &[#(#cots),*], &[#(#wanted),*]))
             }
             Node::CallJvp(ch) => {
                 let lin = self.access(ch[0]);
-                let tans: Vec<TokenStream> = ch[1..]
-                    .iter()
-                    .map(|c| {
-                        if g.kind(*c) == Kind::Zero {
-                            quote!(None)
-                        } else {
-                            let v = self.arg_value(*c);
-                            quote!(Some(#v))
-                        }
-                    })
-                    .collect();
+                let tans = self.optional_values(&ch[1..]);
                 quote!(::fold_runtime::PrimitiveLinearization::jvp(#lin, &[#(#tans),*]))
             }
             Node::Get([t, i]) => {
@@ -520,6 +500,20 @@ impl Scope<'_> {
     }
 
     /// `Arg::…(x)` for a primitive call.
+    /// `Some(value)` per term, `None` for a structural zero (an absent (co)tangent).
+    fn optional_values(&self, ids: &[Id]) -> Vec<TokenStream> {
+        ids.iter()
+            .map(|&c| {
+                if self.g.kind(c) == Kind::Zero {
+                    quote!(None)
+                } else {
+                    let v = self.arg_value(c);
+                    quote!(Some(#v))
+                }
+            })
+            .collect()
+    }
+
     fn arg_value(&self, x: Id) -> TokenStream {
         let v = self.access(x);
         match self.g.kind(x) {
