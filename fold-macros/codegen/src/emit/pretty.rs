@@ -142,6 +142,14 @@ impl<'a> Printer<'a> {
         self.at(id, 0)
     }
 
+    /// Terms printed as a comma-separated argument list.
+    fn list(&self, ids: &[Id]) -> String {
+        ids.iter()
+            .map(|a| self.at(*a, 0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn at(&self, id: Id, prec: u8) -> String {
         if let Some(n) = self.names.get(&id) {
             return n.clone();
@@ -279,31 +287,9 @@ impl<'a> Printer<'a> {
             Node::GatherRows(_) => format!("{}[{},:]", c(0, ATOM), c(1, ATOM)),
             Node::GatherCols(_) => format!("{}[:,{}]", c(0, ATOM), c(1, ATOM)),
             Node::Scatter(_) => format!("scatter({}, {})", c(0, 0), c(1, 0)),
-            Node::Call(name, args) => format!(
-                "{name}({})",
-                args.iter()
-                    .map(|a| self.at(*a, 0))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Node::CallVjp(ch) => format!(
-                "∂{}ᵀ[{}]",
-                self.at(ch[0], ATOM),
-                ch[1..]
-                    .iter()
-                    .map(|a| self.at(*a, 0))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Node::CallJvp(ch) => format!(
-                "∂{}[{}]",
-                self.at(ch[0], ATOM),
-                ch[1..]
-                    .iter()
-                    .map(|a| self.at(*a, 0))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Node::Call(name, args) => format!("{name}({})", self.list(args)),
+            Node::CallVjp(ch) => format!("∂{}ᵀ[{}]", self.at(ch[0], ATOM), self.list(&ch[1..])),
+            Node::CallJvp(ch) => format!("∂{}[{}]", self.at(ch[0], ATOM), self.list(&ch[1..])),
             Node::Get([t, i]) => {
                 let k = g.lit(*i).unwrap_or(0.0);
                 if matches!(g.node(*t), Node::Call(..)) && g.tuple_kinds(*t).len() == 1 {
