@@ -140,6 +140,8 @@ pub trait FlatValue: Sized {
     /// The value of the given shape from exactly `rows · cols` entries; `what` names it
     /// in errors.
     fn from_flat(flat: &[f64], shape: (usize, usize), what: &str) -> Result<Self, FoldError>;
+    /// NaN-filled, of the given shape (a scalar ignores it).
+    fn nan(shape: (usize, usize)) -> Self;
 }
 
 fn expect_len(flat: &[f64], len: usize, what: &str) -> Result<(), FoldError> {
@@ -158,6 +160,9 @@ impl FlatValue for f64 {
         expect_len(flat, 1, what)?;
         Ok(flat[0])
     }
+    fn nan(_: (usize, usize)) -> Self {
+        f64::NAN
+    }
 }
 
 impl FlatValue for DVector<f64> {
@@ -172,6 +177,9 @@ impl FlatValue for DVector<f64> {
         expect_len(flat, shape.0, what)?;
         Ok(DVector::from_column_slice(flat))
     }
+    fn nan(shape: (usize, usize)) -> Self {
+        DVector::from_element(shape.0, f64::NAN)
+    }
 }
 
 impl FlatValue for DMatrix<f64> {
@@ -185,6 +193,9 @@ impl FlatValue for DMatrix<f64> {
         expect_len(flat, shape.0 * shape.1, what)?;
         Ok(DMatrix::from_column_slice(shape.0, shape.1, flat))
     }
+    fn nan(shape: (usize, usize)) -> Self {
+        DMatrix::from_element(shape.0, shape.1, f64::NAN)
+    }
 }
 
 /// A rule's state as one vector: `DVector<f64>`, `DMatrix<f64>` (column-major) or a tuple
@@ -197,6 +208,15 @@ pub trait StateLayout: Sized {
     /// Blocks shaped like `like` from a packed state; a length mismatch is a
     /// [`FoldError::DimensionMismatch`].
     fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError>;
+    /// `f` of the state a packed vector holds (shaped like `like`), packed again: one
+    /// step of a forward iteration on packed states.
+    fn map_packed(
+        packed: &DVector<f64>,
+        like: &Self,
+        f: impl FnOnce(&Self) -> Result<Self, FoldError>,
+    ) -> Result<DVector<f64>, FoldError> {
+        Ok(f(&Self::unpack(packed, like)?)?.pack())
+    }
 }
 
 /// One block of a state.
@@ -204,17 +224,38 @@ trait Block: FlatValue {}
 impl Block for DVector<f64> {}
 impl Block for DMatrix<f64> {}
 
-impl<B: Block> StateLayout for B {
+impl StateLayout for DVector<f64> {
     const BLOCKS: usize = 1;
     fn pack(&self) -> DVector<f64> {
-        let mut out = Vec::new();
-        self.extend_flat(&mut out);
-        DVector::from_vec(out)
+        self.clone()
     }
     fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError> {
-        let (r, c) = like.shape();
-        check_packed(packed, &[r * c])?;
-        B::from_flat(packed.as_slice(), (r, c), "packed state")
+        check_packed(packed, &[like.len()])?;
+        Ok(packed.clone())
+    }
+    /// The packed vector is the state: no copies.
+    fn map_packed(
+        packed: &DVector<f64>,
+        like: &Self,
+        f: impl FnOnce(&Self) -> Result<Self, FoldError>,
+    ) -> Result<DVector<f64>, FoldError> {
+        check_packed(packed, &[like.len()])?;
+        f(packed)
+    }
+}
+
+impl StateLayout for DMatrix<f64> {
+    const BLOCKS: usize = 1;
+    fn pack(&self) -> DVector<f64> {
+        DVector::from_column_slice(self.as_slice())
+    }
+    fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError> {
+        check_packed(packed, &[like.len()])?;
+        Ok(DMatrix::from_column_slice(
+            like.nrows(),
+            like.ncols(),
+            packed.as_slice(),
+        ))
     }
 }
 

@@ -183,9 +183,55 @@ fn pretty_source(module: &TokenStream) -> String {
     let text = module.to_string();
     proc_macro2::fallback::force();
     let pretty = match syn::parse_file(&text) {
-        Ok(file) => prettyplease::unparse(&file),
+        Ok(file) => tidy_api_call(prettyplease::unparse(&file)),
         Err(_) => text,
     };
     proc_macro2::fallback::unforce();
     pretty
+}
+
+/// The module's `api!(name<'a>(x: &'a T, …));` laid out as the signature it is (prettyplease
+/// prints the tokens of a macro call spaced one by one).
+fn tidy_api_call(pretty: String) -> String {
+    const CALL: &str = "    api!(";
+    let Some(start) = pretty.find(CALL) else {
+        return pretty;
+    };
+    let open = start + CALL.len() - 1;
+    let mut depth = 0usize;
+    let mut close = None;
+    for (i, c) in pretty[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(close) = close.filter(|&c| pretty[c + 1..].starts_with(';')) else {
+        return pretty;
+    };
+    let inner = &pretty[open + 1..close];
+    let Ok(item) = syn::parse_str::<syn::ItemFn>(&format!("fn {inner} {{}}")) else {
+        return pretty;
+    };
+    let sig = prettyplease::unparse(&syn::File {
+        shebang: None,
+        attrs: Vec::new(),
+        items: vec![syn::Item::Fn(item)],
+    });
+    let Some(sig) = sig
+        .trim_end()
+        .strip_prefix("fn ")
+        .and_then(|s| s.strip_suffix(" {}"))
+    else {
+        return pretty;
+    };
+    let call = format!("api!({});", sig.replace('\n', "\n    "));
+    format!("{}{}{}", &pretty[..start + 4], call, &pretty[close + 2..])
 }

@@ -6,6 +6,28 @@
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __fold_grads {
+    ($name:ident { $($field:ident),* $(,)? }, $jacobians:ident) => {
+        $crate::__fold_grads!($name { $($field),* });
+
+        impl $crate::__private::Shaped for $name {
+            #[allow(unused_mut, unused_variables)]
+            fn nan(n: usize, params: &[(usize, usize)]) -> Self {
+                let mut shapes = params.iter().copied();
+                $name { $( $field: $crate::rule::FlatValue::nan(shapes.next().unwrap_or((0, 0))), )* }
+            }
+        }
+
+        impl $crate::__private::Shaped for $jacobians {
+            #[allow(unused_mut, unused_variables)]
+            fn nan(n: usize, params: &[(usize, usize)]) -> Self {
+                let mut widths = params.iter().map(|(r, c)| r * c);
+                $jacobians {
+                    state: $crate::__private::kernels::nan_matrix(n, n),
+                    $( $field: $crate::__private::kernels::nan_matrix(n, widths.next().unwrap_or(0)), )*
+                }
+            }
+        }
+    };
     ($name:ident { $($field:ident),* $(,)? }) => {
         impl<'r> ::core::ops::AddAssign<&'r $name> for $name {
             fn add_assign(&mut self, other: &'r $name) {

@@ -1,8 +1,10 @@
 //! What only generated code (and the project's own benchmarks) calls: not part of the
 //! public API, free to change in any release.
 
+mod api;
 mod blocks;
 pub mod check;
+pub mod generic;
 mod grads;
 pub mod kernels;
 mod outputs;
@@ -11,4 +13,6 @@ pub mod sparse;
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};
 pub use crate::solvers::sparse_direct::{sparse_direct, sparse_direct_with};
 pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};
+pub use api::api;
+pub use generic::{Generated, Shaped};
 pub use grads::grads;

@@ -57,6 +57,8 @@ pub struct Scope<'a> {
     /// Remaining reads of each local while a body is emitted: an owned local read for
     /// the last time is moved (its buffer reused) instead of borrowed.
     remaining: std::cell::RefCell<HashMap<Id, usize>>,
+    /// What holds the fields: `self`, or a parameter of a function over `Staged`.
+    recv: TokenStream,
 }
 
 /// The identifier of a computed term.
@@ -117,7 +119,14 @@ impl<'a> Scope<'a> {
             prims,
             deferred: HashMap::new(),
             remaining: std::cell::RefCell::new(HashMap::new()),
+            recv: quote!(self),
         }
+    }
+
+    /// Fields read from `recv` instead of `self`.
+    pub fn with_receiver(mut self, recv: &Ident) -> Self {
+        self.recv = quote!(#recv);
+        self
     }
 
     /// Matrix arguments whose finiteness is checked by their first product here.
@@ -217,9 +226,11 @@ impl<'a> Scope<'a> {
                 quote!(&#name)
             }
         } else if by_value {
-            quote!(self.#name)
+            let recv = &self.recv;
+            quote!(#recv.#name)
         } else {
-            quote!(&self.#name)
+            let recv = &self.recv;
+            quote!(&#recv.#name)
         }
     }
 
@@ -238,7 +249,8 @@ impl<'a> Scope<'a> {
         if self.local_factors.contains(&id) {
             quote!(#name)
         } else {
-            quote!(self.#name)
+            let recv = &self.recv;
+            quote!(#recv.#name)
         }
     }
 

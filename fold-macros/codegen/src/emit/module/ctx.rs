@@ -29,8 +29,10 @@ pub struct Ctx<'a> {
     pub factors: Vec<Id>,
     pub arg_names: Vec<Ident>,
     pub block_state: bool,
-    pub grad_id: Ident,
-    pub opts_id: Ident,
+    /// The `Args` parameter of the `Generated` methods.
+    pub args_id: Ident,
+    /// Whether `Args` (hence `Staged`) borrows, so carries the lifetime `'a`.
+    pub has_lt: bool,
 }
 
 const KEYWORDS: &[&str] = &[
@@ -122,8 +124,8 @@ impl<'a> Ctx<'a> {
         }
         // Identifiers the generated bodies use besides computed terms.
         for r in [
-            "v", "u", "tangent", "n", "jac", "blk", "e", "g", "i", "p", "phi", "state", "packed",
-            "lens", "start", "s",
+            "v", "u", "tangent", "n", "jac", "blk", "e", "g", "i", "p", "k", "phi", "state",
+            "packed", "lens", "start", "s", "args", "staged",
         ] {
             reserved.insert(r.to_string());
         }
@@ -161,8 +163,8 @@ impl<'a> Ctx<'a> {
             factors: plan.factors,
             arg_names: sig.args.iter().map(|a| a.name.clone()).collect(),
             block_state: sig.block_state,
-            grad_id: fresh(sig, "grad"),
-            opts_id: fresh(sig, "opts"),
+            args_id: fresh(sig, "args"),
+            has_lt: sig.args.iter().any(|a| a.by_ref),
             g,
         };
         ctx.stage_fallible_jacobian_terms(&jac_roots);
@@ -232,25 +234,44 @@ impl<'a> Ctx<'a> {
         (0..self.nblocks()).any(|b| self.matrix_block(b))
     }
 
-    /// Argument `i` in a public function (declared form) as the internal convention reads it.
-    pub fn free_access(&self, i: usize) -> TokenStream {
+    /// Argument `i` read from the `Args` at `base` (`args`, `self.args`): scalars by
+    /// value, arrays by reference.
+    pub fn field_access(&self, base: &TokenStream, i: usize) -> TokenStream {
         let a = &self.sig.args[i];
         let n = &a.name;
-        match (a.kind, a.by_ref) {
-            (Kind::Scalar, false) => quote!(#n),
-            (Kind::Scalar, true) => quote!((*#n)),
-            (_, true) => quote!(#n),
-            (_, false) => quote!(&#n),
+        match (a.kind == Kind::Scalar, a.by_ref) {
+            (true, false) | (false, true) => quote!(#base.#n),
+            (true, true) => quote!((*#base.#n)),
+            (false, false) => quote!(&#base.#n),
         }
+    }
+
+    /// Argument `i` in a `Generated` method.
+    pub fn args_access(&self, i: usize) -> TokenStream {
+        let args = &self.args_id;
+        self.field_access(&quote!(#args), i)
     }
 
     /// Argument `i` read from `Staged`.
     pub fn self_access(&self, i: usize) -> TokenStream {
-        let a = &self.sig.args[i];
-        let n = &a.name;
-        match (a.kind, a.by_ref) {
-            (Kind::Scalar, _) | (_, true) => quote!(self.#n),
-            (_, false) => quote!(&self.#n),
+        self.field_access(&quote!(self.args), i)
+    }
+
+    /// `<'a>` when `Args` borrows.
+    pub fn lt(&self) -> TokenStream {
+        if self.has_lt {
+            quote!(<'a>)
+        } else {
+            TokenStream::new()
+        }
+    }
+
+    /// `<'_>` when `Args` borrows.
+    pub fn anon_lt(&self) -> TokenStream {
+        if self.has_lt {
+            quote!(<'_>)
+        } else {
+            TokenStream::new()
         }
     }
 
@@ -273,6 +294,20 @@ impl<'a> Ctx<'a> {
         .with_fields(&self.fields, &self.factors)
     }
 
+    /// A scope over the fields of the `Staged` that `recv` names (`self` in its methods).
+    pub fn staged_scope(&self, recv: &Ident) -> Scope<'_> {
+        let args = quote!(#recv.args);
+        Scope::new(
+            &self.g,
+            &self.names,
+            &self.prims,
+            self.args_map(|i| self.field_access(&args, i)),
+            false,
+        )
+        .with_fields(&self.fields, &self.factors)
+        .with_receiver(recv)
+    }
+
     /// A fallible scope over the arguments spelled `f(i)` (staging, the step).
     pub fn arg_scope(&self, f: impl Fn(usize) -> TokenStream) -> Scope<'_> {
         Scope::new(&self.g, &self.names, &self.prims, self.args_map(f), true)
@@ -289,53 +324,9 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// `name: type` for every argument in the declared form.
-    pub fn user_params(&self, lt: bool) -> Vec<TokenStream> {
-        (0..self.sig.args.len())
-            .map(|i| {
-                let n = &self.arg_names[i];
-                let t = self.user_ty(i, lt);
-                quote!(#n: #t)
-            })
-            .collect()
-    }
-
-    /// `name: type` for every argument in the internal form (scalars by value, the rest by
-    /// reference).
-    pub fn internal_params(&self) -> Vec<TokenStream> {
-        (0..self.sig.args.len())
-            .map(|i| {
-                let a = &self.sig.args[i];
-                let n = &self.arg_names[i];
-                let t = kind_ty(a.kind);
-                if a.kind == Kind::Scalar {
-                    quote!(#n: #t)
-                } else {
-                    quote!(#n: &#t)
-                }
-            })
-            .collect()
-    }
-
-    /// The arguments of a public function passed on in the internal form.
-    pub fn to_internal(&self) -> Vec<TokenStream> {
-        (0..self.sig.args.len())
-            .map(|i| self.free_access(i))
-            .collect()
-    }
-
     /// An identifier `base` no argument has.
     pub fn fresh(&self, base: &str) -> Ident {
         fresh(self.sig, base)
-    }
-
-    /// The state dimension from the public functions' arguments.
-    pub fn free_state_dim(&self) -> TokenStream {
-        let lens = self.sig.blocks.iter().map(|&b| {
-            let n = &self.arg_names[b];
-            quote!(#n.len())
-        });
-        quote!(#(#lens)+*)
     }
 
     /// The Rust identifier of seed `id`.

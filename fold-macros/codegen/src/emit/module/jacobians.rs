@@ -1,10 +1,10 @@
 //! Dense `Φ` and `Ψ` from the structured Jacobian terms: the `Jacobians` struct, the
-//! `state_jacobian` product method and `Staged::jacobians`.
+//! `state_jacobian` product method and `Generated::jacobians`.
 
 use super::ctx::Ctx;
 use crate::ir::Kind;
 use egg::Id;
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::quote;
 
 impl Ctx<'_> {
@@ -14,9 +14,10 @@ impl Ctx<'_> {
         &self,
         terms: &[Vec<Option<Id>>],
         cols: TokenStream,
+        recv: &Ident,
     ) -> (TokenStream, TokenStream) {
         let g = &self.g;
-        let mut sc = self.method_scope();
+        let mut sc = self.staged_scope(recv);
         let roots: Vec<Id> = terms.iter().flatten().flatten().copied().collect();
         let items = sc.schedule(&roots);
         // One block that is a matrix already (or a single column): it is the Jacobian.
@@ -47,19 +48,19 @@ impl Ctx<'_> {
                 blocks.push(quote!((#o, #k, #m)));
             }
         }
-        let rows = self.state_blocks();
+        let rows = self.state_blocks(recv);
         (
             body,
             quote!(kernels::from_blocks(#rows, #cols, ::std::vec![#(#blocks),*])),
         )
     }
 
-    /// The lengths of the state blocks, inside a product method.
-    fn state_blocks(&self) -> TokenStream {
+    /// The lengths of the state blocks of the `Staged` that `recv` names.
+    fn state_blocks(&self, recv: &Ident) -> TokenStream {
         if self.block_state {
-            quote!(&self.blocks)
+            quote!(&#recv.blocks)
         } else {
-            quote!(&[self.state_dim()])
+            quote!(&[#recv.state_dim()])
         }
     }
 
@@ -68,17 +69,19 @@ impl Ctx<'_> {
         let Some(terms) = &self.rule.jac_state else {
             return TokenStream::new();
         };
-        let (body, value) = self.jacobian_value(terms, self.state_blocks());
+        let recv = Ident::new("self", Span::call_site());
+        let (body, value) = self.jacobian_value(terms, self.state_blocks(&recv), &recv);
         quote!(fn state_jacobian(&self) -> Option<DMatrix<f64>> { #body Some(#value) })
     }
 
-    /// The `Jacobians` struct and `Staged::jacobians`.
+    /// The `Jacobians` struct and `Generated::jacobians`.
     pub fn jacobians_items(&self) -> (TokenStream, TokenStream) {
         let sig = self.sig;
+        let s = Ident::new("s", Span::call_site());
         let param_idents: Vec<_> = sig.params.iter().map(|&p| &self.arg_names[p]).collect();
         let fields = sig.params.iter().enumerate().map(|(k, &p)| {
             let n = &self.arg_names[p];
-            let a = self.self_access(p);
+            let a = self.field_access(&quote!(#s.args), p);
             let width = match sig.args[p].kind {
                 Kind::Scalar => quote!(1),
                 _ => quote!((#a).len()),
@@ -86,7 +89,7 @@ impl Ctx<'_> {
             match &self.rule.jac_params[k] {
                 Some(terms) => {
                     let per_output: Vec<Vec<Option<Id>>> = terms.iter().map(|t| vec![*t]).collect();
-                    let (body, value) = self.jacobian_value(&per_output, quote!(&[#width]));
+                    let (body, value) = self.jacobian_value(&per_output, quote!(&[#width]), &s);
                     if body.is_empty() {
                         quote!(#n: #value)
                     } else {
@@ -95,11 +98,11 @@ impl Ctx<'_> {
                 }
                 // No structured formula (matrix parameter): one row per VJP.
                 None => quote!(#n: {
-                    let n: usize = self.state_dim();
+                    let n: usize = #s.state_dim();
                     let mut jac = DMatrix::zeros(n, #width);
                     for i in 0..n {
                         let e = kernels::unit(n, i);
-                        let g = self.vjp_params(&e);
+                        let g = #s.vjp_params(&e);
                         kernels::set_row(&mut jac, i, kernels::entries(&g.#n));
                     }
                     jac
@@ -124,15 +127,10 @@ impl Ctx<'_> {
             }
         };
         let method = quote! {
-            impl Staged<'_> {
-                fn jacobians(&self) -> Jacobians {
-                    let state = self
-                        .state_jacobian()
-                        .unwrap_or_else(|| kernels::columns(self.state_dim(), |e| self.jvp_state(e)));
-                    Jacobians {
-                        state,
-                        #(#fields,)*
-                    }
+            fn jacobians(#s: &Staged, state: DMatrix<f64>) -> Jacobians {
+                Jacobians {
+                    state,
+                    #(#fields,)*
                 }
             }
         };

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! ctx.rs        the model every part reads: staging plan, term names, argument spellings
-//! staging.rs    checks, `Staged` and `stage`, the forward `step`
+//! rule.rs       `Args`, `Params`, `Consts`, `Rule`, and the head of `impl Generated`
+//! staging.rs    `Staged`; the checks, `stage` and the forward `step`
 //! products.rs   `Linearized` and `Factored` (products with Φ and Ψ, the reduced backward)
-//! jacobians.rs  `Jacobians` and the structured `state_jacobian`
-//! api.rs        `linearize`, `jacobians`, `backward`, `solve`, `pack`/`unpack`
-//! rule.rs       `Params`, `Consts` and `Rule` for code generic over rules
+//! jacobians.rs  `Jacobians`, the structured `state_jacobian`, `Generated::jacobians`
+//! api.rs        the public functions (`api!`), `pack`/`unpack` for block state
 //! ```
 //!
 //! `STATS` and `SOURCE` are appended by the caller once the module is built.
@@ -94,25 +94,25 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let param_tys = sig.params.iter().map(|&p| kind_ty(sig.args[p].kind));
     let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`.");
     let grad_field_docs = param_idents.iter().map(|n| format!("`∂loss/∂{n}`."));
-    let (jacobians_struct, jacobians_method) = ctx.jacobians_items();
+    let (jacobians_struct, jacobians_fn) = ctx.jacobians_items();
     let staging = ctx.staging();
-    let staging_items = &staging.items;
+    let (staged, staging_methods) = (&staging.staged, &staging.methods);
+    let rule_structs = ctx.rule_structs();
+    let generated_head = ctx.generated_head();
     let linearized = ctx.linearized_impl(ctx.state_jacobian_method());
     let factored = ctx.factored_impl();
-    let backward_api = ctx.backward_api(&staging);
-    let solve = ctx.solve_fn(&staging);
+    let api = ctx.api_call();
     let pack_fns = ctx.pack_fns();
-    let rule_items = rule::rule_items(sig, &kind_ty);
     let derivatives = &input.derivatives;
 
     let body = quote! {
         use ::fold_runtime::{
-            __private::{check, grads, kernels, sparse},
+            __private::{api, check, grads, kernels, sparse, Generated},
             ops, rule,
             nalgebra::{DMatrix, DVector},
             nalgebra_sparse::CsrMatrix,
-            BackwardOptions, CodegenStats, Cotangent, Factored, FoldError, ForwardOptions,
-            Linearized, OpCounts, Solution, SolveStats, SparseReduced, SupportKernel,
+            CodegenStats, Cotangent, Factored, FoldError, Linearized, OpCounts, SparseReduced,
+            SupportKernel,
         };
         use ::std::{option::Option, result::Result, vec::Vec};
         use super::*;
@@ -125,17 +125,22 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
                 pub #param_idents: #param_tys,
             )*
         }
-        grads!(Grads { #(#param_idents),* });
+        grads!(Grads { #(#param_idents),* }, Jacobians);
 
         #jacobians_struct
-        #staging_items
+        #rule_structs
+        #staged
+
+        impl Generated for Rule {
+            #generated_head
+            #staging_methods
+            #jacobians_fn
+        }
+
         #linearized
         #factored
-        #jacobians_method
-        #backward_api
-        #solve
+        #api
         #pack_fns
-        #rule_items
 
         /// The simplified derivatives of the rule, as math.
         pub const DERIVATIVES: &str = #derivatives;

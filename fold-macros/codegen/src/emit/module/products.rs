@@ -172,7 +172,7 @@ impl Ctx<'_> {
             quote!(self.blocks.iter().sum())
         } else {
             let x = &self.arg_names[self.sig.blocks[0]];
-            quote!(self.#x.len())
+            quote!(self.args.#x.len())
         };
         let factored = rule.reduction.as_ref().map(|_| {
             quote! {
@@ -181,9 +181,10 @@ impl Ctx<'_> {
                 }
             }
         });
+        let anon = self.anon_lt();
         quote! {
             #[allow(unused_variables)]
-            impl Linearized for Staged<'_> {
+            impl Linearized for Staged #anon {
                 type Grads = Grads;
                 fn state_dim(&self) -> usize {
                     #state_dim
@@ -312,10 +313,11 @@ impl Ctx<'_> {
             Kernel::Identity => quote!(SupportKernel::Identity),
             Kernel::Centered => quote!(SupportKernel::Centered),
         };
+        let anon = self.anon_lt();
         quote! {
             /// `Φ = J M` through the projection ending the rule: the backward pass solves
             /// the reduced system on the projection's support.
-            impl Factored for Staged<'_> {
+            impl Factored for Staged #anon {
                 type Grads = Grads;
                 fn support(&self) -> &[usize] {
                     &self.#support

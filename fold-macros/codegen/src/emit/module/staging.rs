@@ -12,14 +12,12 @@ use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 use std::collections::{HashMap, HashSet};
 
-/// The staging items and how the public functions call the finite check.
+/// The staging items.
 pub struct Staging {
-    /// `check_dims`, `check_finite`, `Staged`, `stage` and `step`.
-    pub items: TokenStream,
-    /// The finite check as `solve` calls it (every argument).
-    pub solve_check: TokenStream,
-    /// The finite check as `backward` calls it (staging checks some matrices itself).
-    pub backward_check: TokenStream,
+    /// The `Staged` struct.
+    pub staged: TokenStream,
+    /// `check_dims`, `check_finite`, `stage` and `step`, methods of `Generated`.
+    pub methods: TokenStream,
 }
 
 impl Ctx<'_> {
@@ -28,12 +26,13 @@ impl Ctx<'_> {
             .dim_checks
             .iter()
             .map(|(a, b)| {
+                let args = &self.args_id;
                 let acc = |s: &crate::ir::shape::Source| {
                     let n = &self.arg_names[s.arg];
                     match s.accessor {
-                        Accessor::Len => (quote!(#n.len()), format!("`{n}` length")),
-                        Accessor::Rows => (quote!(#n.nrows()), format!("`{n}` rows")),
-                        Accessor::Cols => (quote!(#n.ncols()), format!("`{n}` columns")),
+                        Accessor::Len => (quote!(#args.#n.len()), format!("`{n}` length")),
+                        Accessor::Rows => (quote!(#args.#n.nrows()), format!("`{n}` rows")),
+                        Accessor::Cols => (quote!(#args.#n.ncols()), format!("`{n}` columns")),
                     }
                 };
                 let ((ea, da), (eb, db)) = (acc(a), acc(b));
@@ -44,13 +43,14 @@ impl Ctx<'_> {
     }
 
     fn finite_check(&self, i: usize) -> TokenStream {
-        let n = &self.arg_names[i];
+        let (n, args) = (&self.arg_names[i], &self.args_id);
         let what = n.to_string();
+        let a = self.args_access(i);
         match self.sig.args[i].kind {
-            Kind::Scalar => quote!(check::finite_scalar(#n, #what)?;),
-            Kind::Vector => quote!(check::finite_vector(#n, #what)?;),
-            Kind::Matrix => quote!(check::finite_matrix(#n, #what)?;),
-            _ => quote!(check::finite(#n.values(), #what)?;),
+            Kind::Scalar => quote!(check::finite_scalar(#a, #what)?;),
+            Kind::Vector => quote!(check::finite_vector(#a, #what)?;),
+            Kind::Matrix => quote!(check::finite_matrix(#a, #what)?;),
+            _ => quote!(check::finite(#args.#n.values(), #what)?;),
         }
     }
 
@@ -109,14 +109,13 @@ impl Ctx<'_> {
             .collect()
     }
 
-    /// `check_dims`, `check_finite`, `Staged`, `stage` and `step`.
+    /// `Staged`, and the `Generated` methods `check_dims`, `check_finite`, `stage`, `step`.
     pub fn staging(&self) -> Staging {
         let sig = self.sig;
-        let internal_params = self.internal_params();
-        let to_internal = self.to_internal();
+        let args = &self.args_id;
         let dim_checks = self.dim_checks();
 
-        let scope = self.arg_scope(|i| self.free_access(i));
+        let scope = self.arg_scope(|i| self.args_access(i));
         let order = self.stage_order(&scope);
         let deferred = self.deferred_checks(&scope, &order);
         let is_deferred = |i: usize| deferred.contains_key(&self.rule.args[i]);
@@ -128,98 +127,45 @@ impl Ctx<'_> {
             .filter(|&i| is_deferred(i))
             .map(|i| self.finite_check(i))
             .collect();
-        let (check_finite, solve_check, backward_check) = if later.is_empty() {
-            let call = quote!(check_finite(#(#to_internal),*)?;);
-            (
-                quote! {
-                    fn check_finite(#(#internal_params),*) -> Result<(), FoldError> {
-                        #(#eager)*
-                        Ok(())
-                    }
-                },
-                call.clone(),
-                call,
-            )
-        } else {
-            let staged = self.fresh("staged");
-            (
-                quote! {
-                    /// With `staged`, the matrices staging checks in its first product with them are
-                    /// left to it.
-                    fn check_finite(#(#internal_params,)* #staged: bool) -> Result<(), FoldError> {
-                        #(#eager)*
-                        if !#staged {
-                            #(#later)*
-                        }
-                        Ok(())
-                    }
-                },
-                quote!(check_finite(#(#to_internal,)* false)?;),
-                quote!(check_finite(#(#to_internal,)* true)?;),
-            )
-        };
+        let staged = self.fresh("staged");
+        let later = (!later.is_empty()).then(|| quote!(if !#staged { #(#later)* }));
 
         let mut scope = scope.with_deferred_checks(deferred);
         let stage_body = scope.compute_returning(&order, &self.fields);
-        let staged = self.staged_struct();
         let (field_idents, factor_idents) = self.field_idents();
-        let arg_inits = sig.args.iter().map(|a| {
-            let n = &a.name;
-            if a.kind == Kind::Scalar && a.by_ref {
-                quote!(#n: *#n)
-            } else {
-                quote!(#n)
-            }
+        let blocks_init = self.block_state.then(|| {
+            let lens = self.sig.blocks.iter().map(|&b| {
+                let n = &self.arg_names[b];
+                quote!(#args.#n.len())
+            });
+            quote!(blocks: [#(#lens),*],)
         });
-        let (blocks_init, phantom_init) = (
-            self.block_state.then(|| {
-                let lens = self.sig.blocks.iter().map(|&b| {
-                    let n = &self.arg_names[b];
-                    quote!(#n.len())
-                });
-                quote!(blocks: [#(#lens),*],)
-            }),
-            (!self.borrows()).then(|| quote!(_lifetime: ::core::marker::PhantomData,)),
-        );
-        let user_params = self.user_params(true);
         let step = self.step_fn();
-        let items = quote! {
-            #staged
-
-            fn check_dims(#(#internal_params),*) -> Result<(), FoldError> {
+        let methods = quote! {
+            fn check_dims(#args: &Args) -> Result<(), FoldError> {
                 #(#dim_checks)*
                 Ok(())
             }
-
-            #check_finite
-
-            fn stage<'a>(#(#user_params),*) -> Result<Staged<'a>, FoldError> {
-                check_dims(#(#to_internal),*)?;
+            fn check_finite(#args: &Args, #staged: bool) -> Result<(), FoldError> {
+                #(#eager)*
+                #later
+                Ok(())
+            }
+            fn stage<'a>(#args: Self::Args<'a>) -> Result<Self::Staged<'a>, FoldError> {
                 #stage_body
                 Ok(Staged {
                     #blocks_init
-                    #( #arg_inits, )*
+                    #args,
                     #( #field_idents, )*
                     #( #factor_idents, )*
-                    #phantom_init
                 })
             }
-
             #step
         };
         Staging {
-            items,
-            solve_check,
-            backward_check,
+            staged: self.staged_struct(),
+            methods,
         }
-    }
-
-    /// Whether an argument is borrowed (then `Staged`'s lifetime needs no field of its own).
-    fn borrows(&self) -> bool {
-        self.sig
-            .args
-            .iter()
-            .any(|a| a.by_ref && a.kind != Kind::Scalar)
     }
 
     fn field_idents(&self) -> (Vec<Ident>, Vec<Ident>) {
@@ -236,14 +182,6 @@ impl Ctx<'_> {
     }
 
     fn staged_struct(&self) -> TokenStream {
-        let sig = self.sig;
-        let arg_tys = (0..sig.args.len()).map(|i| {
-            if sig.args[i].kind == Kind::Scalar {
-                quote!(f64)
-            } else {
-                self.user_ty(i, true)
-            }
-        });
         let field_tys = self.fields.iter().map(|f| match self.g.node(*f) {
             Node::Call(name, _) => {
                 let ty = self
@@ -256,20 +194,16 @@ impl Ctx<'_> {
             _ => kind_ty(self.g.kind(*f)),
         });
         let (field_idents, factor_idents) = self.field_idents();
-        let arg_names = &self.arg_names;
         let nblocks = self.nblocks();
         let blocks = self.block_state.then(|| quote!(blocks: [usize; #nblocks],));
-        let phantom =
-            (!self.borrows()).then(|| quote!(_lifetime: ::core::marker::PhantomData<&'a ()>,));
+        let lt = self.lt();
         quote! {
             /// What products with `Φ` and `Ψ` read, computed once per linearization.
-            #[allow(dead_code)]
-            pub struct Staged<'a> {
-                #( #arg_names: #arg_tys, )*
+            pub struct Staged #lt {
+                args: Args #lt,
                 #( #field_idents: #field_tys, )*
                 #( #factor_idents: ::fold_runtime::__private::Factorization, )*
                 #blocks
-                #phantom
             }
         }
     }
@@ -277,9 +211,14 @@ impl Ctx<'_> {
     /// `step`: one application of the rule on the internal form of the arguments.
     fn step_fn(&self) -> TokenStream {
         let rule = self.rule;
+        // The iterate's blocks are the step's own parameters; the rest come from `args`.
         let mut sc = self.arg_scope(|i| {
-            let n = &self.arg_names[i];
-            quote!(#n)
+            if self.sig.blocks.contains(&i) {
+                let n = &self.arg_names[i];
+                quote!(#n)
+            } else {
+                self.args_access(i)
+            }
         });
         let items = sc.schedule(&rule.outputs);
         let body = if self.block_state {
@@ -299,14 +238,15 @@ impl Ctx<'_> {
             .iter()
             .map(|&b| kind_ty(self.sig.args[b].kind))
             .collect();
-        let ret = if self.block_state {
-            quote!((#(#tys),*))
+        let names = self.sig.blocks.iter().map(|&b| &self.arg_names[b]);
+        let (ret, pat) = if self.block_state {
+            (quote!((#(#tys),*)), quote!((#(#names),*)))
         } else {
-            tys[0].clone()
+            (tys[0].clone(), quote!(#(#names)*))
         };
-        let internal_params = self.internal_params();
+        let args = &self.args_id;
         quote! {
-            fn step(#(#internal_params),*) -> Result<#ret, FoldError> {
+            fn step(#args: &Args, #pat: &#ret) -> Result<#ret, FoldError> {
                 #body
             }
         }
