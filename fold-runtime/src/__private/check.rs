@@ -59,6 +59,13 @@ pub fn same_dim(what: &str, expected: usize, found: usize) -> Result<(), FoldErr
     }
 }
 
+/// [`same_dim`] for each `(what, expected, found)` in order: the first mismatch.
+pub fn dims<const N: usize>(checks: [(&str, usize, usize); N]) -> Result<(), FoldError> {
+    checks
+        .into_iter()
+        .try_for_each(|(what, expected, found)| same_dim(what, expected, found))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,12 +15,10 @@ use std::fmt::Debug;
 pub trait Generated: Sized + 'static {
     /// The state, owned (one block, or a tuple of blocks).
     type State: StateLayout + Clone + Send + Sync + Debug;
-    /// The parameters, owned.
-    type Params: ParamFields + Clone + Send + Sync + Debug;
     /// The constants, owned.
     type Consts: Clone + Send + Sync + Debug;
-    /// Gradients with respect to the parameters.
-    type Grads: Cotangent + ParamFields + Shaped + Send + Sync + Debug;
+    /// Gradients with respect to the parameters, also the type of the parameters.
+    type Grads: Cotangent + ParamFields + Shaped + Clone + Send + Sync + Debug;
     /// Dense `Φ` and `Ψ`.
     type Jacobians: Shaped;
     /// The rule function's arguments (state included) as it declares them.
@@ -38,7 +36,7 @@ pub trait Generated: Sized + 'static {
     const CONSTS: &'static [&'static str];
 
     /// The arguments at state `x` with owned parameters and constants.
-    fn args<'a>(x: &'a Self::State, p: &'a Self::Params, k: &'a Self::Consts) -> Self::Args<'a>;
+    fn args<'a>(x: &'a Self::State, p: &'a Self::Grads, k: &'a Self::Consts) -> Self::Args<'a>;
     /// The state the arguments hold, owned.
     fn state(args: &Self::Args<'_>) -> Self::State;
     /// The packed state length and the parameters' shapes.
@@ -114,7 +112,7 @@ pub fn solve<R: Generated>(
 
 impl<R: Generated> FoldRule for R {
     type State = R::State;
-    type Params = R::Params;
+    type Params = R::Grads;
     type Consts = R::Consts;
     type Grads = R::Grads;
     const NAME: &'static str = R::NAME;
@@ -122,7 +120,7 @@ impl<R: Generated> FoldRule for R {
     const CONSTS: &'static [&'static str] = R::CONSTS;
 
     fn solve(
-        p: &R::Params,
+        p: &R::Grads,
         k: &R::Consts,
         x0: &R::State,
         opts: &ForwardOptions,
@@ -130,14 +128,14 @@ impl<R: Generated> FoldRule for R {
         solve::<R>(R::args(x0, p, k), opts)
     }
 
-    fn step(p: &R::Params, k: &R::Consts, x: &R::State) -> Result<R::State, FoldError> {
+    fn step(p: &R::Grads, k: &R::Consts, x: &R::State) -> Result<R::State, FoldError> {
         let args = R::args(x, p, k);
         R::check_dims(&args)?;
         R::step(&args, x)
     }
 
     fn backward(
-        p: &R::Params,
+        p: &R::Grads,
         k: &R::Consts,
         x: &R::State,
         grad: &DVector<f64>,

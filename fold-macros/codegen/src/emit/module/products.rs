@@ -183,7 +183,6 @@ impl Ctx<'_> {
         });
         let anon = self.anon_lt();
         quote! {
-            #[allow(unused_variables)]
             impl Linearized for Staged #anon {
                 type Grads = Grads;
                 fn state_dim(&self) -> usize {

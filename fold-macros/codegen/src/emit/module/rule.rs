@@ -36,14 +36,12 @@ impl Ctx<'_> {
         );
         quote! {
             #[doc = #args_doc]
-            #[allow(missing_docs)]
             pub struct Args #lt { #(#arg_fields,)* }
 
             #[doc = #params_doc]
             pub type Params = Grads;
 
             #[doc = #consts_doc]
-            #[allow(missing_docs)]
             #[derive(Debug, Clone)]
             pub struct Consts { #(#const_fields,)* }
 
@@ -121,7 +119,6 @@ impl Ctx<'_> {
         let lt = self.lt();
         quote! {
             type State = #state_ty;
-            type Params = Params;
             type Consts = Consts;
             type Grads = Grads;
             type Jacobians = Jacobians;

@@ -37,7 +37,7 @@ impl Ctx<'_> {
                 };
                 let ((ea, da), (eb, db)) = (acc(a), acc(b));
                 let what = format!("{db} (must equal {da})");
-                quote!(check::same_dim(#what, #ea, #eb)?;)
+                quote!((#what, #ea, #eb))
             })
             .collect()
     }
@@ -141,10 +141,14 @@ impl Ctx<'_> {
             quote!(blocks: [#(#lens),*],)
         });
         let step = self.step_fn();
+        let dims = if dim_checks.is_empty() {
+            quote!(Ok(()))
+        } else {
+            quote!(check::dims([#(#dim_checks),*]))
+        };
         let methods = quote! {
             fn check_dims(#args: &Args) -> Result<(), FoldError> {
-                #(#dim_checks)*
-                Ok(())
+                #dims
             }
             fn check_finite(#args: &Args, #staged: bool) -> Result<(), FoldError> {
                 #(#eager)*
