@@ -135,7 +135,6 @@ impl Linearized for BoxQp {
 }
 
 impl Factored for BoxQp {
-    type Grads = DVector<f64>;
     fn support(&self) -> &[usize] {
         &self.support
     }

@@ -85,9 +85,7 @@ impl SupportKernel {
 ///
 /// Then `(I − Φᵀ) w = g` reduces to `(I − Kᵀ M_SSᵀ) a = Kᵀ g_S` on `|S|` unknowns,
 /// `w = g + Mᵀ E_S a`, and `Ψᵀ w = Nᵀ E_S a` (+ the head's parameter terms).
-pub trait Factored {
-    /// The parameter gradient type.
-    type Grads: Cotangent;
+pub trait Factored: Linearized {
     /// The support `S`, increasing.
     fn support(&self) -> &[usize];
     /// The kernel `K` on the support.

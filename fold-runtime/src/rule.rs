@@ -10,6 +10,10 @@
 //!   module's `Grads`, and the state as `DVector<f64>` or `DMatrix<f64>` (one block) or a
 //!   tuple of blocks; a matrix block is packed as its column-major flattening.
 //!
+//! The module itself emits only what is specific to its rule (checks, the step, staging,
+//! products); `FoldRule`, the bundles and the module's public functions are derived from
+//! those once, here in the runtime.
+//!
 //! ```
 //! use fold_runtime::prelude::*;
 //!

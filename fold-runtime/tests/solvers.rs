@@ -601,7 +601,6 @@ impl Linearized for Projected {
 }
 
 impl Factored for Projected {
-    type Grads = DVector<f64>;
     fn support(&self) -> &[usize] {
         &self.support
     }

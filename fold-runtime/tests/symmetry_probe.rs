@@ -34,7 +34,6 @@ impl Linearized for Plain {
 }
 
 impl Factored for Plain {
-    type Grads = DVector<f64>;
     fn support(&self) -> &[usize] {
         &self.support
     }

@@ -115,7 +115,7 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
             pub const STATS: CodegenStats = #s;
         }
     };
-    let source = pretty_source(&module.with_tail(stats(0)));
+    let source = pretty_source(&module.with_tail(stats(0)), &module.rule_text);
     mark("pretty");
     let micros = start.elapsed().as_micros() as u64;
     let source_item = quote! {
@@ -179,59 +179,27 @@ fn work_note(before: ([usize; 4], [usize; 4]), after: ([usize; 4], [usize; 4])) 
 /// one reads it a token at a time across the proc-macro bridge; the module is instead
 /// turned into text once and parsed in-process by proc-macro2's own implementation.
 /// Nothing built while that is forced leaves this function (only the `String` does).
-fn pretty_source(module: &TokenStream) -> String {
+fn pretty_source(module: &TokenStream, rule_text: &str) -> String {
     let text = module.to_string();
     proc_macro2::fallback::force();
     let pretty = match syn::parse_file(&text) {
-        Ok(file) => tidy_api_call(prettyplease::unparse(&file)),
+        Ok(file) => with_rule_text(prettyplease::unparse(&file), rule_text),
         Err(_) => text,
     };
     proc_macro2::fallback::unforce();
     pretty
 }
 
-/// The module's `api!(name<'a>(x: &'a T, …));` laid out as the signature it is (prettyplease
-/// prints the tokens of a macro call spaced one by one).
-fn tidy_api_call(pretty: String) -> String {
-    const CALL: &str = "    api!(";
-    let Some(start) = pretty.find(CALL) else {
+/// `pretty` with its `rule! { … }` call replaced by `rule_text`.
+fn with_rule_text(pretty: String, rule_text: &str) -> String {
+    const OPEN: &str = "\n    rule! {\n";
+    const CLOSE: &str = "\n    }\n";
+    let Some(start) = pretty.find(OPEN) else {
         return pretty;
     };
-    let open = start + CALL.len() - 1;
-    let mut depth = 0usize;
-    let mut close = None;
-    for (i, c) in pretty[open..].char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    close = Some(open + i);
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let Some(close) = close.filter(|&c| pretty[c + 1..].starts_with(';')) else {
+    let Some(len) = pretty[start + OPEN.len()..].find(CLOSE) else {
         return pretty;
     };
-    let inner = &pretty[open + 1..close];
-    let Ok(item) = syn::parse_str::<syn::ItemFn>(&format!("fn {inner} {{}}")) else {
-        return pretty;
-    };
-    let sig = prettyplease::unparse(&syn::File {
-        shebang: None,
-        attrs: Vec::new(),
-        items: vec![syn::Item::Fn(item)],
-    });
-    let Some(sig) = sig
-        .trim_end()
-        .strip_prefix("fn ")
-        .and_then(|s| s.strip_suffix(" {}"))
-    else {
-        return pretty;
-    };
-    let call = format!("api!({});", sig.replace('\n', "\n    "));
-    format!("{}{}{}", &pretty[..start + 4], call, &pretty[close + 2..])
+    let end = start + OPEN.len() + len + CLOSE.len();
+    format!("{}\n{rule_text}{}", &pretty[..start], &pretty[end..])
 }

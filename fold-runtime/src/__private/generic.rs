@@ -10,9 +10,9 @@ use crate::{
 use nalgebra::{DMatrix, DVector};
 use std::fmt::Debug;
 
-/// The rule-specific items of a generated module: its argument bundle, checks, forward
-/// step, staging and Jacobians. Everything else is derived from them.
-pub trait Generated: Sized + 'static {
+/// A rule's bundles as its signature declares them: the state, parameters, constants and
+/// arguments, with their conversions. Implemented by [`rule!`](crate::__private::rule).
+pub trait Declared: Sized + 'static {
     /// The state, owned (one block, or a tuple of blocks).
     type State: StateLayout + Clone + Send + Sync + Debug;
     /// The constants, owned.
@@ -23,8 +23,6 @@ pub trait Generated: Sized + 'static {
     type Jacobians: Shaped;
     /// The rule function's arguments (state included) as it declares them.
     type Args<'a>;
-    /// What products read, computed once per linearization.
-    type Staged<'a>: Linearized<Grads = Self::Grads>;
     /// The shapes `(rows, cols)` of the parameters, in attribute order.
     type ParamShapes: AsRef<[(usize, usize)]>;
 
@@ -41,6 +39,14 @@ pub trait Generated: Sized + 'static {
     fn state(args: &Self::Args<'_>) -> Self::State;
     /// The packed state length and the parameters' shapes.
     fn shapes(args: &Self::Args<'_>) -> (usize, Self::ParamShapes);
+}
+
+/// The rule-specific items `#[fold]` generates: checks, the forward step, staging and the
+/// Jacobians. Everything else is derived from them and [`Declared`].
+pub trait Generated: Declared {
+    /// What products read, computed once per linearization.
+    type Staged<'a>: Linearized<Grads = Self::Grads>;
+
     /// `Err(DimensionMismatch)` unless the arguments' dimensions agree.
     fn check_dims(args: &Self::Args<'_>) -> Result<(), FoldError>;
     /// `Err(NonFinite)` naming the first argument with a non-finite entry; with `staged`,
@@ -52,6 +58,89 @@ pub trait Generated: Sized + 'static {
     fn stage<'a>(args: Self::Args<'a>) -> Result<Self::Staged<'a>, FoldError>;
     /// `Jacobians` from a linearization and its dense `Φ`.
     fn jacobians(staged: &Self::Staged<'_>, state: DMatrix<f64>) -> Self::Jacobians;
+}
+
+/// An argument converted from the owned value a bundle holds: a reference to it, or a
+/// copy for an argument the rule takes by value.
+pub trait FromOwned<'a, T> {
+    /// The argument for `owned`.
+    fn from_owned(owned: &'a T) -> Self;
+}
+
+impl<'a, T> FromOwned<'a, T> for &'a T {
+    fn from_owned(owned: &'a T) -> Self {
+        owned
+    }
+}
+
+impl<T: Clone> FromOwned<'_, T> for T {
+    fn from_owned(owned: &T) -> T {
+        owned.clone()
+    }
+}
+
+/// The owned value of a state block the rule takes by value or by reference.
+pub trait OwnedArg {
+    /// The owned type.
+    type Owned;
+    /// A copy of the value.
+    fn to_owned_arg(&self) -> Self::Owned;
+}
+
+impl OwnedArg for DVector<f64> {
+    type Owned = DVector<f64>;
+    fn to_owned_arg(&self) -> DVector<f64> {
+        self.clone()
+    }
+}
+
+impl OwnedArg for DMatrix<f64> {
+    type Owned = DMatrix<f64>;
+    fn to_owned_arg(&self) -> DMatrix<f64> {
+        self.clone()
+    }
+}
+
+impl<T: OwnedArg> OwnedArg for &T {
+    type Owned = T::Owned;
+    fn to_owned_arg(&self) -> T::Owned {
+        (*self).to_owned_arg()
+    }
+}
+
+/// The shape `(rows, cols)` of an argument, by value or by reference.
+pub trait Shape {
+    /// `(1, 1)` for a scalar, `(n, 1)` for a vector.
+    fn shape(&self) -> (usize, usize);
+    /// The number of entries, `rows · cols`.
+    fn entries(&self) -> usize {
+        let (r, c) = self.shape();
+        r * c
+    }
+}
+
+impl Shape for f64 {
+    fn shape(&self) -> (usize, usize) {
+        (1, 1)
+    }
+}
+
+impl Shape for DVector<f64> {
+    fn shape(&self) -> (usize, usize) {
+        (self.len(), 1)
+    }
+}
+
+impl Shape for DMatrix<f64> {
+    fn shape(&self) -> (usize, usize) {
+        (self.nrows(), self.ncols())
+    }
+}
+
+impl<T: Shape> Shape for &T {
+    fn shape(&self) -> (usize, usize) {
+        (*self).shape()
+    }
 }
 
 /// Gradients or Jacobians filled with NaN, for a point that cannot be linearized.

@@ -13,6 +13,6 @@ pub mod sparse;
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};
 pub use crate::solvers::sparse_direct::{sparse_direct, sparse_direct_with};
 pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};
-pub use api::api;
-pub use generic::{Generated, Shaped};
+pub use api::rule;
+pub use generic::{Declared, FromOwned, Generated, OwnedArg, Shape, Shaped};
 pub use grads::grads;

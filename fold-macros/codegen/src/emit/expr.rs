@@ -30,7 +30,7 @@ impl Scope<'_> {
         let a = |k: usize| self.access(ch[k]);
         let r = |k: usize| self.recv(ch[k]);
         let scalar = self.is_scalar(id);
-        let ops = quote!(::fold_runtime::ops);
+        let ops = quote!(ops);
         let unary = |f: &str| {
             let fi = Ident::new(f, Span::call_site());
             if scalar {

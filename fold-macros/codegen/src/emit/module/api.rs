@@ -1,5 +1,4 @@
-//! The public functions of DESIGN §3: `linearize`, `jacobians`, `backward`, `solve` (one
-//! call of the runtime's `api!`), and `pack`/`unpack` for block state.
+//! `pack` and `unpack` for block state (the other public functions come from `rule!`).
 
 use super::ctx::Ctx;
 use super::{kind_ty, vec_ty};
@@ -7,19 +6,6 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 impl Ctx<'_> {
-    /// `api!(name<'a>(args as declared))`: the public functions over `Rule`.
-    pub fn api_call(&self) -> TokenStream {
-        let sig = self.sig;
-        let name = &sig.name;
-        let params = (0..sig.args.len()).map(|i| {
-            let n = &self.arg_names[i];
-            let t = self.user_ty(i, true);
-            quote!(#n: #t)
-        });
-        let lt = self.lt();
-        quote!(api!(#name #lt (#(#params),*));)
-    }
-
     /// `pack` and `unpack` for block state (nothing for one block).
     pub fn pack_fns(&self) -> TokenStream {
         if !self.block_state {

@@ -31,8 +31,6 @@ pub struct Ctx<'a> {
     pub block_state: bool,
     /// The `Args` parameter of the `Generated` methods.
     pub args_id: Ident,
-    /// Whether `Args` (hence `Staged`) borrows, so carries the lifetime `'a`.
-    pub has_lt: bool,
 }
 
 const KEYWORDS: &[&str] = &[
@@ -164,7 +162,6 @@ impl<'a> Ctx<'a> {
             arg_names: sig.args.iter().map(|a| a.name.clone()).collect(),
             block_state: sig.block_state,
             args_id: fresh(sig, "args"),
-            has_lt: sig.args.iter().any(|a| a.by_ref),
             g,
         };
         ctx.stage_fallible_jacobian_terms(&jac_roots);
@@ -255,24 +252,6 @@ impl<'a> Ctx<'a> {
     /// Argument `i` read from `Staged`.
     pub fn self_access(&self, i: usize) -> TokenStream {
         self.field_access(&quote!(self.args), i)
-    }
-
-    /// `<'a>` when `Args` borrows.
-    pub fn lt(&self) -> TokenStream {
-        if self.has_lt {
-            quote!(<'a>)
-        } else {
-            TokenStream::new()
-        }
-    }
-
-    /// `<'_>` when `Args` borrows.
-    pub fn anon_lt(&self) -> TokenStream {
-        if self.has_lt {
-            quote!(<'_>)
-        } else {
-            TokenStream::new()
-        }
     }
 
     /// Every argument's term with its spelling `f(i)`.

@@ -74,11 +74,10 @@ impl Ctx<'_> {
         quote!(fn state_jacobian(&self) -> Option<DMatrix<f64>> { #body Some(#value) })
     }
 
-    /// The `Jacobians` struct and `Generated::jacobians`.
-    pub fn jacobians_items(&self) -> (TokenStream, TokenStream) {
+    /// `Generated::jacobians`.
+    pub fn jacobians_fn(&self) -> TokenStream {
         let sig = self.sig;
         let s = Ident::new("s", Span::call_site());
-        let param_idents: Vec<_> = sig.params.iter().map(|&p| &self.arg_names[p]).collect();
         let fields = sig.params.iter().enumerate().map(|(k, &p)| {
             let n = &self.arg_names[p];
             let a = self.field_access(&quote!(#s.args), p);
@@ -109,31 +108,13 @@ impl Ctx<'_> {
                 }),
             }
         });
-        let doc = format!(
-            "`Φ = ∂{}/∂state` (n × n) and `Ψ` per parameter (n × len, matrices flattened column-major).",
-            sig.name
-        );
-        let field_docs = param_idents.iter().map(|n| format!("`Ψ` of `{n}`."));
-        let def = quote! {
-            #[doc = #doc]
-            #[derive(Debug, Clone)]
-            pub struct Jacobians {
-                /// `Φ`, n × n.
-                pub state: DMatrix<f64>,
-                #(
-                    #[doc = #field_docs]
-                    pub #param_idents: DMatrix<f64>,
-                )*
-            }
-        };
-        let method = quote! {
+        quote! {
             fn jacobians(#s: &Staged, state: DMatrix<f64>) -> Jacobians {
                 Jacobians {
                     state,
                     #(#fields,)*
                 }
             }
-        };
-        (def, method)
+        }
     }
 }

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! ctx.rs        the model every part reads: staging plan, term names, argument spellings
-//! rule.rs       `Args`, `Params`, `Consts`, `Rule`, and the head of `impl Generated`
+//! rule.rs       the `rule!` call: what follows from the signature alone
 //! staging.rs    `Staged`; the checks, `stage` and the forward `step`
 //! products.rs   `Linearized` and `Factored` (products with Φ and Ψ, the reduced backward)
-//! jacobians.rs  `Jacobians`, the structured `state_jacobian`, `Generated::jacobians`
-//! api.rs        the public functions (`api!`), `pack`/`unpack` for block state
+//! jacobians.rs  the structured `state_jacobian` and `Generated::jacobians`
+//! api.rs        `pack`/`unpack` for block state
 //! ```
 //!
 //! `STATS` and `SOURCE` are appended by the caller once the module is built.
@@ -20,8 +20,9 @@ mod staging;
 
 use crate::ir::Kind;
 use crate::rule::Rule;
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
+use std::collections::HashSet;
 
 /// What `module` needs besides the rule.
 pub struct ModuleInput<'a> {
@@ -38,6 +39,8 @@ pub struct Module {
     pub head: TokenStream,
     /// The module's items.
     pub body: TokenStream,
+    /// The `rule!` call as `SOURCE` shows it.
+    pub rule_text: String,
 }
 
 impl Module {
@@ -75,6 +78,80 @@ fn strip_question(expr: &TokenStream) -> Option<TokenStream> {
     }
 }
 
+/// Every identifier in `tokens`.
+fn idents(tokens: &TokenStream, out: &mut HashSet<String>) {
+    for t in tokens.clone() {
+        match t {
+            proc_macro2::TokenTree::Ident(i) => {
+                out.insert(i.to_string());
+            }
+            proc_macro2::TokenTree::Group(g) => idents(&g.stream(), out),
+            _ => {}
+        }
+    }
+}
+
+/// The imports of the runtime's (and std's) names that `items` uses, and the two `STATS`
+/// is written with; std's so that a user's item of the same name cannot shadow them.
+fn imports(items: &TokenStream) -> TokenStream {
+    let mut used = HashSet::new();
+    idents(items, &mut used);
+    used.extend(["CodegenStats", "OpCounts"].map(String::from));
+    let pick = |names: &[&str]| -> Vec<Ident> {
+        names
+            .iter()
+            .filter(|n| used.contains(**n))
+            .map(|n| Ident::new(n, Span::call_site()))
+            .collect()
+    };
+    let group = |prefix: TokenStream, names: Vec<Ident>| match names.as_slice() {
+        [] => None,
+        [one] => Some(quote!(#prefix::#one)),
+        _ => Some(quote!(#prefix::{#(#names),*})),
+    };
+    let runtime = [
+        group(
+            quote!(__private),
+            pick(&["check", "kernels", "rule", "sparse", "Generated"]),
+        ),
+        group(quote!(nalgebra), pick(&["DMatrix", "DVector"])),
+        group(quote!(nalgebra_sparse), pick(&["CsrMatrix"])),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(
+        pick(&[
+            "ops",
+            "CodegenStats",
+            "Cotangent",
+            "Factored",
+            "FoldError",
+            "Linearized",
+            "OpCounts",
+            "SparseReduced",
+            "SupportKernel",
+        ])
+        .into_iter()
+        .map(|n| quote!(#n)),
+    );
+    let std: Vec<TokenStream> = [("option", "Option"), ("result", "Result"), ("vec", "Vec")]
+        .into_iter()
+        .filter(|(_, n)| used.contains(*n))
+        .map(|(m, n)| {
+            let (m, n) = (
+                Ident::new(m, Span::call_site()),
+                Ident::new(n, Span::call_site()),
+            );
+            quote!(#m::#n)
+        })
+        .collect();
+    let std = (!std.is_empty()).then(|| quote!(use ::std::{#(#std),*};));
+    quote! {
+        use ::fold_runtime::{#(#runtime),*};
+        #std
+    }
+}
+
 /// The generated module for `input.rule`.
 pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let sig = &input.rule.sig;
@@ -90,60 +167,39 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let fn_name = &sig.name;
     let vis = &sig.vis;
 
-    let param_idents: Vec<_> = sig.params.iter().map(|&p| &ctx.arg_names[p]).collect();
-    let param_tys = sig.params.iter().map(|&p| kind_ty(sig.args[p].kind));
-    let grads_doc = format!("Gradients of a loss with respect to the parameters of `{fn_name}`.");
-    let grad_field_docs = param_idents.iter().map(|n| format!("`∂loss/∂{n}`."));
-    let (jacobians_struct, jacobians_fn) = ctx.jacobians_items();
+    let jacobians_fn = ctx.jacobians_fn();
     let staging = ctx.staging();
     let (staged, staging_methods) = (&staging.staged, &staging.methods);
-    let rule_structs = ctx.rule_structs();
-    let generated_head = ctx.generated_head();
+    let rule_call = ctx.rule_call();
+    let rule_tokens = &rule_call.tokens;
     let linearized = ctx.linearized_impl(ctx.state_jacobian_method());
     let factored = ctx.factored_impl();
-    let api = ctx.api_call();
     let pack_fns = ctx.pack_fns();
     let derivatives = &input.derivatives;
 
-    let body = quote! {
-        use ::fold_runtime::{
-            __private::{api, check, grads, kernels, sparse, Generated},
-            ops, rule,
-            nalgebra::{DMatrix, DVector},
-            nalgebra_sparse::CsrMatrix,
-            CodegenStats, Cotangent, Factored, FoldError, Linearized, OpCounts, SparseReduced,
-            SupportKernel,
-        };
-        use ::std::{option::Option, result::Result, vec::Vec};
-        use super::*;
-
-        #[doc = #grads_doc]
-        #[derive(Debug, Clone, PartialEq)]
-        pub struct Grads {
-            #(
-                #[doc = #grad_field_docs]
-                pub #param_idents: #param_tys,
-            )*
-        }
-        grads!(Grads { #(#param_idents),* }, Jacobians);
-
-        #jacobians_struct
-        #rule_structs
+    let items = quote! {
+        #rule_tokens
         #staged
 
         impl Generated for Rule {
-            #generated_head
+            type Staged<'a> = Staged<'a>;
             #staging_methods
             #jacobians_fn
         }
 
         #linearized
         #factored
-        #api
         #pack_fns
 
         /// The simplified derivatives of the rule, as math.
         pub const DERIVATIVES: &str = #derivatives;
+    };
+    let imports = imports(&items);
+    let body = quote! {
+        #imports
+        use super::*;
+
+        #items
     };
     let mod_doc = format!("Folded derivatives of [`{fn_name}`], generated by `#[fold]`.");
     let head = quote! {
@@ -158,5 +214,9 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
         #[allow(non_snake_case, unused, missing_docs, clippy::too_many_arguments)]
         #vis mod #fn_name
     };
-    Ok(Module { head, body })
+    Ok(Module {
+        head,
+        body,
+        rule_text: rule_call.text,
+    })
 }

@@ -181,9 +181,8 @@ impl Ctx<'_> {
                 }
             }
         });
-        let anon = self.anon_lt();
         quote! {
-            impl Linearized for Staged #anon {
+            impl Linearized for Staged<'_> {
                 type Grads = Grads;
                 fn state_dim(&self) -> usize {
                     #state_dim
@@ -312,12 +311,9 @@ impl Ctx<'_> {
             Kernel::Identity => quote!(SupportKernel::Identity),
             Kernel::Centered => quote!(SupportKernel::Centered),
         };
-        let anon = self.anon_lt();
         quote! {
-            /// `Φ = J M` through the projection ending the rule: the backward pass solves
-            /// the reduced system on the projection's support.
-            impl Factored for Staged #anon {
-                type Grads = Grads;
+            /// `Φ = J M` through the projection ending the rule: a reduced system on its support.
+            impl Factored for Staged<'_> {
                 fn support(&self) -> &[usize] {
                     &self.#support
                 }

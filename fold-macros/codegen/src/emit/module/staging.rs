@@ -200,11 +200,10 @@ impl Ctx<'_> {
         let (field_idents, factor_idents) = self.field_idents();
         let nblocks = self.nblocks();
         let blocks = self.block_state.then(|| quote!(blocks: [usize; #nblocks],));
-        let lt = self.lt();
         quote! {
             /// What products with `Φ` and `Ψ` read, computed once per linearization.
-            pub struct Staged #lt {
-                args: Args #lt,
+            pub struct Staged<'a> {
+                args: Args<'a>,
                 #( #field_idents: #field_tys, )*
                 #( #factor_idents: ::fold_runtime::__private::Factorization, )*
                 #blocks
