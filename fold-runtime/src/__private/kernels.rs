@@ -218,6 +218,53 @@ pub fn gather_sub_view(
     out
 }
 
+/// A vector or matrix operand of an entrywise product: an owned one lends its buffer to
+/// the result, a borrowed one is copied.
+pub trait Entrywise: Sized {
+    /// The result type.
+    type Owned;
+    /// `self ⊙ y`.
+    fn times(self, y: &Self::Owned) -> Self::Owned;
+    /// `self ⊘ y`.
+    fn over(self, y: &Self::Owned) -> Self::Owned;
+}
+
+macro_rules! entrywise {
+    ($($t:ty),*) => {$(
+        impl Entrywise for $t {
+            type Owned = $t;
+            fn times(mut self, y: &$t) -> $t {
+                self.component_mul_assign(y);
+                self
+            }
+            fn over(mut self, y: &$t) -> $t {
+                self.component_div_assign(y);
+                self
+            }
+        }
+        impl Entrywise for &$t {
+            type Owned = $t;
+            fn times(self, y: &$t) -> $t {
+                self.component_mul(y)
+            }
+            fn over(self, y: &$t) -> $t {
+                self.component_div(y)
+            }
+        }
+    )*};
+}
+entrywise!(DVector<f64>, DMatrix<f64>);
+
+/// `x ⊙ y`, in `x`'s buffer when `x` is owned (a term read for the last time).
+pub fn hadamard<X: Entrywise>(x: X, y: &X::Owned) -> X::Owned {
+    x.times(y)
+}
+
+/// `x ⊘ y`, in `x`'s buffer when `x` is owned.
+pub fn hadamard_div<X: Entrywise>(x: X, y: &X::Owned) -> X::Owned {
+    x.over(y)
+}
+
 /// `A + diag(d)`, in place.
 pub fn plus_diag(mut a: DMatrix<f64>, d: &DVector<f64>) -> DMatrix<f64> {
     for (i, v) in d.iter().enumerate().take(a.nrows().min(a.ncols())) {

@@ -210,6 +210,32 @@ impl Scope<'_> {
                 };
                 quote!(#x.#f())
             }
+            Node::CMul(_) | Node::CDiv(_) if !self.is_scalar(ch[0]) => {
+                // An operand read for the last time lends its buffer.
+                let div = matches!(node, Node::CDiv(_));
+                match (self.take(ch[0]), self.take(ch[1])) {
+                    (Some(x), _) => {
+                        let y = a(1);
+                        if div {
+                            quote!(kernels::hadamard_div(#x, #y))
+                        } else {
+                            quote!(kernels::hadamard(#x, #y))
+                        }
+                    }
+                    (None, Some(y)) if !div => {
+                        let x = a(0);
+                        quote!(kernels::hadamard(#y, #x))
+                    }
+                    _ => {
+                        let (x, y) = (r(0), a(1));
+                        if div {
+                            quote!(#x.component_div(#y))
+                        } else {
+                            quote!(#x.component_mul(#y))
+                        }
+                    }
+                }
+            }
             Node::CMul(_) | Node::CDiv(_) => {
                 let (x, y) = if self.is_scalar(ch[0]) {
                     (a(0), a(1))
