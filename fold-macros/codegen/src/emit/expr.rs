@@ -68,6 +68,7 @@ impl Scope<'_> {
             let cs: Vec<TokenStream> = v.coef.iter().map(|c| self.access(*c)).collect();
             let coef = match cs.len() {
                 0 => quote!(1.0),
+                1 => cs[0].clone(),
                 _ => product(&cs),
             };
             let coef = if v.negated { quote!(-#coef) } else { coef };
@@ -379,7 +380,7 @@ impl Scope<'_> {
                     // (c M)⁻¹ r = M⁻¹ r / c.
                     let mut c: Vec<TokenStream> = v.coef.iter().map(|c| self.access(*c)).collect();
                     if v.negated {
-                        c.push(quote!((-1.0)));
+                        c.push(quote!(-1.0));
                     }
                     let p = product(&c);
                     quote!(#solve / #p)
@@ -408,7 +409,7 @@ impl Scope<'_> {
                 quote!(DMatrix::from_diagonal(#x))
             }
             Node::Diagonal(_) => {
-                let x = a(0);
+                let x = r(0);
                 quote!(#x.diagonal())
             }
             Node::ColumnSum(m) => match self.transposed_view(m) {

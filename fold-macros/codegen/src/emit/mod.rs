@@ -86,11 +86,12 @@ fn product(factors: &[TokenStream]) -> TokenStream {
     quote!((#t))
 }
 
-/// An `f64` literal (negative values parenthesized).
+/// An `f64` literal (a negative one is parenthesized only as a method receiver, see
+/// [`Scope::recv`]).
 pub fn lit(v: f64) -> TokenStream {
     let l = Literal::f64_unsuffixed(v.abs());
     if v < 0.0 || (v == 0.0 && v.is_sign_negative()) {
-        quote!((-#l))
+        quote!(-#l)
     } else {
         quote!(#l)
     }
@@ -240,6 +241,8 @@ impl<'a> Scope<'a> {
         let mut it = t.clone().into_iter();
         match it.next() {
             Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == '&' => it.collect(),
+            // `-1.0.abs()` would be `-(1.0.abs())`.
+            Some(proc_macro2::TokenTree::Punct(p)) if p.as_char() == '-' => quote!((#t)),
             _ => t,
         }
     }
