@@ -61,54 +61,17 @@ impl SymBand {
     /// that a row meets only rows shortly before it; `None` when they decrease or its
     /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
     pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
-        let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-        let row = |r: usize| off[s[r]]..off[s[r] + 1];
-        // The rows before r that can meet it start at the first whose last column reaches
-        // r's first column (last columns never decrease); empty rows meet nothing. `None`
-        // when the columns go back or the band exceeds `w_max`.
-        let meets = |w_max: usize, visit: &mut dyn FnMut(usize, usize)| -> Option<usize> {
-            let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
-            for r in 0..s.len() {
-                let p = row(r);
-                if p.is_empty() {
-                    visit(r, r);
-                    continue;
-                }
-                let (lo, hi) = (idx[p.start], idx[p.end - 1]);
-                if lo < prev.0 || hi < prev.1 {
-                    return None;
-                }
-                prev = (lo, hi);
-                while r0 < r && row(r0).last().is_none_or(|q| idx[q] < lo) {
-                    r0 += 1;
-                }
-                w = w.max(r - r0);
-                if w > w_max {
-                    return None;
-                }
-                visit(r, r0);
-            }
-            Some(w)
-        };
-        let w = meets(w_max, &mut |_, _| {})?;
-        // Row r scattered into a dense row, read by the rows that meet it: no merging.
+        let rows = Rows { a, s };
+        let w = rows.meets(w_max, |_, _| {})?;
         let mut m = SymBand::zeros(s.len(), w);
         let w = m.w;
-        let mut dense = vec![0.0; a.ncols()];
         let band = &mut m.band;
-        meets(w, &mut |r, r0| {
-            let p = row(r);
-            for q in p.clone() {
-                dense[idx[q]] = val[q];
-            }
+        rows.meets(w, |r, r0| {
             // Entry (r, t) sits at r(w + 1) + w − (r − t).
             let out = &mut band[r * (w + 1) + w - (r - r0)..(r + 1) * (w + 1)];
+            let row = rows.row(r);
             for (o, t) in out.iter_mut().zip(r0..=r) {
-                let dot: f64 = row(t).map(|q| val[q] * dense[idx[q]]).sum();
-                *o = c * dot;
-            }
-            for q in p {
-                dense[idx[q]] = 0.0;
+                *o = c * dot(row, rows.row(t));
             }
         })?;
         Some(m)
@@ -152,6 +115,69 @@ impl SymBand {
             }
             y[i] += s;
         }
+    }
+}
+
+/// `⟨u, v⟩` of two sparse rows by merging their sorted columns (rows are short: no
+/// scatter into a dense row).
+#[inline]
+fn dot((ci, vi): (&[usize], &[f64]), (cj, vj): (&[usize], &[f64])) -> f64 {
+    let (mut i, mut j, mut sum) = (0, 0, 0.0);
+    while i < ci.len() && j < cj.len() {
+        match ci[i].cmp(&cj[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                sum += vi[i] * vj[j];
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    sum
+}
+
+/// The rows `A[s, :]` of a CSR matrix (sorted, unique columns per row).
+struct Rows<'a> {
+    a: &'a CsrMatrix<f64>,
+    s: &'a [usize],
+}
+
+impl Rows<'_> {
+    /// Columns and values of row `r` of `A[s, :]`.
+    #[inline]
+    fn row(&self, r: usize) -> (&[usize], &[f64]) {
+        let off = self.a.row_offsets();
+        let p = off[self.s[r]]..off[self.s[r] + 1];
+        (&self.a.col_indices()[p.clone()], &self.a.values()[p])
+    }
+
+    /// Calls `visit(r, r0)` for every row `r` with `r0` the first row before it that can
+    /// meet it: the first whose last column reaches `r`'s first (last columns never
+    /// decrease; an empty row meets nothing). The half-bandwidth, or `None` when the
+    /// columns go back or the band exceeds `w_max`.
+    fn meets(&self, w_max: usize, mut visit: impl FnMut(usize, usize)) -> Option<usize> {
+        let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
+        for r in 0..self.s.len() {
+            let (cols, _) = self.row(r);
+            let (Some(&lo), Some(&hi)) = (cols.first(), cols.last()) else {
+                visit(r, r);
+                continue;
+            };
+            if lo < prev.0 || hi < prev.1 {
+                return None;
+            }
+            prev = (lo, hi);
+            while r0 < r && self.row(r0).0.last().is_none_or(|&q| q < lo) {
+                r0 += 1;
+            }
+            w = w.max(r - r0);
+            if w > w_max {
+                return None;
+            }
+            visit(r, r0);
+        }
+        Some(w)
     }
 }
 
