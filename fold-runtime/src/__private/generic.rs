@@ -1,5 +1,5 @@
 //! What `#[fold]` generates for a rule, as one trait, and the plumbing written once over it:
-//! the module's public functions (through [`api!`](crate::__private::api)) and
+//! the module's public functions (through [`rule!`](crate::__private::rule)) and
 //! [`FoldRule`].
 
 use crate::rule::{ParamFields, StateLayout};

@@ -1,14 +1,14 @@
 //! The one policy that solves every system of the backward and forward modes.
 //!
-//! A [`System`] is an operator `A` (matrix-free, the ground truth every residual is
+//! A `System` is an operator `A` (matrix-free, the ground truth every residual is
 //! checked on) and a way to get its dense matrix. A *ladder* is the list of methods
-//! tried in order; [`run`] climbs it:
+//! tried in order; `run` climbs it:
 //!
 //! 1. `b = 0` gives `x = 0` without work, reported as the first method.
 //! 2. Each method runs; `NotConverged` passes to the next one (products accumulate), and
 //!    the last one's `NotConverged` is final.
 //! 3. `Singular` from `Direct` (an exactly or numerically singular matrix) goes to the
-//!    rank-revealing solve [`min_norm`] when `n ≤` [`MIN_NORM_MAX`]: the
+//!    rank-revealing solve `min_norm` when `n ≤` [`MIN_NORM_MAX`]: the
 //!    minimum-norm solution by SVD, accepted when its true residual meets `tol`
 //!    (a *consistent* singular system, reported through
 //!    [`crate::SolveStats::null_space_dim`]); an inconsistent one stays `Singular`. That
@@ -27,12 +27,12 @@ use crate::{FoldError, Method};
 use nalgebra::{DMatrix, DVector};
 use std::borrow::Cow;
 
-/// Largest system [`min_norm`] factors by SVD (≈ 0.3 s at n = 500); larger singular
+/// Largest system `min_norm` factors by SVD (≈ 0.3 s at n = 500); larger singular
 /// systems are left to Krylov methods.
 pub const MIN_NORM_MAX: usize = 500;
 
 /// Singular values below `RANK_FACTOR · max(n, 16) ε σ_max` count as zero in
-/// [`min_norm`]: a little above the threshold at which LU reports `Singular`, so a
+/// `min_norm`: a little above the threshold at which LU reports `Singular`, so a
 /// system LU rejected has its (numerical) null space dropped.
 const RANK_FACTOR: f64 = 1e3;
 
@@ -104,7 +104,7 @@ pub(crate) fn run(
 /// Below this ‖b‖ the right-hand side is rescaled (squares of its entries underflow).
 const SCALE_FLOOR: f64 = 1e-150;
 
-/// [`run`] after scaling.
+/// `run` after scaling.
 fn climb(
     system: &System<'_, '_>,
     b: &DVector<f64>,

@@ -18,7 +18,7 @@
 //!    `LDLᵀ` for other
 //!    symmetric matrices, sparse LU otherwise), then BiCGSTAB and GMRES on the assembled
 //!    matrix when the factorization fails or its factor would exceed 2²⁷ entries (1 GiB).
-//! 2. Otherwise **Direct** then GMRES([`crate::solvers::DEFAULT_RESTART`]) for `n ≤` [`AUTO_DIRECT_MAX`];
+//! 2. Otherwise **Direct** then GMRES(`crate::solvers::DEFAULT_RESTART`) for `n ≤` [`AUTO_DIRECT_MAX`];
 //!    GMRES then Direct up to [`AUTO_FALLBACK_DIRECT_MAX`]; GMRES then BiCGSTAB above.
 //!
 //! A method that does not converge passes to the next; `NonFinite`,
@@ -45,7 +45,7 @@
 //! forward solve. Otherwise the minimum-norm adjoint is the convention (no component of
 //! `w` along `null((I − Φ)ᵀ)`).
 //!
-//! Every path checks its true residual before returning (see [`crate::solvers`]). On the
+//! Every path checks its true residual before returning (see `crate::solvers`). On the
 //! reduced path the residual checked is the reduced one, `r_red`; the full residual is
 //! `(I − Φᵀ) w − g = Mᵀ E_S r_red`, so it is bounded by `‖M‖ ‖r_red‖`.
 

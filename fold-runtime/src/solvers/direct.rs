@@ -46,7 +46,7 @@ impl DenseFactor {
 
 /// Solves `A x = b` (`Aᵀ x = b` when `transposed`) given the dense matrix `a` of `A`, which
 /// `op` applies: Cholesky when `a` looks symmetric on a few rows, LU otherwise, refined as
-/// in [`direct`]. An owned `a` lends its storage to the LU.
+/// in `direct`. An owned `a` lends its storage to the LU.
 ///
 /// Cholesky reads only the lower triangle, so on a matrix that merely looked symmetric
 /// it solves a different system; the true residual catches that, and only then is the

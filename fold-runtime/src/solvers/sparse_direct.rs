@@ -253,7 +253,7 @@ fn factor_lu(a: &CsrMatrix<f64>) -> Result<Factor, FoldError> {
 ///
 /// Errors: `Singular` when the factorization fails or a singular system is
 /// inconsistent; `NotConverged` when refinement stalls above `tol` (ill-conditioning) or
-/// the factor would not fit [`MAX_FACTOR_ENTRIES`]; `NonFinite` for a non-finite entry
+/// the factor would not fit `MAX_FACTOR_ENTRIES`; `NonFinite` for a non-finite entry
 /// of `a` or `b`.
 pub fn sparse_direct(
     a: &CsrMatrix<f64>,
@@ -264,7 +264,7 @@ pub fn sparse_direct(
 }
 
 /// [`sparse_direct`] with banded factorization up to half-bandwidth `banded_max` (for
-/// the benchmark that sets [`BANDED_MAX`]).
+/// the benchmark that sets `BANDED_MAX`).
 pub fn sparse_direct_with(
     a: &CsrMatrix<f64>,
     b: &DVector<f64>,

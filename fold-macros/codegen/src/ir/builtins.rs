@@ -107,7 +107,7 @@ pub fn supported() -> String {
     )
 }
 
-/// A builtin that lowers to an opaque call of a runtime [`fold_runtime::Primitive`].
+/// A builtin that lowers to an opaque call of a runtime `fold_runtime::Primitive`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opaque {
     /// `proj_polyhedron(v, A, b, G, h)`: the projection onto `{Ax = b, Gx ≤ h}`.
