@@ -10,7 +10,7 @@
 
 mod jacobian;
 mod jvp;
-mod map;
+pub mod map;
 mod partials;
 pub mod restrict;
 mod vjp;
