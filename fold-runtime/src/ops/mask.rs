@@ -56,13 +56,16 @@ pub fn sign<T: Elementwise>(v: &T) -> T {
 
 /// Indices `i` with `mᵢ ≠ 0`, increasing.
 pub fn support(m: &nalgebra::DVector<f64>) -> Vec<usize> {
-    // Counted first: one exact allocation for supports of 10⁶ entries.
-    let mut out = Vec::with_capacity(m.iter().filter(|&&x| x != 0.0).count());
-    out.extend(
-        m.iter()
-            .enumerate()
-            .filter(|(_, &x)| x != 0.0)
-            .map(|(i, _)| i),
-    );
+    // Branch-free: a mask is as unpredictable as the free set, and a mispredicted branch
+    // per entry costs more than the loop. Counted first for one exact allocation (one
+    // spare slot takes the last write).
+    let count: usize = m.iter().map(|&x| usize::from(x != 0.0)).sum();
+    let mut out = vec![0usize; count + 1];
+    let mut k = 0;
+    for (i, &x) in m.iter().enumerate() {
+        out[k] = i;
+        k += usize::from(x != 0.0);
+    }
+    out.truncate(count);
     out
 }
