@@ -6,14 +6,14 @@
 //! staging.rs    `Staged`; the checks, `stage` and the forward `step`
 //! products.rs   `Linearized` and `Factored` (products with Φ and Ψ, the reduced backward)
 //! jacobians.rs  the structured `state_jacobian` and `Generated::jacobians`
-//! api.rs        `pack`/`unpack` for block state
+//! pack.rs       `pack`/`unpack` for block state
 //! ```
 //!
 //! `STATS` and `SOURCE` are appended by the caller once the module is built.
 
-mod api;
 mod ctx;
 mod jacobians;
+mod pack;
 mod products;
 mod rule;
 mod staging;
