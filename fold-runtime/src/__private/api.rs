@@ -37,6 +37,13 @@ macro_rules! __fold_rule {
         $crate::__fold_rule!(@items $name $lt ($($arg: $ty),*) [$($s: $st),+] [($($st),+)]
             [($($s),+)] [$($p: $pt),*] [$($k: $kt),*]);
     };
+    // `Args` from the public functions' parameters of the same names.
+    (@args $($arg:ident),*) => {
+        Args {
+            $($arg,)*
+            _lifetime: ::core::marker::PhantomData,
+        }
+    };
     (
         @items $name:ident $lt:lifetime ($($arg:ident: $ty:ty),*) [$($s:ident: $st:ty),+]
         [$state:ty] [$state_pat:pat] [$($p:ident: $pt:ty),*] [$($k:ident: $kt:ty),*]
@@ -119,13 +126,19 @@ macro_rules! __fold_rule {
                     _lifetime: ::core::marker::PhantomData,
                 }
             }
+            // Each argument is read as its owned type whether declared by value or by
+            // reference (`Borrow` covers both).
             fn state(args: &Args) -> $state {
-                ($($crate::__private::OwnedArg::to_owned_arg(&args.$s)),+)
+                ($(::core::clone::Clone::clone(
+                    ::core::borrow::Borrow::<$st>::borrow(&args.$s),
+                )),+)
             }
             fn shapes(args: &Args) -> (usize, Self::ParamShapes) {
+                use $crate::rule::FlatValue;
+                let entries = |(r, c): (usize, usize)| r * c;
                 (
-                    0 $(+ $crate::__private::Shape::entries(&args.$s))+,
-                    [$($crate::__private::Shape::shape(&args.$p)),*],
+                    0 $(+ entries(FlatValue::shape(::core::borrow::Borrow::<$st>::borrow(&args.$s))))+,
+                    [$(FlatValue::shape(::core::borrow::Borrow::<$pt>::borrow(&args.$p))),*],
                 )
             }
         }
@@ -137,19 +150,13 @@ macro_rules! __fold_rule {
         /// The rule linearized at a point, computed once for any number of products (a
         /// failure is reported by `Linearized::check`, and products then return NaN).
         pub fn linearize<$lt>($($arg: $ty),*) -> Linearization<$lt> {
-            $crate::__private::generic::linearize::<Rule>(Args {
-                $($arg,)*
-                _lifetime: ::core::marker::PhantomData,
-            })
+            $crate::__private::generic::linearize::<Rule>($crate::__fold_rule!(@args $($arg),*))
         }
 
         /// Dense `Φ` and `Ψ` at the given point, from the structured formula where one
         /// exists (NaN-filled when the point cannot be linearized).
         pub fn jacobians<$lt>($($arg: $ty),*) -> Jacobians {
-            $crate::__private::generic::jacobians::<Rule>(Args {
-                $($arg,)*
-                _lifetime: ::core::marker::PhantomData,
-            })
+            $crate::__private::generic::jacobians::<Rule>($crate::__fold_rule!(@args $($arg),*))
         }
 
         /// The folded backward pass at a fixed point: solves `(I − Φ)ᵀ w = grad` and
@@ -169,10 +176,7 @@ macro_rules! __fold_rule {
             grad: &$crate::nalgebra::DVector<f64>,
             opts: &$crate::BackwardOptions,
         ) -> ::core::result::Result<(Grads, $crate::SolveStats), $crate::FoldError> {
-            let args = Args {
-                $($arg,)*
-                _lifetime: ::core::marker::PhantomData,
-            };
+            let args = $crate::__fold_rule!(@args $($arg),*);
             $crate::__private::generic::backward_with_stats::<Rule>(args, grad, opts)
         }
 
@@ -184,10 +188,7 @@ macro_rules! __fold_rule {
             $($arg: $ty,)*
             opts: &$crate::ForwardOptions,
         ) -> ::core::result::Result<$crate::Solution, $crate::FoldError> {
-            let args = Args {
-                $($arg,)*
-                _lifetime: ::core::marker::PhantomData,
-            };
+            let args = $crate::__fold_rule!(@args $($arg),*);
             $crate::__private::generic::solve::<Rule>(args, opts)
         }
     };

@@ -14,5 +14,5 @@ pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorizatio
 pub use crate::solvers::sparse_direct::{sparse_direct, sparse_direct_with};
 pub use crate::solvers::{bicgstab, direct_dense, gmres, DenseOperator, Stop};
 pub use api::rule;
-pub use generic::{Declared, FromOwned, Generated, OwnedArg, Shape, Shaped};
+pub use generic::{Declared, FromOwned, Generated, Shaped};
 pub use grads::grads;

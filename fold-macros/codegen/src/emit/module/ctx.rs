@@ -263,14 +263,7 @@ impl<'a> Ctx<'a> {
 
     /// A scope over `Staged`'s fields (the product methods).
     pub fn method_scope(&self) -> Scope<'_> {
-        Scope::new(
-            &self.g,
-            &self.names,
-            &self.prims,
-            self.args_map(|i| self.self_access(i)),
-            false,
-        )
-        .with_fields(&self.fields, &self.factors)
+        self.staged_scope(&Ident::new("self", Span::call_site()))
     }
 
     /// A scope over the fields of the `Staged` that `recv` names (`self` in its methods).
@@ -292,14 +285,13 @@ impl<'a> Ctx<'a> {
         Scope::new(&self.g, &self.names, &self.prims, self.args_map(f), true)
     }
 
-    /// Argument `i`'s type as the user declared it (`'a` on references when `lt`).
-    pub fn user_ty(&self, i: usize, lt: bool) -> TokenStream {
-        let a = &self.sig.args[i];
-        let t = kind_ty(a.kind);
-        match (a.by_ref, lt) {
-            (true, true) => quote!(&'a #t),
-            (true, false) => quote!(&#t),
-            (false, _) => t,
+    /// Argument `i`'s type as the user declared it, `'a` on a reference.
+    pub fn user_ty(&self, i: usize) -> TokenStream {
+        let t = kind_ty(self.sig.args[i].kind);
+        if self.sig.args[i].by_ref {
+            quote!(&'a #t)
+        } else {
+            t
         }
     }
 

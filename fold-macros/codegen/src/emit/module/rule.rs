@@ -23,7 +23,7 @@ impl Ctx<'_> {
         let args: Vec<TokenStream> = (0..sig.args.len())
             .map(|i| {
                 let n = &self.arg_names[i];
-                let t = self.user_ty(i, true);
+                let t = self.user_ty(i);
                 quote!(#n: #t)
             })
             .collect();
