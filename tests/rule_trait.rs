@@ -34,6 +34,13 @@ fn heavy(
     (x.clone(), next)
 }
 
+/// The rule of `pgd` with the state and a parameter taken by value and the step size by
+/// reference: the bundles convert between owned and declared forms.
+#[fold(state = x, params(c, alpha))]
+fn pgd_by_value(x: DVector<f64>, c: DVector<f64>, q: &DMatrix<f64>, alpha: &f64) -> DVector<f64> {
+    proj_box(&(&x - (q * &x + c) * *alpha), 0.0, 1.0)
+}
+
 fn fwd() -> ForwardOptions {
     ForwardOptions {
         tol: 1e-14,
@@ -223,4 +230,45 @@ fn bad_inputs_are_errors_not_panics() {
     ));
     assert!(R::params_from_flat(&[1.0, 2.0], &[(2, 1)]).is_err());
     assert!(R::params_from_flat(&[1.0, 2.0, 3.0], &[(2, 1), (1, 1), (1, 1)]).is_err());
+}
+
+#[test]
+fn arguments_by_value_or_reference_give_the_same_rule() {
+    let mut r = rng(17);
+    let n = 5;
+    let q = spd(&mut r, n, 0.5);
+    let alpha = 0.5 / lambda_max(&q);
+    let c = normal_vec(&mut r, n) * 0.5;
+    let g = normal_vec(&mut r, n);
+    let x0 = DVector::zeros(n);
+    let opts = BackwardOptions::default();
+
+    let x = pgd::solve(&x0, &c, &q, alpha, &fwd()).unwrap().x;
+    let by_value = pgd_by_value::solve(x0.clone(), c.clone(), &q, &alpha, &fwd()).unwrap();
+    assert_eq!(by_value.x, x);
+    let reference = pgd::backward(&x, &c, &q, alpha, &g, &opts).unwrap();
+    let grads = pgd_by_value::backward(x.clone(), c.clone(), &q, &alpha, &g, &opts).unwrap();
+    assert_eq!(
+        (grads.c.clone(), grads.alpha),
+        (reference.c.clone(), reference.alpha)
+    );
+    let j = pgd_by_value::jacobians(x.clone(), c.clone(), &q, &alpha);
+    let jr = pgd::jacobians(&x, &c, &q, alpha);
+    assert_eq!((j.state, j.c, j.alpha), (jr.state, jr.c, jr.alpha));
+
+    // The trait reads the owned bundles into the declared forms.
+    type R = pgd_by_value::Rule;
+    let p = pgd_by_value::Params {
+        c: c.clone(),
+        alpha,
+    };
+    let k = pgd_by_value::Consts { q: q.clone() };
+    assert_eq!(R::solve(&p, &k, &x0, &fwd()).unwrap().x, x);
+    assert_eq!(R::backward(&p, &k, &x, &g, &opts).unwrap().0, grads);
+    assert_close(
+        &trait_grads::<R>(&p, &k, &x0, &g),
+        &fd_grads::<R>(&p, &k, &x0, &g),
+        1e-6,
+        "pgd_by_value",
+    );
 }
