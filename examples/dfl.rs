@@ -187,56 +187,52 @@ fn pgd_batch(
     (out, iters)
 }
 
-/// `max|U(x) − x|` by the generated rule itself.
-fn fixed_point_residual(
-    p: &boxqp::Params,
-    k: &boxqp::Consts,
-    x: &DVector<f64>,
-) -> Result<f64, FoldError> {
-    let u = R::step(p, k, x)?;
-    Ok((u - x).amax())
-}
-
-/// Newton's method on the fixed-point residual `x − U(x)` from a warm start (for this
-/// rule: an active-set step `Q_FF x_F = −(ĉ_F + Q_FU 1)` on the free set of the step's
-/// pre-image), accepted only when `max|U(x) − x| ≤ 1e-12`; plain PGD steps if it stalls.
+/// Newton's method on the fixed-point residual `x − U(x)` from a warm start, accepted only
+/// when the rule itself gives `max|U(x) − x| ≤ 1e-12`; plain PGD steps if it stalls.
+///
+/// For this rule a Newton step is an active-set solve read off `u = U(x)`: the free set
+/// `F = {i : 0 < uᵢ < 1}` is the pre-image's, the coordinates at 1 are `{uᵢ = 1}`, and
+/// `Q_FF x_F = −(ĉ_F + Q_F,U 1)` on `F`. Each iteration costs one rule step and one
+/// Cholesky factorization.
 fn newton(
     p: &boxqp::Params,
     k: &boxqp::Consts,
     x0: &DVector<f64>,
 ) -> Result<DVector<f64>, FoldError> {
     const TOL: f64 = 1e-12;
-    let (q, alpha, c) = (&k.q, k.alpha, &p.c);
+    let (q, c) = (&k.q, &p.c);
     let mut x = x0.clone();
-    let mut g = DVector::zeros(N);
+    let mut u = R::step(p, k, &x)?;
+    let residual = |x: &DVector<f64>, u: &DVector<f64>| (u - x).amax();
+    let mut res = residual(&x, &u);
     for _ in 0..30 {
-        g.gemv(1.0, q, &x, 0.0);
-        let z = DVector::from_fn(N, |i, _| x[i] - alpha * (g[i] + c[i]));
-        let r = (0..N)
-            .map(|i| (z[i].clamp(0.0, 1.0) - x[i]).abs())
-            .fold(0.0, f64::max);
-        if r <= 0.1 * TOL {
-            break;
+        if res <= TOL {
+            return Ok(x);
         }
-        let free: Vec<usize> = (0..N).filter(|&i| z[i] > 0.0 && z[i] < 1.0).collect();
-        let mut next = DVector::from_fn(N, |i, _| if z[i] >= 1.0 { 1.0 } else { 0.0 });
+        let free: Vec<usize> = (0..N).filter(|&i| u[i] > 0.0 && u[i] < 1.0).collect();
+        let upper: Vec<usize> = (0..N).filter(|&i| u[i] >= 1.0).collect();
+        let mut next = DVector::from_fn(N, |i, _| if u[i] >= 1.0 { 1.0 } else { 0.0 });
         if !free.is_empty() {
             let m = free.len();
             let qff = DMatrix::from_fn(m, m, |a, b| q[(free[a], free[b])]);
-            let qx = q * &next;
-            let rhs = DVector::from_fn(m, |a, _| -(c[free[a]] + qx[free[a]]));
+            let rhs = DVector::from_fn(m, |a, _| {
+                let i = free[a];
+                -(c[i] + upper.iter().map(|&j| q[(i, j)]).sum::<f64>())
+            });
             let sol = qff.cholesky().ok_or(FoldError::Singular)?.solve(&rhs);
             for (a, &i) in free.iter().enumerate() {
                 next[i] = sol[a];
             }
         }
         x = next;
+        u = R::step(p, k, &x)?;
+        res = residual(&x, &u);
     }
-    let mut res = fixed_point_residual(p, k, &x)?;
     let mut steps = 0;
     while res > TOL && steps < 200_000 {
-        x = R::step(p, k, &x)?;
-        res = fixed_point_residual(p, k, &x)?;
+        x = u;
+        u = R::step(p, k, &x)?;
+        res = residual(&x, &u);
         steps += 1;
     }
     if res > TOL {
