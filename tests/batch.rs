@@ -161,3 +161,23 @@ fn one_bad_sample_is_reported_by_index_and_the_others_are_kept() {
     );
     assert_eq!(back.results.iter().filter(|r| r.is_ok()).count(), 5);
 }
+
+#[test]
+fn a_batch_runs_on_the_calling_thread_and_its_helpers_in_index_order() {
+    let caller = std::thread::current().id();
+    for threads in [2, 3] {
+        let b = Batcher::with_threads(threads).unwrap();
+        let out = b.map(24, |i| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            (i, std::thread::current().id())
+        });
+        let order: Vec<usize> = out.iter().map(|&(i, _)| i).collect();
+        assert_eq!(order, (0..24).collect::<Vec<_>>());
+        let mut ids: Vec<_> = out.iter().map(|&(_, id)| id).collect();
+        ids.sort_by_key(|id| format!("{id:?}"));
+        ids.dedup();
+        assert!(ids.len() <= threads, "{threads} threads: {} ran", ids.len());
+        assert!(ids.contains(&caller), "the calling thread works too");
+    }
+    assert!(Batcher::with_threads(2).unwrap().map(0, |i| i).is_empty());
+}

@@ -37,6 +37,8 @@ use crate::{
 };
 use nalgebra::DVector;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use thiserror::Error;
 
 /// A value shared by every sample of a batch, or one per sample.
@@ -120,11 +122,14 @@ impl<T> BatchResults<T> {
     }
 }
 
-/// Runs batches on rayon's global pool or on its own pool of a fixed number of threads.
+/// Runs batches on rayon's global pool, or on the calling thread with helpers of its
+/// own pool for a fixed number of threads.
 #[derive(Debug, Default)]
 pub struct Batcher {
+    /// `threads − 1` helpers; `None` with `threads == 0`: rayon's global pool.
     pool: Option<rayon::ThreadPool>,
-    sequential: bool,
+    /// Threads a batch runs on, the calling one included (`0`: the global pool's).
+    threads: usize,
 }
 
 impl Batcher {
@@ -132,21 +137,21 @@ impl Batcher {
     pub fn global() -> Self {
         Batcher {
             pool: None,
-            sequential: false,
+            threads: 0,
         }
     }
 
-    /// Batches on a pool of exactly `threads` threads (`1`: sequentially on the calling
-    /// thread, no pool).
+    /// Batches on exactly `threads` threads: the calling thread and `threads − 1` helpers
+    /// (`1`: sequentially on the calling thread, no pool).
     pub fn with_threads(threads: usize) -> Result<Self, BatchError> {
         if threads <= 1 {
             return Ok(Batcher {
                 pool: None,
-                sequential: true,
+                threads: 1,
             });
         }
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
+            .num_threads(threads - 1)
             .build()
             .map_err(|e| BatchError {
                 index: 0,
@@ -154,28 +159,24 @@ impl Batcher {
             })?;
         Ok(Batcher {
             pool: Some(pool),
-            sequential: false,
+            threads,
         })
     }
 
     /// The number of threads batches run on.
     pub fn threads(&self) -> usize {
-        match &self.pool {
-            _ if self.sequential => 1,
-            Some(p) => p.current_num_threads(),
-            None => rayon::current_num_threads(),
+        match self.threads {
+            0 => rayon::current_num_threads(),
+            t => t,
         }
     }
 
     /// `f(i)` for every `i < n`, in parallel, collected in index order.
     pub fn map<T: Send>(&self, n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
-        if self.sequential {
-            return (0..n).map(f).collect();
-        }
-        let run = || (0..n).into_par_iter().map(&f).collect();
         match &self.pool {
-            Some(p) => p.install(run),
-            None => run(),
+            None if self.threads == 0 => (0..n).into_par_iter().map(&f).collect(),
+            Some(pool) if n > 1 => helped_map(pool, self.threads - 1, n, &f),
+            _ => (0..n).map(f).collect(),
         }
     }
 
@@ -221,6 +222,48 @@ impl Batcher {
         };
         BatchResults { results }
     }
+}
+
+/// `f(i)` for every `i < n` on the calling thread and `helpers` jobs of `pool`, each taking
+/// the next index until none is left; in index order.
+///
+/// The calling thread works instead of waiting, so a batch never has more runnable
+/// threads than it was given, and a helper that wakes late only takes fewer samples.
+fn helped_map<T: Send>(
+    pool: &rayon::ThreadPool,
+    helpers: usize,
+    n: usize,
+    f: &(impl Fn(usize) -> T + Sync),
+) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let take = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return done;
+            }
+            done.push((i, f(i)));
+        }
+    };
+    let helped = Mutex::new(Vec::new());
+    let mut mine = Vec::new();
+    pool.in_place_scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(|_| {
+                let done = take();
+                helped.lock().unwrap_or_else(|p| p.into_inner()).push(done);
+            });
+        }
+        mine = take();
+    });
+    let helped = helped.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for (i, v) in mine.into_iter().chain(helped.into_iter().flatten()) {
+        slots[i] = Some(v);
+    }
+    // Every index was taken exactly once.
+    slots.into_iter().flatten().collect()
 }
 
 /// The sum of per-sample gradients, added in sample order (the same bits for any thread
