@@ -61,19 +61,15 @@ impl SymBand {
     /// that a row meets only rows shortly before it; `None` when they decrease or its
     /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
     pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
-        let rows = Rows { a, s };
-        let w = rows.meets(w_max, |_, _| {})?;
+        let rows = Rows {
+            off: a.row_offsets(),
+            idx: a.col_indices(),
+            val: a.values(),
+            s,
+        };
+        let w = rows.bandwidth(w_max)?;
         let mut m = SymBand::zeros(s.len(), w);
-        let w = m.w;
-        let band = &mut m.band;
-        rows.meets(w, |r, r0| {
-            // Entry (r, t) sits at r(w + 1) + w − (r − t).
-            let out = &mut band[r * (w + 1) + w - (r - r0)..(r + 1) * (w + 1)];
-            let row = rows.row(r);
-            for (o, t) in out.iter_mut().zip(r0..=r) {
-                *o = c * dot(row, rows.row(t));
-            }
-        })?;
+        rows.fill(c, m.w, &mut m.band);
         Some(m)
     }
 
@@ -118,10 +114,20 @@ impl SymBand {
     }
 }
 
-/// `⟨u, v⟩` of two sparse rows by merging their sorted columns (rows are short: no
-/// scatter into a dense row).
+/// `⟨u, v⟩` of two sparse rows with sorted columns (rows are short: no scatter into a dense
+/// row). Rows of up to four entries compare every pair without branches, since a merge's
+/// branches are unpredictable; longer ones merge.
 #[inline]
 fn dot((ci, vi): (&[usize], &[f64]), (cj, vj): (&[usize], &[f64])) -> f64 {
+    if ci.len() <= 4 && cj.len() <= 4 {
+        let mut sum = 0.0;
+        for (&a, &x) in ci.iter().zip(vi) {
+            for (&b, &y) in cj.iter().zip(vj) {
+                sum += if a == b { x * y } else { 0.0 };
+            }
+        }
+        return sum;
+    }
     let (mut i, mut j, mut sum) = (0, 0, 0.0);
     while i < ci.len() && j < cj.len() {
         match ci[i].cmp(&cj[j]) {
@@ -139,45 +145,73 @@ fn dot((ci, vi): (&[usize], &[f64]), (cj, vj): (&[usize], &[f64])) -> f64 {
 
 /// The rows `A[s, :]` of a CSR matrix (sorted, unique columns per row).
 struct Rows<'a> {
-    a: &'a CsrMatrix<f64>,
+    off: &'a [usize],
+    idx: &'a [usize],
+    val: &'a [f64],
     s: &'a [usize],
 }
 
 impl Rows<'_> {
-    /// Columns and values of row `r` of `A[s, :]`.
-    #[inline]
-    fn row(&self, r: usize) -> (&[usize], &[f64]) {
-        let off = self.a.row_offsets();
-        let p = off[self.s[r]]..off[self.s[r] + 1];
-        (&self.a.col_indices()[p.clone()], &self.a.values()[p])
+    /// The range of row `r` of `A[s, :]` in `idx` and `val`.
+    #[inline(always)]
+    fn span(&self, r: usize) -> (usize, usize) {
+        let i = self.s[r];
+        (self.off[i], self.off[i + 1])
     }
 
-    /// Calls `visit(r, r0)` for every row `r` with `r0` the first row before it that can
-    /// meet it: the first whose last column reaches `r`'s first (last columns never
-    /// decrease; an empty row meets nothing). The half-bandwidth, or `None` when the
-    /// columns go back or the band exceeds `w_max`.
-    fn meets(&self, w_max: usize, mut visit: impl FnMut(usize, usize)) -> Option<usize> {
+    /// Whether row `t` ends before column `lo` (an empty row meets nothing).
+    #[inline(always)]
+    fn ends_before(&self, t: usize, lo: usize) -> bool {
+        let (p, q) = self.span(t);
+        p == q || self.idx[q - 1] < lo
+    }
+
+    /// The half-bandwidth: the largest `r − r0` with `r0` the first row before `r` whose
+    /// last column reaches `r`'s first. `None` when first or last columns decrease (rows
+    /// would meet rows far before them) or the band exceeds `w_max`.
+    fn bandwidth(&self, w_max: usize) -> Option<usize> {
         let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
         for r in 0..self.s.len() {
-            let (cols, _) = self.row(r);
-            let (Some(&lo), Some(&hi)) = (cols.first(), cols.last()) else {
-                visit(r, r);
+            let (p, q) = self.span(r);
+            if p == q {
                 continue;
-            };
+            }
+            let (lo, hi) = (self.idx[p], self.idx[q - 1]);
             if lo < prev.0 || hi < prev.1 {
                 return None;
             }
             prev = (lo, hi);
-            while r0 < r && self.row(r0).0.last().is_none_or(|&q| q < lo) {
+            while r0 < r && self.ends_before(r0, lo) {
                 r0 += 1;
             }
             w = w.max(r - r0);
             if w > w_max {
                 return None;
             }
-            visit(r, r0);
         }
         Some(w)
+    }
+
+    /// Writes `c ⟨row r, row t⟩` into `band` (half-bandwidth `w`) for every `t` from the
+    /// first row meeting `r` to `r` itself; the rest of `band` is left as it is (zero).
+    fn fill(&self, c: f64, w: usize, band: &mut [f64]) {
+        let mut r0 = 0usize;
+        for (r, out) in band.chunks_exact_mut(w + 1).enumerate() {
+            let (p, q) = self.span(r);
+            if p == q {
+                continue;
+            }
+            let lo = self.idx[p];
+            while r0 < r && self.ends_before(r0, lo) {
+                r0 += 1;
+            }
+            let row = (&self.idx[p..q], &self.val[p..q]);
+            out[w] = c * row.1.iter().map(|v| v * v).sum::<f64>();
+            for (o, t) in out[w - (r - r0)..w].iter_mut().zip(r0..r) {
+                let (p, q) = self.span(t);
+                *o = c * dot(row, (&self.idx[p..q], &self.val[p..q]));
+            }
+        }
     }
 }
 
