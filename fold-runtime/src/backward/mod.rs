@@ -14,9 +14,10 @@
 //!    GMRES (BiCGSTAB first when products are cheap) then an assembled Direct. With a
 //!    *sparse* reduced matrix ([`crate::Factored::reduced_sparse`]: `M` built from
 //!    `CsrMatrix` constants, diagonals and identities) the system is never dense: a
-//!    sparse factorization (banded `LDLᵀ` for half-bandwidths ≤ 16, faer's AMD-ordered
-//!    `LDLᵀ` for other
-//!    symmetric matrices, sparse LU otherwise), then BiCGSTAB and GMRES on the assembled
+//!    sparse factorization (banded `LDLᵀ` for half-bandwidths ≤ 16; for the Gram matrix
+//!    of a graph's edges, a solve on a spanning forest of the free edges in linear time;
+//!    faer's AMD-ordered `LDLᵀ` for other symmetric matrices, sparse LU otherwise), then
+//!    BiCGSTAB and GMRES on the assembled
 //!    matrix when the factorization fails or its factor would exceed 2²⁷ entries (1 GiB).
 //! 2. Otherwise **Direct** then GMRES(`crate::solvers::DEFAULT_RESTART`) for `n ≤` [`AUTO_DIRECT_MAX`];
 //!    GMRES then Direct up to [`AUTO_FALLBACK_DIRECT_MAX`]; GMRES then BiCGSTAB above.
@@ -34,8 +35,9 @@
 //! is `Singular`.
 //!
 //! A singular consistent *sparse* reduced system (the cycle space of a graph's free
-//! edges) is factored with its vanishing pivots replaced (a maximal nonsingular principal
-//! subsystem), which gives *a* solution rather than the minimum-norm one; the gradient of
+//! edges) is solved on a spanning forest of those edges (the unknowns of the edges closing
+//! cycles zero), or factored with its vanishing pivots replaced (a maximal nonsingular
+//! principal subsystem); either gives *a* solution rather than the minimum-norm one; the gradient of
 //! a loss that respects the invariance is the same for every solution (see below).
 //!
 //! The convention for the parameter gradient: adjoints differ by `z ∈ null((I − Φ)ᵀ)`,

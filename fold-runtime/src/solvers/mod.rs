@@ -10,6 +10,7 @@ pub mod banded;
 pub mod bicgstab;
 pub mod dense;
 pub mod direct;
+pub mod forest;
 pub mod gmres;
 pub mod lfpi;
 pub mod sparse_direct;

@@ -1,14 +1,18 @@
 //! Direct solve of an assembled sparse system: banded `LDLᵀ` for narrow symmetric bands,
-//! faer's sparse `LDLᵀ` with a fill-reducing (AMD) ordering for other symmetric
-//! matrices, faer's sparse LU otherwise; refined against the CSR operator itself.
+//! the spanning forest of a graph's edges for the Gram matrix of incidence rows (see
+//! [`super::forest`]), faer's sparse `LDLᵀ` with a fill-reducing (AMD) ordering for other
+//! symmetric matrices, faer's sparse LU otherwise; refined against the CSR operator
+//! itself.
 //!
 //! Singular but consistent symmetric systems (a graph's cycle space: the 2-D
-//! total-variation dual) are solved on a maximal nonsingular principal subsystem: a pivot
+//! total-variation dual) are solved on a nonsingular subsystem: the rows of a spanning
+//! forest, or, in a factorization, a maximal nonsingular principal subsystem: a pivot
 //! that vanishes to rounding (`|d| ≤ PIVOT_DROP · max |Aᵢᵢ|`) has, for a positive
 //! semidefinite matrix, a vanishing column too, so it is replaced by `max |Aᵢᵢ|` and its
 //! unknown stays ≈ 0. The true residual decides: an inconsistent system is `Singular`.
 
 use super::banded::{BandedLdlt, SymBand};
+use super::forest::Forest;
 use super::{not_converged, residual_into, Operator, Solved, Stop};
 use crate::{FoldError, SparseReduced};
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -52,17 +56,22 @@ pub enum Assembled<'a> {
         a: Cow<'a, CsrMatrix<f64>>,
         /// Symmetric by construction.
         symmetric: bool,
+        /// A spanning forest of its rows when it is the Gram matrix of a graph's edges,
+        /// tried before a general factorization.
+        forest: Option<Forest>,
     },
 }
 
 impl<'a> Assembled<'a> {
     /// Assembles a reduced matrix: a Gram matrix of narrowly banded rows straight into a
-    /// band, other Gram matrices by [`crate::__private::sparse::gram_rows`].
+    /// band, other Gram matrices by [`crate::__private::sparse::gram_rows`] (with the
+    /// spanning forest of their rows when these are a graph's edges).
     pub fn new(sys: SparseReduced<'a>) -> Result<Assembled<'a>, FoldError> {
         match sys {
             SparseReduced::Csr(a) => Ok(Assembled::Csr {
                 a: Cow::Owned(a),
                 symmetric: false,
+                forest: None,
             }),
             SparseReduced::Gram { scale, a, rows } => {
                 crate::__private::check::finite_scalar(scale, "scale of a sparse Gram matrix")?;
@@ -72,6 +81,7 @@ impl<'a> Assembled<'a> {
                 Ok(Assembled::Csr {
                     a: Cow::Owned(crate::__private::sparse::gram_rows(scale, a, rows)?),
                     symmetric: true,
+                    forest: Forest::new(scale, a, rows),
                 })
             }
         }
@@ -106,8 +116,9 @@ pub struct SparseSolved {
     pub dropped: Option<usize>,
 }
 
-enum Factor {
+enum Factor<'f> {
     Banded(BandedLdlt),
+    Forest(&'f Forest),
     Ldlt {
         symbolic: SymbolicCholesky<usize>,
         values: Vec<f64>,
@@ -116,11 +127,12 @@ enum Factor {
     LuOfTranspose(SparseLu<usize, f64>),
 }
 
-impl Factor {
+impl Factor<'_> {
     fn solve_in_place(&self, x: &mut DVector<f64>) {
         let n = x.len();
         match self {
             Factor::Banded(f) => f.solve_in_place(x),
+            Factor::Forest(f) => f.solve_in_place(x),
             Factor::Ldlt { symbolic, values } => {
                 let ldlt = faer::sparse::linalg::cholesky::LdltRef::<'_, usize, f64>::new(
                     symbolic, values,
@@ -182,7 +194,10 @@ fn looks_symmetric(a: &CsrMatrix<f64>) -> bool {
 
 /// `L D Lᵀ` of the lower triangle (banded when the band is narrow, faer with AMD
 /// otherwise); `Ok(None)` when its fill exceeds [`MAX_FACTOR_ENTRIES`].
-fn factor_symmetric(a: &CsrMatrix<f64>, banded_max: usize) -> Result<Option<Factor>, FoldError> {
+fn factor_symmetric(
+    a: &CsrMatrix<f64>,
+    banded_max: usize,
+) -> Result<Option<Factor<'static>>, FoldError> {
     let n = a.nrows();
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
     // One pass for the largest diagonal entry and the half-bandwidth.
@@ -239,7 +254,7 @@ fn factor_symmetric(a: &CsrMatrix<f64>, banded_max: usize) -> Result<Option<Fact
 }
 
 /// faer's sparse LU (of `Aᵀ`, whose CSC is `A`'s CSR).
-fn factor_lu(a: &CsrMatrix<f64>) -> Result<Factor, FoldError> {
+fn factor_lu(a: &CsrMatrix<f64>) -> Result<Factor<'static>, FoldError> {
     let n = a.nrows();
     let sym = SymbolicSparseColMatRef::new_checked(n, n, a.row_offsets(), None, a.col_indices());
     let lu = SparseColMatRef::new(sym, a.values())
@@ -275,6 +290,7 @@ pub fn sparse_direct_with(
     let m = Assembled::Csr {
         a: Cow::Borrowed(a),
         symmetric: false,
+        forest: None,
     };
     solve_assembled(&m, b, stop, banded_max)
 }
@@ -304,7 +320,21 @@ pub fn solve_assembled(
                 Err(FoldError::Singular)
             }
         }
-        Assembled::Csr { a, symmetric } => solve_factored(a, m, b, stop, banded_max, *symmetric),
+        Assembled::Csr {
+            a,
+            symmetric,
+            forest,
+        } => {
+            // A forest that does not solve the system (an inconsistent one, or weights
+            // whose cycles are independent rows) leaves it to the general factorization.
+            match forest
+                .as_ref()
+                .map(|f| refine(m, &Factor::Forest(f), b, stop))
+            {
+                Some(Ok(s)) => Ok(s),
+                _ => solve_factored(a, m, b, stop, banded_max, *symmetric),
+            }
+        }
     };
     let finite = || match m {
         Assembled::Band(band) => band.all_finite(),
@@ -350,6 +380,7 @@ fn refine(
     let bnorm = b.norm();
     let dropped = match f {
         Factor::Banded(f) => Some(f.dropped),
+        Factor::Forest(f) => Some(f.cycles),
         _ => None,
     };
     let mut x = b.clone();
@@ -477,5 +508,94 @@ mod tests {
         assert_eq!(s.dropped, None);
         let zero = DMatrix::<f64>::zeros(n, n);
         assert!(sparse_direct(&csr(&zero), &b, &stop()).is_err());
+    }
+
+    /// The edges of a 5 × 4 grid graph as incidence rows (`−1` at the smaller pixel, `1`
+    /// at the larger).
+    fn grid_edges() -> CsrMatrix<f64> {
+        let (r, c) = (5, 4);
+        let mut rows = vec![];
+        for p in 0..r * c {
+            if p % c + 1 < c {
+                rows.push((p, p + 1));
+            }
+            if p + c < r * c {
+                rows.push((p, p + c));
+            }
+        }
+        let mut coo = CooMatrix::new(rows.len(), r * c);
+        for (e, &(a, b)) in rows.iter().enumerate() {
+            coo.push(e, a, -1.0);
+            coo.push(e, b, 1.0);
+        }
+        CsrMatrix::from(&coo)
+    }
+
+    #[test]
+    fn a_graph_gram_is_solved_on_its_forest_and_what_the_forest_cannot_solve_falls_back() {
+        let d = grid_edges();
+        let dd = DMatrix::from(&d);
+        // Four edges in five free: cycles remain (the 2-D total-variation case).
+        let s: Vec<usize> = (0..d.nrows()).filter(|e| e % 5 != 2).collect();
+        let sub = DMatrix::from_fn(s.len(), d.ncols(), |r, j| dd[(s[r], j)]);
+        let gram = &sub * sub.transpose() * 0.125;
+        let sys = Assembled::new(SparseReduced::Gram {
+            scale: 0.125,
+            a: &d,
+            rows: &s,
+        })
+        .unwrap();
+        let cycles = match &sys {
+            Assembled::Csr {
+                forest: Some(f), ..
+            } => f.cycles,
+            other => panic!("expected a forest, got {other:?}"),
+        };
+        assert!(cycles > 0);
+        // Consistent: b = A_S h.
+        let h = DVector::from_fn(d.ncols(), |i, _| ((i * 5) % 7) as f64 - 3.0);
+        let b = &sub * h;
+        let out = solve_assembled(&sys, &b, &stop(), BANDED_MAX).unwrap();
+        assert!((&gram * &out.solved.x - &b).norm() <= 1e-12 * b.norm());
+        assert_eq!(out.dropped, Some(cycles));
+        // Inconsistent: an edge-space vector with a component along a cycle.
+        let bad = DVector::from_fn(s.len(), |i, _| (i as f64).cos());
+        assert!(matches!(
+            solve_assembled(&sys, &bad, &stop(), BANDED_MAX),
+            Err(FoldError::Singular)
+        ));
+
+        // A 4-cycle with weights around it whose product is not one: its rows are
+        // independent, the Gram matrix nonsingular, the forest's solution misses the cycle
+        // row, and the general factorization solves.
+        let dense_w = DMatrix::from_row_slice(
+            4,
+            4,
+            &[
+                -1.0, 1.0, 0.0, 0.0, //
+                0.0, 0.0, -1.0, 3.0, //
+                -1.0, 0.0, 0.8, 0.0, //
+                0.0, -1.0, 0.0, 1.3,
+            ],
+        );
+        let dw = csr(&dense_w);
+        let all = [0, 1, 2, 3];
+        let gramw = &dense_w * dense_w.transpose() * 0.125;
+        let lmin = gramw.clone().symmetric_eigenvalues().min();
+        assert!(lmin > 1e-3, "nonsingular: λ_min = {lmin}");
+        let sys = Assembled::new(SparseReduced::Gram {
+            scale: 0.125,
+            a: &dw,
+            rows: &all,
+        })
+        .unwrap();
+        assert!(matches!(&sys, Assembled::Band(_) | Assembled::Csr { .. }));
+        let bad = DVector::from_vec(vec![0.3, -1.0, 0.25, 2.0]);
+        let Assembled::Csr { .. } = &sys else {
+            // Narrow enough for the band: the forest is not needed there.
+            return;
+        };
+        let out = solve_assembled(&sys, &bad, &stop(), BANDED_MAX).unwrap();
+        assert!((&gramw * &out.solved.x - &bad).norm() <= 1e-12 * bad.norm());
     }
 }
