@@ -56,36 +56,57 @@ pub enum Assembled<'a> {
         a: Cow<'a, CsrMatrix<f64>>,
         /// Symmetric by construction.
         symmetric: bool,
-        /// A spanning forest of its rows when it is the Gram matrix of a graph's edges,
-        /// tried before a general factorization.
-        forest: Option<Forest>,
+    },
+    /// The Gram matrix `scale A[rows, :] A[rows, :]ᵀ` of a graph's edges (two entries a
+    /// row), solved on the spanning forest of its rows; never assembled unless the forest
+    /// fails (products go through `A`).
+    Graph {
+        /// `c`.
+        scale: f64,
+        /// `A`.
+        a: &'a CsrMatrix<f64>,
+        /// `S`.
+        rows: &'a [usize],
+        /// The spanning forest of `A[S, :]`.
+        forest: Forest,
     },
 }
 
 impl<'a> Assembled<'a> {
     /// Assembles a reduced matrix: a Gram matrix of narrowly banded rows straight into a
-    /// band, other Gram matrices by [`crate::__private::sparse::gram_rows`] (with the
-    /// spanning forest of their rows when these are a graph's edges).
+    /// band, of a graph's edges as its spanning forest, other Gram matrices by
+    /// [`crate::__private::sparse::gram_rows`].
     pub fn new(sys: SparseReduced<'a>) -> Result<Assembled<'a>, FoldError> {
         match sys {
             SparseReduced::Csr(a) => Ok(Assembled::Csr {
                 a: Cow::Owned(a),
                 symmetric: false,
-                forest: None,
             }),
             SparseReduced::Gram { scale, a, rows } => {
                 crate::__private::check::finite_scalar(scale, "scale of a sparse Gram matrix")?;
                 if let Some(band) = SymBand::gram_rows(scale, a, rows, BANDED_MAX) {
                     return Ok(Assembled::Band(band));
                 }
-                Ok(Assembled::Csr {
-                    a: Cow::Owned(crate::__private::sparse::gram_rows(scale, a, rows)?),
-                    symmetric: true,
-                    forest: Forest::new(scale, a, rows),
-                })
+                if let Some(forest) = Forest::new(scale, a, rows) {
+                    return Ok(Assembled::Graph {
+                        scale,
+                        a,
+                        rows,
+                        forest,
+                    });
+                }
+                Ok(gram_csr(scale, a, rows)?)
             }
         }
     }
+}
+
+/// `c A[S, :] A[S, :]ᵀ` assembled as a symmetric CSR matrix.
+fn gram_csr<'a>(c: f64, a: &CsrMatrix<f64>, s: &[usize]) -> Result<Assembled<'a>, FoldError> {
+    Ok(Assembled::Csr {
+        a: Cow::Owned(crate::__private::sparse::gram_rows(c, a, s)?),
+        symmetric: true,
+    })
 }
 
 impl Operator for Assembled<'_> {
@@ -93,6 +114,7 @@ impl Operator for Assembled<'_> {
         match self {
             Assembled::Band(m) => m.dim(),
             Assembled::Csr { a, .. } => a.nrows(),
+            Assembled::Graph { rows, .. } => rows.len(),
         }
     }
     fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
@@ -101,6 +123,20 @@ impl Operator for Assembled<'_> {
         match self {
             Assembled::Band(m) => m.mul_into(x.as_slice(), y.as_mut_slice()),
             Assembled::Csr { a, .. } => crate::__private::sparse::mv_into(a, x, y),
+            Assembled::Graph { scale, a, rows, .. } => {
+                // t = A_Sᵀ x, then y = c A_S t.
+                let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
+                let mut t = vec![0.0; a.ncols()];
+                for (&i, &xr) in rows.iter().zip(x.iter()) {
+                    for p in off[i]..off[i + 1] {
+                        t[idx[p]] += val[p] * xr;
+                    }
+                }
+                for (&i, yr) in rows.iter().zip(y.iter_mut()) {
+                    let ti: f64 = (off[i]..off[i + 1]).map(|p| val[p] * t[idx[p]]).sum();
+                    *yr = scale * ti;
+                }
+            }
         }
         Ok(())
     }
@@ -290,7 +326,6 @@ pub fn sparse_direct_with(
     let m = Assembled::Csr {
         a: Cow::Borrowed(a),
         symmetric: false,
-        forest: None,
     };
     solve_assembled(&m, b, stop, banded_max)
 }
@@ -320,25 +355,32 @@ pub fn solve_assembled(
                 Err(FoldError::Singular)
             }
         }
-        Assembled::Csr {
+        Assembled::Csr { a, symmetric } => solve_factored(a, m, b, stop, banded_max, *symmetric),
+        Assembled::Graph {
+            scale,
             a,
-            symmetric,
+            rows,
             forest,
-        } => {
+        } => match refine(m, &Factor::Forest(forest), b, stop) {
+            Ok(s) => Ok(s),
             // A forest that does not solve the system (an inconsistent one, or weights
             // whose cycles are independent rows) leaves it to the general factorization.
-            match forest
-                .as_ref()
-                .map(|f| refine(m, &Factor::Forest(f), b, stop))
-            {
-                Some(Ok(s)) => Ok(s),
-                _ => solve_factored(a, m, b, stop, banded_max, *symmetric),
-            }
-        }
+            Err(_) => match gram_csr(*scale, a, rows)? {
+                Assembled::Csr { a: g, .. } => {
+                    let csr = Assembled::Csr {
+                        a: Cow::Borrowed(g.as_ref()),
+                        symmetric: true,
+                    };
+                    solve_factored(&g, &csr, b, stop, banded_max, true)
+                }
+                _ => Err(FoldError::Singular),
+            },
+        },
     };
     let finite = || match m {
         Assembled::Band(band) => band.all_finite(),
         Assembled::Csr { a, .. } => crate::__private::check::all_finite(a.values()),
+        Assembled::Graph { a, .. } => crate::__private::check::all_finite(a.values()),
     };
     if out.is_err() && !finite() {
         // Checked only on failure: a non-finite entry always spoils the solution.
@@ -546,9 +588,7 @@ mod tests {
         })
         .unwrap();
         let cycles = match &sys {
-            Assembled::Csr {
-                forest: Some(f), ..
-            } => f.cycles,
+            Assembled::Graph { forest, .. } => forest.cycles,
             other => panic!("expected a forest, got {other:?}"),
         };
         assert!(cycles > 0);
@@ -589,12 +629,8 @@ mod tests {
             rows: &all,
         })
         .unwrap();
-        assert!(matches!(&sys, Assembled::Band(_) | Assembled::Csr { .. }));
+        assert!(matches!(&sys, Assembled::Graph { .. }));
         let bad = DVector::from_vec(vec![0.3, -1.0, 0.25, 2.0]);
-        let Assembled::Csr { .. } = &sys else {
-            // Narrow enough for the band: the forest is not needed there.
-            return;
-        };
         let out = solve_assembled(&sys, &bad, &stop(), BANDED_MAX).unwrap();
         assert!((&gramw * &out.solved.x - &bad).norm() <= 1e-12 * bad.norm());
     }
