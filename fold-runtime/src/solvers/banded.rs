@@ -67,6 +67,9 @@ impl SymBand {
             val: a.values(),
             s,
         };
+        if let Some(m) = rows.tridiagonal(c) {
+            return Some(m);
+        }
         let w = rows.bandwidth(w_max)?;
         let mut m = SymBand::zeros(s.len(), w);
         rows.fill(c, m.w, &mut m.band);
@@ -190,6 +193,38 @@ impl Rows<'_> {
             }
         }
         Some(w)
+    }
+
+    /// The Gram matrix in one pass when it is tridiagonal (each row meets at most the row
+    /// just before it: a chain, as the free edges of a 1-D problem), `None` otherwise.
+    fn tridiagonal(&self, c: f64) -> Option<SymBand> {
+        let mut m = SymBand::zeros(self.s.len(), 1);
+        // The last two nonempty rows: (row, span, first and last column).
+        let mut last: Option<(usize, (usize, usize), usize, usize)> = None;
+        let mut before_hi: Option<usize> = None;
+        for (r, out) in m.band.chunks_exact_mut(2).enumerate() {
+            let (p, q) = self.span(r);
+            if p == q {
+                continue;
+            }
+            let (lo, hi) = (self.idx[p], self.idx[q - 1]);
+            let row = (&self.idx[p..q], &self.val[p..q]);
+            out[1] = c * row.1.iter().map(|v| v * v).sum::<f64>();
+            if let Some((t, (tp, tq), tlo, thi)) = last {
+                if lo < tlo || hi < thi || before_hi.is_some_and(|h| h >= lo) {
+                    return None;
+                }
+                if thi >= lo {
+                    if t + 1 != r {
+                        return None;
+                    }
+                    out[0] = c * dot(row, (&self.idx[tp..tq], &self.val[tp..tq]));
+                }
+                before_hi = Some(thi);
+            }
+            last = Some((r, (p, q), lo, hi));
+        }
+        Some(m)
     }
 
     /// Writes `c ⟨row r, row t⟩` into `band` (half-bandwidth `w`) for every `t` from the
@@ -378,6 +413,26 @@ mod tests {
             }
         });
         assert!(SymBand::gram_rows(1.0, &csr_of(&back), &[0, 1, 2], 16).is_none());
+        // Differences (a chain of edges) with gaps and an empty row: tridiagonal, and
+        // half-bandwidth 2 where the empty row sits between two rows that meet.
+        let chain = DMatrix::from_fn(9, 10, |i, j| match (i == 6, j as i64 - i as i64) {
+            (true, _) => 0.0,
+            (_, 0) => -1.0 - 0.1 * i as f64,
+            (_, 1) => 1.0,
+            _ => 0.0,
+        });
+        let mut two = chain.clone();
+        two[(6, 6)] = 0.0;
+        two[(7, 6)] = 2.0;
+        for (a, s) in [
+            (&chain, vec![0usize, 1, 3, 4, 5, 6, 7, 8]),
+            (&two, vec![4usize, 5, 6, 7]),
+        ] {
+            let rows = DMatrix::from_fn(s.len(), 10, |r, j| a[(s[r], j)]);
+            let want = &rows * rows.transpose() * 0.5;
+            let band = SymBand::gram_rows(0.5, &csr_of(a), &s, 16).expect("banded rows");
+            assert!((dense_of(&band) - &want).abs().max() < 1e-14);
+        }
     }
 
     #[test]
