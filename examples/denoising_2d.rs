@@ -9,10 +9,11 @@
 //! The rule is the 1-D example's (`y ← clamp(y + α D(b − Dᵀy), −λ, λ)`, `x = b − Dᵀy`)
 //! with `D` the horizontal and vertical differences of the grid (a `CsrMatrix`, α = 1/8).
 //! The forward is FISTA with gradient restart on the dual, warm-started across training
-//! steps, to `‖U(y) − y‖∞ ≤ 1e-9`. The backward is the generated one: it assembles
-//! `α (D Dᵀ)_FF` on the free edges sparse and factors it (AMD-ordered `LDLᵀ`). That matrix
-//! is singular — the free edges contain cycles — but the system is consistent and the
-//! gradient of a loss on `x` unique; the factorization solves it on a spanning subsystem.
+//! steps, to `‖U(y) − y‖∞ ≤ 1e-9`. The backward is the generated one: its reduced system
+//! `α (D Dᵀ)_FF` on the free edges is the Gram matrix of a graph's edges, which the runtime
+//! solves on a spanning forest of the free edges. That matrix is singular — the free edges
+//! contain cycles — but the system is consistent and the gradient of a loss on `x` unique;
+//! the forest's rows are a nonsingular subsystem that solves it.
 //!
 //! We learn λ by gradient descent on `ln λ` for the mean squared error against the clean
 //! image, and write the clean, noisy, initially and finally denoised images to a PNG.
