@@ -31,6 +31,7 @@ mod lu;
 mod triangular;
 
 pub use cholesky::Cholesky;
+pub(crate) use cholesky::{solve_spd_on_stack, STACK_SPD};
 pub use factorization::Factorization;
 pub use lu::Lu;
 use lu::*;

@@ -3,10 +3,11 @@
 
 use super::ladder::{self, Dense, Outcome, System};
 use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
+use crate::linalg::{looks_symmetric, solve_spd_on_stack, STACK_SPD, SYMMETRY_TOL};
 use crate::solvers::sparse_direct::{solve_assembled, Assembled, BANDED_MAX};
 use crate::solvers::{assemble, DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART};
 use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
-use nalgebra::DVector;
+use nalgebra::{DMatrix, DVector};
 use std::borrow::Cow;
 use std::cell::RefCell;
 
@@ -95,6 +96,9 @@ pub(super) fn reduced_solve<G: Cotangent>(
         crate::__private::check::same_dim("rows of reduced_matrix", k, r.nrows())?;
         crate::__private::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
         crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
+        if let Some(out) = small_direct(&r, &rhs, &stop) {
+            return Ok(finish(n, support, out));
+        }
         let op = DenseOperator::new(&r)?;
         let dense = || {
             Ok(Dense {
@@ -141,6 +145,11 @@ pub(super) fn reduced_solve<G: Cotangent>(
         let to = if direct_ok { 3 } else { 2 };
         ladder::run(&system, &rhs, &all[from..to], &stop)?
     };
+    Ok(finish(n, support, out))
+}
+
+/// `u = E_S a` (full length) and the stats of the reduced solve.
+fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStats) {
     let mut u = DVector::zeros(n);
     for (&i, &ai) in support.iter().zip(out.solved.x.iter()) {
         u[i] = ai;
@@ -149,11 +158,67 @@ pub(super) fn reduced_solve<G: Cotangent>(
         method: out.method,
         iterations: out.solved.iterations,
         residual: out.solved.residual,
-        system_dim: k,
+        system_dim: support.len(),
         null_space_dim: out.null_space_dim,
         forward_residual: None,
     };
-    Ok((u, stats))
+    (u, stats)
+}
+
+/// The first rung for a small dense reduced matrix that looks symmetric (a reduced
+/// Hessian, the common case): Cholesky and substitution on the stack, at most one
+/// refinement, accepted only when the true residual against `r` meets `tol`; `None`
+/// leaves the system to the ladder, which decides. At `|S| ≤ 16` the ladder's own
+/// Direct rung (the same factorization) spends more on its allocations and layers than
+/// on the arithmetic.
+fn small_direct(r: &DMatrix<f64>, b: &DVector<f64>, stop: &Stop) -> Option<Outcome> {
+    let k = b.len();
+    if k > STACK_SPD || !looks_symmetric(r, SYMMETRY_TOL) {
+        return None;
+    }
+    let bnorm = b.norm();
+    // Overflowing or tiny right-hand sides are scaled by the ladder.
+    if !(bnorm.is_finite() && bnorm > 1e-150) {
+        return None;
+    }
+    let (a, b) = (r.as_slice(), b.as_slice());
+    // ‖b − R x‖ into `res`.
+    let residual = |x: &[f64], res: &mut [f64]| {
+        res.copy_from_slice(b);
+        for (col, &xj) in a.chunks_exact(k).zip(x) {
+            for (o, &rij) in res.iter_mut().zip(col) {
+                *o -= rij * xj;
+            }
+        }
+        res.iter().map(|v| v * v).sum::<f64>().sqrt()
+    };
+    let (mut xs, mut rs, mut cs) = ([0.0; STACK_SPD], [0.0; STACK_SPD], [0.0; STACK_SPD]);
+    let (x, res, corr) = (&mut xs[..k], &mut rs[..k], &mut cs[..k]);
+    if !solve_spd_on_stack(r, b, x) {
+        return None;
+    }
+    let mut rel = residual(x, res) / bnorm;
+    let mut products = 1;
+    if rel.is_nan() || rel > stop.tol {
+        if !solve_spd_on_stack(r, res, corr) {
+            return None;
+        }
+        x.iter_mut().zip(corr.iter()).for_each(|(xi, ci)| *xi += ci);
+        rel = residual(x, res) / bnorm;
+        products += 1;
+    }
+    if rel.is_nan() || rel > stop.tol {
+        return None;
+    }
+    Some(Outcome {
+        solved: Solved {
+            x: DVector::from_column_slice(x),
+            iterations: products,
+            residual: rel,
+        },
+        method: Method::Direct,
+        null_space_dim: None,
+    })
 }
 
 /// The assembled sparse reduced system: a sparse factorization (see

@@ -274,8 +274,8 @@ impl Lu {
         for (i, &j) in self.swaps.iter().enumerate() {
             x.swap_rows(i, j);
         }
-        lower_solve(&self.lu, x.as_mut_slice(), None);
-        upper_solve(&self.lu, x.as_mut_slice());
+        lower_solve(self.lu.as_slice(), x.as_mut_slice(), None);
+        upper_solve(self.lu.as_slice(), x.as_mut_slice());
     }
 
     /// `x ← A⁻ᵀ x`. Allocates nothing.
@@ -297,8 +297,8 @@ impl Lu {
     /// `x ← Ã⁻ᵀ x`.
     fn solve_factored_transpose_in_place(&self, x: &mut DVector<f64>) {
         // Ãᵀ = Uᵀ Lᵀ P, so x ← Pᵀ L⁻ᵀ U⁻ᵀ x.
-        upper_transpose_solve(&self.lu, x.as_mut_slice());
-        lower_transpose_solve(&self.lu, x.as_mut_slice(), None);
+        upper_transpose_solve(self.lu.as_slice(), x.as_mut_slice());
+        lower_transpose_solve(self.lu.as_slice(), x.as_mut_slice(), None);
         for (i, &j) in self.swaps.iter().enumerate().rev() {
             x.swap_rows(i, j);
         }

@@ -9,12 +9,12 @@ use super::*;
 // stack or permutation buffer. Each walks a contiguous column: an axpy for `T x = b`, a
 // dot product for `Tᵀ x = b`.
 
-/// `x ← T⁻¹ x` with `T` the lower triangle of `f`: unit diagonal without `inv_diag`,
+/// `x ← T⁻¹ x` with `T` the lower triangle of the column-major `n × n` `f`: unit diagonal without `inv_diag`,
 /// else `1 / Tⱼⱼ = inv_diag[j]`.
-pub(super) fn lower_solve(f: &DMatrix<f64>, x: &mut [f64], inv_diag: Option<&[f64]>) {
+pub(super) fn lower_solve(f: &[f64], x: &mut [f64], inv_diag: Option<&[f64]>) {
     let n = x.len();
     for j in 0..n {
-        let c = &f.as_slice()[j * n..(j + 1) * n];
+        let c = &f[j * n..(j + 1) * n];
         if let Some(d) = inv_diag {
             x[j] *= d[j];
         }
@@ -28,10 +28,10 @@ pub(super) fn lower_solve(f: &DMatrix<f64>, x: &mut [f64], inv_diag: Option<&[f6
 }
 
 /// `x ← U⁻¹ x` with `U` the upper triangle of `f`.
-pub(super) fn upper_solve(f: &DMatrix<f64>, x: &mut [f64]) {
+pub(super) fn upper_solve(f: &[f64], x: &mut [f64]) {
     let n = x.len();
     for j in (0..n).rev() {
-        let c = &f.as_slice()[j * n..(j + 1) * n];
+        let c = &f[j * n..(j + 1) * n];
         x[j] /= c[j];
         let xj = x[j];
         if xj != 0.0 {
@@ -43,19 +43,19 @@ pub(super) fn upper_solve(f: &DMatrix<f64>, x: &mut [f64]) {
 }
 
 /// `x ← U⁻ᵀ x` with `U` the upper triangle of `f`.
-pub(super) fn upper_transpose_solve(f: &DMatrix<f64>, x: &mut [f64]) {
+pub(super) fn upper_transpose_solve(f: &[f64], x: &mut [f64]) {
     let n = x.len();
     for j in 0..n {
-        let c = &f.as_slice()[j * n..(j + 1) * n];
+        let c = &f[j * n..(j + 1) * n];
         x[j] = (x[j] - dot(&c[..j], &x[..j])) / c[j];
     }
 }
 
 /// `x ← T⁻ᵀ x`, `T` as in [`lower_solve`].
-pub(super) fn lower_transpose_solve(f: &DMatrix<f64>, x: &mut [f64], inv_diag: Option<&[f64]>) {
+pub(super) fn lower_transpose_solve(f: &[f64], x: &mut [f64], inv_diag: Option<&[f64]>) {
     let n = x.len();
     for j in (0..n).rev() {
-        let c = &f.as_slice()[j * n..(j + 1) * n];
+        let c = &f[j * n..(j + 1) * n];
         let v = x[j] - dot(&c[j + 1..], &x[j + 1..]);
         x[j] = match inv_diag {
             Some(d) => v * d[j],
