@@ -275,3 +275,53 @@ pub(super) fn reduced_adjoint<G: Cotangent>(
     crate::__private::check::finite_vector(&m, what)?;
     Ok(m + g)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stop() -> Stop {
+        Stop {
+            tol: 1e-12,
+            max_iter: 100,
+        }
+    }
+
+    /// `‖b − a x‖ / ‖b‖` by a plain double loop, independent of the solvers.
+    fn residual(a: &DMatrix<f64>, x: &DVector<f64>, b: &DVector<f64>) -> f64 {
+        let n = b.len();
+        let r: f64 = (0..n)
+            .map(|i| (b[i] - (0..n).map(|j| a[(i, j)] * x[j]).sum::<f64>()).powi(2))
+            .sum();
+        r.sqrt() / b.norm()
+    }
+
+    #[test]
+    fn the_stack_rung_takes_small_spd_systems_and_leaves_the_rest_to_the_ladder() {
+        let n = 7;
+        let spd = DMatrix::from_fn(n, n, |i, j| {
+            if i == j {
+                3.0
+            } else {
+                1.0 / (2.0 + (i + j) as f64)
+            }
+        });
+        let b = DVector::from_fn(n, |i, _| (i as f64 * 0.7).cos());
+        let out = small_direct(&spd, &b, &stop()).expect("SPD");
+        assert!(residual(&spd, &out.solved.x, &b) <= 1e-12);
+        assert_eq!((out.method, out.solved.iterations), (Method::Direct, 1));
+
+        // Symmetric indefinite, asymmetric, singular, too large, a zero right-hand side:
+        // none is accepted here.
+        let indefinite = &spd - DMatrix::identity(n, n) * 3.5;
+        assert!(small_direct(&indefinite, &b, &stop()).is_none());
+        let mut asymmetric = spd.clone();
+        asymmetric[(0, n - 1)] += 0.5;
+        assert!(small_direct(&asymmetric, &b, &stop()).is_none());
+        let singular = DMatrix::from_element(n, n, 1.0);
+        assert!(small_direct(&singular, &b, &stop()).is_none());
+        let big = DMatrix::identity(STACK_SPD + 1, STACK_SPD + 1);
+        assert!(small_direct(&big, &DVector::from_element(STACK_SPD + 1, 1.0), &stop()).is_none());
+        assert!(small_direct(&spd, &DVector::zeros(n), &stop()).is_none());
+    }
+}
