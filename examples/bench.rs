@@ -13,6 +13,10 @@
 //! `handwritten_gmres`, `expert` (a hand-written reduced Cholesky/KKT solve, what an expert
 //! would write for each problem), and `unrolled` (forward from 0 for the manifest's
 //! `unroll_K_to_1e-10` steps, then the reverse pass).
+//!
+//! A second table (and `fold_auto_vs_expert` in the JSON file) times `fold_auto` and
+//! `expert` in alternating rounds and keeps the fastest round of each: their ratio holds
+//! on a shared machine whose speed changes between rows of the first table.
 
 use fold::benchdata::{self, Instance};
 use fold_runtime::__private::{Cholesky, Lu};
@@ -35,6 +39,14 @@ fn p2_step(x: &DVector<f64>, p: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> 
 #[fold(state = x, params(mu))]
 fn p3_step(x: &DVector<f64>, mu: &DVector<f64>, sigma: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
     proj_simplex(&(x - (sigma * x - mu) * alpha), 1.0)
+}
+
+/// `fold_auto` and `expert` timed in alternating rounds ([`paired`]).
+struct Pair {
+    problem: String,
+    n: usize,
+    fold_s: f64,
+    expert_s: f64,
 }
 
 struct Row {
@@ -66,6 +78,40 @@ fn time<T>(mut f: impl FnMut() -> T, budget: Duration, min_reps: usize) -> (f64,
     }
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], out)
+}
+
+/// `f` and `g` timed in alternating rounds of back-to-back calls (each round ≥ 50 µs),
+/// the fastest round of each: a ratio that holds on a machine whose speed changes
+/// between rows, since both see the same moments.
+fn paired<T, U>(
+    mut f: impl FnMut() -> T,
+    mut g: impl FnMut() -> U,
+    budget: Duration,
+) -> (f64, f64) {
+    let calls = |h: &mut dyn FnMut()| {
+        h();
+        let t = Instant::now();
+        h();
+        ((50e-6 / t.elapsed().as_secs_f64().max(1e-9)).ceil() as usize).clamp(1, 10_000)
+    };
+    let (cf, cg) = (calls(&mut || drop(f())), calls(&mut || drop(g())));
+    let (mut tf, mut tg) = (f64::INFINITY, f64::INFINITY);
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 5 || (start.elapsed() < budget && rounds < 2000) {
+        let t = Instant::now();
+        for _ in 0..cf {
+            std::hint::black_box(f());
+        }
+        tf = tf.min(t.elapsed().as_secs_f64() / cf as f64);
+        let t = Instant::now();
+        for _ in 0..cg {
+            std::hint::black_box(g());
+        }
+        tg = tg.min(t.elapsed().as_secs_f64() / cg as f64);
+        rounds += 1;
+    }
+    (tf, tg)
 }
 
 fn rel_err(a: &DVector<f64>, b: &DVector<f64>) -> f64 {
@@ -249,7 +295,7 @@ fn expert(
     Ok(out)
 }
 
-fn run(inst: &Instance, rows: &mut Vec<Row>) -> Result<(), String> {
+fn run(inst: &Instance, rows: &mut Vec<Row>, pairs: &mut Vec<Pair>) -> Result<(), String> {
     let (matrix, param) = match inst.problem.as_str() {
         "p1_boxqp" => ("Q", "c"),
         "p2_ncvxqp" => ("Q", "p"),
@@ -336,6 +382,18 @@ fn run(inst: &Instance, rows: &mut Vec<Row>) -> Result<(), String> {
         median_s: t,
         rel_err: rel_err(&grad, &reference),
         iterations: "direct".into(),
+    });
+    let auto = BackwardOptions::default();
+    let (fold_s, expert_s) = paired(
+        || backward(&auto),
+        || expert(inst, &x, &a, &theta, alpha, &g),
+        budget,
+    );
+    pairs.push(Pair {
+        problem: inst.problem.clone(),
+        n,
+        fold_s,
+        expert_s,
     });
 
     let unrolled = || -> Result<DVector<f64>, FoldError> {
@@ -425,9 +483,10 @@ fn main() {
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("template"),
     );
     let mut rows = Vec::new();
+    let mut pairs = Vec::new();
     for inst in &instances {
         bar.set_message(format!("{} n={}", inst.problem, inst.n));
-        if let Err(e) = run(inst, &mut rows) {
+        if let Err(e) = run(inst, &mut rows, &mut pairs) {
             eprintln!("{} n={}: {e}", inst.problem, inst.n);
             std::process::exit(1);
         }
@@ -450,6 +509,21 @@ fn main() {
             r.problem, r.n, r.method, r.median_s, r.rel_err, r.iterations, pt, ratio
         );
     }
+    println!("\nfold_auto against expert, alternating rounds (the fastest of each):");
+    println!(
+        "{:<12}{:>6}{:>14}{:>14}{:>8}",
+        "problem", "n", "fold_auto", "expert", "ratio"
+    );
+    for p in &pairs {
+        println!(
+            "{:<12}{:>6}{:>14.3e}{:>14.3e}{:>8.2}",
+            p.problem,
+            p.n,
+            p.fold_s,
+            p.expert_s,
+            p.fold_s / p.expert_s
+        );
+    }
     if let Some(path) = json_path {
         let results: Vec<serde_json::Value> = rows
             .iter()
@@ -460,7 +534,16 @@ fn main() {
                 })
             })
             .collect();
-        let doc = serde_json::json!({ "results": results });
+        let paired: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "problem": p.problem, "n": p.n, "fold_auto_s": p.fold_s,
+                    "expert_s": p.expert_s, "ratio": p.fold_s / p.expert_s,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "results": results, "fold_auto_vs_expert": paired });
         if let Err(e) = std::fs::write(
             &path,
             serde_json::to_string_pretty(&doc).unwrap_or_default(),
