@@ -476,6 +476,12 @@ fn non_finite_and_mismatched_sparse_arguments_are_errors() {
         Err(FoldError::NonFinite { what }) => assert_eq!(what, "d"),
         other => panic!("expected NonFinite(d), got {other:?}"),
     }
+    // An infinity too, though the backward finds it in its first product with `d`.
+    bad.values_mut()[3] = f64::INFINITY;
+    match tv_sparse::backward(&y, t.lambda, &t.b, &bad, t.alpha, &g, &o) {
+        Err(FoldError::NonFinite { what }) => assert_eq!(what, "d"),
+        other => panic!("expected NonFinite(d), got {other:?}"),
+    }
     // A difference operator of the wrong size: an error, not a panic.
     let (small, _) = differences(t.n - 1);
     assert!(matches!(

@@ -113,6 +113,33 @@ pub fn sparse_mtv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f
     DVector::from_vec(y)
 }
 
+/// [`sparse_mv`] (or [`sparse_mtv`] when `transposed`), failing with `NonFinite { what }`
+/// when `A` has a NaN or infinite stored value, without a separate pass over `A`: every
+/// stored value enters the product (`NaN·0` and `∞·0` are NaN), so only a non-finite result
+/// makes it scan `A`, as [`mv_checked`].
+pub fn sparse_mv_checked(
+    alpha: f64,
+    a: &CsrMatrix<f64>,
+    x: &DVector<f64>,
+    transposed: bool,
+    what: &str,
+) -> Result<DVector<f64>, FoldError> {
+    let y = if transposed {
+        sparse_mtv(alpha, a, x)
+    } else {
+        sparse_mv(alpha, a, x)
+    };
+    if crate::__private::check::all_finite(y.as_slice()) {
+        return Ok(y);
+    }
+    if !crate::__private::check::all_finite(a.values()) {
+        return Err(FoldError::non_finite(what));
+    }
+    Err(FoldError::non_finite(format!(
+        "a product with `{what}` (overflow)"
+    )))
+}
+
 /// `diag(d) A`.
 pub fn scale_rows(d: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
     let mut out = a.clone();

@@ -51,7 +51,8 @@ pub struct Scope<'a> {
     fallible: bool,
     /// Opaque primitives: call name → implementing type path.
     prims: &'a HashMap<String, TokenStream>,
-    /// Matrix arguments whose finiteness the first full product checks (`mv_checked`):
+    /// Matrix arguments whose finiteness the first full product checks (`mv_checked`,
+    /// `sparse_mv_checked`):
     /// argument term → its name.
     deferred: HashMap<Id, String>,
     /// Remaining reads of each local while a body is emitted: an owned local read for
@@ -523,7 +524,8 @@ impl<'a> Scope<'a> {
         e
     }
 
-    /// `mv_checked` for the first product with a matrix argument whose check is deferred.
+    /// `mv_checked` (`sparse_mv_checked`) for the first product with a matrix argument whose
+    /// check is deferred.
     fn checked_product(&mut self, id: Id) -> Option<TokenStream> {
         let Node::MatVec([m, x]) = self.g.node(id).clone() else {
             return None;
@@ -535,7 +537,12 @@ impl<'a> Scope<'a> {
         let what = self.deferred.remove(&base)?;
         let b = self.access(base);
         let xv = self.access(x);
-        Some(quote!(kernels::mv_checked(#coef, #b, #xv, #tr, #what)?))
+        let f = if self.g.kind(base) == Kind::Sparse {
+            quote!(sparse_mv_checked)
+        } else {
+            quote!(mv_checked)
+        };
+        Some(quote!(kernels::#f(#coef, #b, #xv, #tr, #what)?))
     }
 
     fn per_call_tuple(&self, id: Id) -> bool {

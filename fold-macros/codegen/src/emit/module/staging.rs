@@ -79,8 +79,9 @@ impl Ctx<'_> {
         order
     }
 
-    /// Dense matrix arguments whose first use in staging is a full product: that product
-    /// (`mv_checked`) checks them for non-finite entries instead of a separate pass.
+    /// Matrix arguments (dense or sparse) whose first use in staging is a full product: that
+    /// product (`mv_checked`, `sparse_mv_checked`) checks them for non-finite entries
+    /// instead of a separate pass.
     fn deferred_checks(&self, scope: &crate::emit::Scope, order: &[Item]) -> HashMap<Id, String> {
         let (g, rule, sig) = (&self.g, self.rule, self.sig);
         let mut first_use: HashMap<Id, bool> = HashMap::new();
@@ -93,7 +94,7 @@ impl Ctx<'_> {
             for op in scope.operands(*id) {
                 let Item::Node(c) = op else { continue };
                 if let Some(i) = rule.args.iter().position(|a| *a == c) {
-                    if sig.args[i].kind == Kind::Matrix {
+                    if matches!(sig.args[i].kind, Kind::Matrix | Kind::Sparse) {
                         first_use.entry(c).or_insert(product_base == Some(c));
                     }
                 }
