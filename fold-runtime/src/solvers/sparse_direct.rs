@@ -304,7 +304,8 @@ fn factor_lu(a: &CsrMatrix<f64>) -> Result<Factor<'static>, FoldError> {
 ///
 /// Errors: `Singular` when the factorization fails or a singular system is
 /// inconsistent; `NotConverged` when refinement stalls above `tol` (ill-conditioning) or
-/// the factor would not fit `MAX_FACTOR_ENTRIES`; `NonFinite` for a non-finite entry
+/// the factor would not fit `MAX_FACTOR_ENTRIES` or `‖b‖` overflows (Krylov methods scale
+/// such a `b`); `NonFinite` for a non-finite entry
 /// of `a` or `b`.
 pub fn sparse_direct(
     a: &CsrMatrix<f64>,
