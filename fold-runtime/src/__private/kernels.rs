@@ -42,10 +42,20 @@ pub fn mv_checked(
     } else {
         mv(alpha, a, x)
     };
+    checked_product(y, a.as_slice(), what)
+}
+
+/// `Ok(y)` when the product `y` is finite; otherwise `NonFinite { what }` when the matrix's
+/// `entries` are not all finite, or the product overflowed.
+fn checked_product(
+    y: DVector<f64>,
+    entries: &[f64],
+    what: &str,
+) -> Result<DVector<f64>, FoldError> {
     if crate::__private::check::all_finite(y.as_slice()) {
         return Ok(y);
     }
-    if !crate::__private::check::all_finite(a.as_slice()) {
+    if !crate::__private::check::all_finite(entries) {
         return Err(FoldError::non_finite(what));
     }
     Err(FoldError::non_finite(format!(
@@ -129,15 +139,7 @@ pub fn sparse_mv_checked(
     } else {
         sparse_mv(alpha, a, x)
     };
-    if crate::__private::check::all_finite(y.as_slice()) {
-        return Ok(y);
-    }
-    if !crate::__private::check::all_finite(a.values()) {
-        return Err(FoldError::non_finite(what));
-    }
-    Err(FoldError::non_finite(format!(
-        "a product with `{what}` (overflow)"
-    )))
+    checked_product(y, a.values(), what)
 }
 
 /// `diag(d) A`.

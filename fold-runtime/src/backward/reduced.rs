@@ -279,22 +279,7 @@ pub(super) fn reduced_adjoint<G: Cotangent>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stop() -> Stop {
-        Stop {
-            tol: 1e-12,
-            max_iter: 100,
-        }
-    }
-
-    /// `‖b − a x‖ / ‖b‖` by a plain double loop, independent of the solvers.
-    fn residual(a: &DMatrix<f64>, x: &DVector<f64>, b: &DVector<f64>) -> f64 {
-        let n = b.len();
-        let r: f64 = (0..n)
-            .map(|i| (b[i] - (0..n).map(|j| a[(i, j)] * x[j]).sum::<f64>()).powi(2))
-            .sum();
-        r.sqrt() / b.norm()
-    }
+    use crate::solvers::testing::{residual, stop};
 
     #[test]
     fn the_stack_rung_takes_small_spd_systems_and_leaves_the_rest_to_the_ladder() {

@@ -148,27 +148,8 @@ pub fn direct<A: Operator + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::solvers::testing::{residual, stop};
     use crate::solvers::DenseOperator;
-
-    fn stop() -> Stop {
-        Stop {
-            tol: 1e-12,
-            max_iter: 100,
-        }
-    }
-
-    /// Residual of `a x = b` by a plain triple loop, independent of the solvers.
-    fn residual(a: &DMatrix<f64>, x: &DVector<f64>, b: &DVector<f64>) -> f64 {
-        let n = b.len();
-        (0..n)
-            .map(|i| {
-                let ax: f64 = (0..n).map(|j| a[(i, j)] * x[j]).sum();
-                (ax - b[i]).powi(2)
-            })
-            .sum::<f64>()
-            .sqrt()
-            / b.norm()
-    }
 
     #[test]
     fn dense_solve_picks_cholesky_only_for_symmetric_matrices() {

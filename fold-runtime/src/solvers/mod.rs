@@ -136,3 +136,31 @@ pub(crate) fn axpy(y: &mut [f64], s: f64, x: &[f64]) {
         *yi += s * xi;
     }
 }
+
+/// Helpers of the solvers' unit tests, independent of the solvers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Stop;
+    use nalgebra::{DMatrix, DVector};
+
+    /// A tight stop: `tol = 1e-12`, 100 iterations.
+    pub fn stop() -> Stop {
+        Stop {
+            tol: 1e-12,
+            max_iter: 100,
+        }
+    }
+
+    /// `‖b − a x‖ / ‖b‖` by a plain double loop.
+    pub fn residual(a: &DMatrix<f64>, x: &DVector<f64>, b: &DVector<f64>) -> f64 {
+        let n = b.len();
+        (0..n)
+            .map(|i| {
+                let ax: f64 = (0..n).map(|j| a[(i, j)] * x[j]).sum();
+                (ax - b[i]).powi(2)
+            })
+            .sum::<f64>()
+            .sqrt()
+            / b.norm()
+    }
+}

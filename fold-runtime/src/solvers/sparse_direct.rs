@@ -476,6 +476,7 @@ fn refine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::solvers::testing::stop;
     use nalgebra::DMatrix;
     use nalgebra_sparse::CooMatrix;
 
@@ -513,13 +514,6 @@ mod tests {
             }
         }
         l
-    }
-
-    fn stop() -> Stop {
-        Stop {
-            tol: 1e-12,
-            max_iter: 100,
-        }
     }
 
     #[test]
