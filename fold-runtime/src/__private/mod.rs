@@ -8,6 +8,7 @@ pub mod generic;
 mod grads;
 pub mod kernels;
 mod outputs;
+mod products;
 pub mod sparse;
 
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};

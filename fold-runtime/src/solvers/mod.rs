@@ -6,6 +6,7 @@
 //! singular or inconsistent systems quietly, and a silently wrong gradient is the one
 //! failure the runtime must not have.
 
+mod assembled;
 pub mod banded;
 pub mod bicgstab;
 pub mod dense;

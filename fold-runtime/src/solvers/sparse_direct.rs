@@ -11,10 +11,12 @@
 //! semidefinite matrix, a vanishing column too, so it is replaced by `max |Aᵢᵢ|` and its
 //! unknown stays ≈ 0. The true residual decides: an inconsistent system is `Singular`.
 
-use super::banded::{BandedLdlt, SymBand};
+use super::assembled::gram_csr;
+pub use super::assembled::Assembled;
+use super::banded::BandedLdlt;
 use super::forest::Forest;
 use super::{not_converged, residual_into, Operator, Solved, Stop};
-use crate::{FoldError, SparseReduced};
+use crate::FoldError;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::ldlt::factor::LdltRegularization;
 use faer::linalg::solvers::SolveCore;
@@ -44,103 +46,6 @@ const MAX_REFINE: usize = 3;
 
 /// Relative tolerance of the symmetry test.
 const SYMMETRY_TOL: f64 = 1e-12;
-
-/// A sparse system in the form its solver reads: the structure decides the factorization.
-#[derive(Debug, Clone)]
-pub enum Assembled<'a> {
-    /// A symmetric band holding every nonzero (banded `LDLᵀ`).
-    Band(SymBand),
-    /// A CSR matrix, `symmetric` when known by construction (otherwise probed).
-    Csr {
-        /// The matrix.
-        a: Cow<'a, CsrMatrix<f64>>,
-        /// Symmetric by construction.
-        symmetric: bool,
-    },
-    /// The Gram matrix `scale A[rows, :] A[rows, :]ᵀ` of a graph's edges (two entries a
-    /// row), solved on the spanning forest of its rows; never assembled unless the forest
-    /// fails (products go through `A`).
-    Graph {
-        /// `c`.
-        scale: f64,
-        /// `A`.
-        a: &'a CsrMatrix<f64>,
-        /// `S`.
-        rows: &'a [usize],
-        /// The spanning forest of `A[S, :]`.
-        forest: Forest,
-    },
-}
-
-impl<'a> Assembled<'a> {
-    /// Assembles a reduced matrix: a Gram matrix of narrowly banded rows straight into a
-    /// band, of a graph's edges as its spanning forest, other Gram matrices by
-    /// [`crate::__private::sparse::gram_rows`].
-    pub fn new(sys: SparseReduced<'a>) -> Result<Assembled<'a>, FoldError> {
-        match sys {
-            SparseReduced::Csr(a) => Ok(Assembled::Csr {
-                a: Cow::Owned(a),
-                symmetric: false,
-            }),
-            SparseReduced::Gram { scale, a, rows } => {
-                crate::__private::check::finite_scalar(scale, "scale of a sparse Gram matrix")?;
-                if let Some(band) = SymBand::gram_rows(scale, a, rows, BANDED_MAX) {
-                    return Ok(Assembled::Band(band));
-                }
-                if let Some(forest) = Forest::new(scale, a, rows) {
-                    return Ok(Assembled::Graph {
-                        scale,
-                        a,
-                        rows,
-                        forest,
-                    });
-                }
-                Ok(gram_csr(scale, a, rows)?)
-            }
-        }
-    }
-}
-
-/// `c A[S, :] A[S, :]ᵀ` assembled as a symmetric CSR matrix.
-fn gram_csr<'a>(c: f64, a: &CsrMatrix<f64>, s: &[usize]) -> Result<Assembled<'a>, FoldError> {
-    Ok(Assembled::Csr {
-        a: Cow::Owned(crate::__private::sparse::gram_rows(c, a, s)?),
-        symmetric: true,
-    })
-}
-
-impl Operator for Assembled<'_> {
-    fn dim(&self) -> usize {
-        match self {
-            Assembled::Band(m) => m.dim(),
-            Assembled::Csr { a, .. } => a.nrows(),
-            Assembled::Graph { rows, .. } => rows.len(),
-        }
-    }
-    fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
-        crate::__private::check::same_dim("sparse operand", self.dim(), x.len())?;
-        crate::__private::check::same_dim("sparse output", self.dim(), y.len())?;
-        match self {
-            Assembled::Band(m) => m.mul_into(x.as_slice(), y.as_mut_slice()),
-            Assembled::Csr { a, .. } => crate::__private::sparse::mv_into(a, x, y),
-            Assembled::Graph { scale, a, rows, .. } => {
-                // t = A_Sᵀ x, then y = c A_S t.
-                let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-                let mut t = vec![0.0; a.ncols()];
-                for (&i, &xr) in rows.iter().zip(x.iter()) {
-                    for p in off[i]..off[i + 1] {
-                        t[idx[p]] += val[p] * xr;
-                    }
-                }
-                for (&i, yr) in rows.iter().zip(y.iter_mut()) {
-                    let ti: f64 = (off[i]..off[i + 1]).map(|p| val[p] * t[idx[p]]).sum();
-                    *yr = scale * ti;
-                }
-            }
-        }
-        Ok(())
-    }
-}
 
 /// A verified sparse direct solution.
 #[derive(Debug, Clone)]
@@ -477,6 +382,7 @@ fn refine(
 mod tests {
     use super::*;
     use crate::solvers::testing::stop;
+    use crate::SparseReduced;
     use nalgebra::DMatrix;
     use nalgebra_sparse::CooMatrix;
 
