@@ -102,7 +102,7 @@ pub(crate) fn run(
 }
 
 /// Below this ‖b‖ the right-hand side is rescaled (squares of its entries underflow).
-const SCALE_FLOOR: f64 = 1e-150;
+pub(crate) const SCALE_FLOOR: f64 = 1e-150;
 
 /// `run` after scaling.
 fn climb(

@@ -178,7 +178,7 @@ fn small_direct(r: &DMatrix<f64>, b: &DVector<f64>, stop: &Stop) -> Option<Outco
     }
     let bnorm = b.norm();
     // Overflowing or tiny right-hand sides are scaled by the ladder.
-    if !(bnorm.is_finite() && bnorm > 1e-150) {
+    if !(bnorm.is_finite() && bnorm > ladder::SCALE_FLOOR) {
         return None;
     }
     let (a, b) = (r.as_slice(), b.as_slice());
