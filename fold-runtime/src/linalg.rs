@@ -28,13 +28,14 @@ use nalgebra::{DMatrix, DVector};
 mod cholesky;
 mod factorization;
 mod lu;
+mod small;
 mod triangular;
 
 pub use cholesky::Cholesky;
-pub(crate) use cholesky::{solve_spd_on_stack, STACK_SPD};
 pub use factorization::Factorization;
 pub use lu::Lu;
 use lu::*;
+pub(crate) use small::{with_small_factor, SMALL_MAX};
 pub(crate) use triangular::dot;
 use triangular::*;
 

@@ -3,7 +3,7 @@
 
 use super::ladder::{self, Dense, Outcome, System};
 use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
-use crate::linalg::{looks_symmetric, solve_spd_on_stack, STACK_SPD, SYMMETRY_TOL};
+use crate::linalg::{looks_symmetric, with_small_factor, SMALL_MAX, SYMMETRY_TOL};
 use crate::solvers::sparse_direct::{solve_assembled, Assembled, BANDED_MAX};
 use crate::solvers::{assemble, DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART};
 use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
@@ -95,10 +95,12 @@ pub(super) fn reduced_solve<G: Cotangent>(
     } else if let Some(r) = f.reduced_matrix() {
         crate::__private::check::same_dim("rows of reduced_matrix", k, r.nrows())?;
         crate::__private::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
-        crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
+        // After the small rung: its accepted residual reads every entry of `r`, which no
+        // non-finite one passes.
         if let Some(out) = small_direct(&r, &rhs, &stop) {
             return Ok(finish(n, support, out));
         }
+        crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
         let op = DenseOperator::new(&r)?;
         let dense = || {
             Ok(Dense {
@@ -165,15 +167,16 @@ fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStat
     (u, stats)
 }
 
-/// The first rung for a small dense reduced matrix that looks symmetric (a reduced
-/// Hessian, the common case): Cholesky and substitution on the stack, at most one
-/// refinement, accepted only when the true residual against `r` meets `tol`; `None`
-/// leaves the system to the ladder, which decides. At `|S| ≤ 16` the ladder's own
-/// Direct rung (the same factorization) spends more on its allocations and layers than
-/// on the arithmetic.
+/// The first rung for a small dense reduced matrix (`|S| ≤ SMALL_MAX`): Cholesky when it
+/// looks symmetric (a reduced Hessian, the common case), else a pivoted LU, factored in a
+/// reused workspace ([`with_small_factor`]), at most one refinement, accepted only when
+/// the true residual against `r` meets `tol`; `None` leaves the system to the ladder,
+/// which decides (singular and ill-conditioned matrices among them). At these sizes the
+/// ladder's own Direct rung (the same factorizations) spends more on its allocations,
+/// scans and layers than on the arithmetic.
 fn small_direct(r: &DMatrix<f64>, b: &DVector<f64>, stop: &Stop) -> Option<Outcome> {
     let k = b.len();
-    if k > STACK_SPD || !looks_symmetric(r, SYMMETRY_TOL) {
+    if k > SMALL_MAX || r.shape() != (k, k) {
         return None;
     }
     let bnorm = b.norm();
@@ -181,41 +184,39 @@ fn small_direct(r: &DMatrix<f64>, b: &DVector<f64>, stop: &Stop) -> Option<Outco
     if !(bnorm.is_finite() && bnorm > ladder::SCALE_FLOOR) {
         return None;
     }
+    let symmetric = looks_symmetric(r, SYMMETRY_TOL);
     let (a, b) = (r.as_slice(), b.as_slice());
     // ‖b − R x‖ into `res`.
     let residual = |x: &[f64], res: &mut [f64]| {
         res.copy_from_slice(b);
-        for (col, &xj) in a.chunks_exact(k).zip(x) {
+        for (col, &xj) in a.chunks_exact(k).zip(x.iter()) {
             for (o, &rij) in res.iter_mut().zip(col) {
                 *o -= rij * xj;
             }
         }
         res.iter().map(|v| v * v).sum::<f64>().sqrt()
     };
-    let (mut xs, mut rs, mut cs) = ([0.0; STACK_SPD], [0.0; STACK_SPD], [0.0; STACK_SPD]);
-    let (x, res, corr) = (&mut xs[..k], &mut rs[..k], &mut cs[..k]);
-    if !solve_spd_on_stack(r, b, x) {
-        return None;
-    }
-    let mut rel = residual(x, res) / bnorm;
-    let mut products = 1;
-    if rel.is_nan() || rel > stop.tol {
-        if !solve_spd_on_stack(r, res, corr) {
-            return None;
+    let solved = with_small_factor(r, symmetric, 2 * k, |factor, scratch| {
+        let (x, res) = scratch.split_at_mut(k);
+        x.copy_from_slice(b);
+        factor.solve_in_place(x);
+        let mut rel = residual(x, res) / bnorm;
+        let mut products = 1;
+        if rel.is_nan() || rel > stop.tol {
+            // The correction solves in place of the residual.
+            factor.solve_in_place(res);
+            x.iter_mut().zip(res.iter()).for_each(|(xi, ci)| *xi += ci);
+            rel = residual(x, res) / bnorm;
+            products += 1;
         }
-        x.iter_mut().zip(corr.iter()).for_each(|(xi, ci)| *xi += ci);
-        rel = residual(x, res) / bnorm;
-        products += 1;
-    }
-    if rel.is_nan() || rel > stop.tol {
-        return None;
-    }
-    Some(Outcome {
-        solved: Solved {
+        (rel <= stop.tol).then(|| Solved {
             x: DVector::from_column_slice(x),
             iterations: products,
             residual: rel,
-        },
+        })
+    })??;
+    Some(Outcome {
+        solved,
         method: Method::Direct,
         null_space_dim: None,
     })
@@ -282,7 +283,7 @@ mod tests {
     use crate::solvers::testing::{residual, stop};
 
     #[test]
-    fn the_stack_rung_takes_small_spd_systems_and_leaves_the_rest_to_the_ladder() {
+    fn the_small_rung_takes_small_nonsingular_systems_and_leaves_the_rest_to_the_ladder() {
         let n = 7;
         let spd = DMatrix::from_fn(n, n, |i, j| {
             if i == j {
@@ -296,17 +297,23 @@ mod tests {
         assert!(residual(&spd, &out.solved.x, &b) <= 1e-12);
         assert_eq!((out.method, out.solved.iterations), (Method::Direct, 1));
 
-        // Symmetric indefinite, asymmetric, singular, too large, a zero right-hand side:
-        // none is accepted here.
+        // Symmetric indefinite and asymmetric: solved (by LU), to the residual asked.
         let indefinite = &spd - DMatrix::identity(n, n) * 3.5;
-        assert!(small_direct(&indefinite, &b, &stop()).is_none());
         let mut asymmetric = spd.clone();
         asymmetric[(0, n - 1)] += 0.5;
-        assert!(small_direct(&asymmetric, &b, &stop()).is_none());
+        for a in [&indefinite, &asymmetric] {
+            let out = small_direct(a, &b, &stop()).expect("nonsingular");
+            assert!(residual(a, &out.solved.x, &b) <= 1e-12);
+        }
+        // Singular, too large, non-finite, a zero right-hand side: left to the ladder.
         let singular = DMatrix::from_element(n, n, 1.0);
         assert!(small_direct(&singular, &b, &stop()).is_none());
-        let big = DMatrix::identity(STACK_SPD + 1, STACK_SPD + 1);
-        assert!(small_direct(&big, &DVector::from_element(STACK_SPD + 1, 1.0), &stop()).is_none());
+        let m = SMALL_MAX + 1;
+        let big = DMatrix::identity(m, m);
+        assert!(small_direct(&big, &DVector::from_element(m, 1.0), &stop()).is_none());
+        let mut nan = spd.clone();
+        nan[(n - 1, 0)] = f64::NAN;
+        assert!(small_direct(&nan, &b, &stop()).is_none());
         assert!(small_direct(&spd, &DVector::zeros(n), &stop()).is_none());
     }
 }

@@ -101,39 +101,6 @@ pub(super) fn finish_column(col: &mut [f64]) -> bool {
     true
 }
 
-/// Largest order [`solve_spd_on_stack`] takes.
-pub(crate) const STACK_SPD: usize = 16;
-
-/// `x ← A⁻¹ b` for a symmetric positive definite `A` of order `b.len() ≤` [`STACK_SPD`]:
-/// Cholesky (of the lower triangle) and substitution in stack storage, nothing allocated;
-/// `false` when a pivot fails as in [`Cholesky::factor`] (then `x` is unspecified). For
-/// callers that check the residual against `A`, as the factorization's verdict on a
-/// finite `A` is all that is checked here.
-pub(crate) fn solve_spd_on_stack(a: &DMatrix<f64>, b: &[f64], x: &mut [f64]) -> bool {
-    let n = b.len();
-    if n > STACK_SPD || a.nrows() != n || a.ncols() != n || x.len() != n {
-        return false;
-    }
-    let mut store = [0.0f64; STACK_SPD * STACK_SPD];
-    let l = &mut store[..n * n];
-    l.copy_from_slice(a.as_slice());
-    if !small_cholesky_in_place(l, n) {
-        return false;
-    }
-    let mut inv = [0.0f64; STACK_SPD];
-    for (i, v) in inv.iter_mut().enumerate().take(n) {
-        let d = l[i * n + i];
-        if !(d.is_finite() && d * d > n as f64 * f64::EPSILON * a[(i, i)]) {
-            return false;
-        }
-        *v = 1.0 / d;
-    }
-    x.copy_from_slice(b);
-    lower_solve(l, x, Some(&inv[..n]));
-    lower_transpose_solve(l, x, Some(&inv[..n]));
-    true
-}
-
 impl Cholesky {
     /// Factors `A`, reading its lower triangle only.
     ///
@@ -210,7 +177,12 @@ impl Cholesky {
             self.dim(),
             "Cholesky::solve: right-hand side length"
         );
-        lower_solve(self.l.as_slice(), x.as_mut_slice(), Some(&self.inv_diag));
-        lower_transpose_solve(self.l.as_slice(), x.as_mut_slice(), Some(&self.inv_diag));
+        self.solve_slice_in_place(x.as_mut_slice());
+    }
+
+    /// `x ← A⁻¹ x` on a slice of the matrix dimension.
+    pub(super) fn solve_slice_in_place(&self, x: &mut [f64]) {
+        lower_solve(self.l.as_slice(), x, Some(&self.inv_diag));
+        lower_transpose_solve(self.l.as_slice(), x, Some(&self.inv_diag));
     }
 }

@@ -34,9 +34,9 @@ impl Factorization {
             match Cholesky::factor(a) {
                 Ok(ch) => {
                     let norm1 = scan(a, "matrix to factor")?.norm1;
-                    let solve = |x: &mut DVector<f64>| ch.solve_in_place(x);
+                    let solve = |x: &mut [f64]| ch.solve_slice_in_place(x);
                     // A⁻ᵀ = A⁻¹: the same solve serves both products.
-                    let rcond = match inverse_norm1_estimate(n, &solve, &solve) {
+                    let rcond = match inverse_norm1_estimate(&solve, &solve, &mut vec![0.0; n]) {
                         Some(inv) if inv > 0.0 => 1.0 / (norm1 * inv),
                         _ => 0.0,
                     };

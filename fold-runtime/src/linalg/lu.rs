@@ -265,17 +265,13 @@ impl Lu {
         assert_eq!(x.len(), self.dim(), "Lu::solve: right-hand side length");
         // A x = b  ⇔  Ã (C⁻¹ x) = R b.
         scale_by(x, &self.row_scale);
-        self.solve_factored_in_place(x);
+        self.solve_factored_in_place(x.as_mut_slice());
         scale_by(x, &self.col_scale);
     }
 
     /// `x ← Ã⁻¹ x`.
-    fn solve_factored_in_place(&self, x: &mut DVector<f64>) {
-        for (i, &j) in self.swaps.iter().enumerate() {
-            x.swap_rows(i, j);
-        }
-        lower_solve(self.lu.as_slice(), x.as_mut_slice(), None);
-        upper_solve(self.lu.as_slice(), x.as_mut_slice());
+    fn solve_factored_in_place(&self, x: &mut [f64]) {
+        lu_solve(self.lu.as_slice(), &self.swaps, x);
     }
 
     /// `x ← A⁻ᵀ x`. Allocates nothing.
@@ -290,41 +286,41 @@ impl Lu {
         );
         // Aᵀ y = c  ⇔  Ãᵀ (R⁻¹ y) = C c.
         scale_by(x, &self.col_scale);
-        self.solve_factored_transpose_in_place(x);
+        self.solve_factored_transpose_in_place(x.as_mut_slice());
         scale_by(x, &self.row_scale);
     }
 
     /// `x ← Ã⁻ᵀ x`.
-    fn solve_factored_transpose_in_place(&self, x: &mut DVector<f64>) {
-        // Ãᵀ = Uᵀ Lᵀ P, so x ← Pᵀ L⁻ᵀ U⁻ᵀ x.
-        upper_transpose_solve(self.lu.as_slice(), x.as_mut_slice());
-        lower_transpose_solve(self.lu.as_slice(), x.as_mut_slice(), None);
-        for (i, &j) in self.swaps.iter().enumerate().rev() {
-            x.swap_rows(i, j);
-        }
+    fn solve_factored_transpose_in_place(&self, x: &mut [f64]) {
+        lu_solve_transpose(self.lu.as_slice(), &self.swaps, x);
     }
 
     /// Hager–Higham estimate of `‖Ã⁻¹‖₁` from a few solves with the factors.
     fn inverse_norm1_estimate(&self) -> Option<f64> {
-        inverse_norm1_estimate(self.dim(), &|x| self.solve_factored_in_place(x), &|x| {
-            self.solve_factored_transpose_in_place(x)
-        })
+        inverse_norm1_estimate(
+            &|x| self.solve_factored_in_place(x),
+            &|x| self.solve_factored_transpose_in_place(x),
+            &mut vec![0.0; self.dim()],
+        )
     }
 }
 
 /// Hager–Higham estimate of `‖A⁻¹‖₁` for an `n × n` matrix from a few solves:
-/// `solve` applies `x ← A⁻¹ x`, `solve_t` applies `x ← A⁻ᵀ x`.
+/// `solve` applies `x ← A⁻¹ x`, `solve_t` applies `x ← A⁻ᵀ x`; `x` (length `n`) is
+/// scratch.
 pub(super) fn inverse_norm1_estimate(
-    n: usize,
-    solve: &dyn Fn(&mut DVector<f64>),
-    solve_t: &dyn Fn(&mut DVector<f64>),
+    solve: &dyn Fn(&mut [f64]),
+    solve_t: &dyn Fn(&mut [f64]),
+    x: &mut [f64],
 ) -> Option<f64> {
-    let mut x = DVector::from_element(n, 1.0 / n as f64);
+    let n = x.len();
+    let norm1 = |x: &[f64]| x.iter().map(|v| v.abs()).sum::<f64>();
+    x.fill(1.0 / n as f64);
     let mut est = 0.0;
     let mut last_j = usize::MAX;
     for _ in 0..5 {
-        solve(&mut x); // y = A⁻¹ x
-        let y_norm: f64 = x.iter().map(|v| v.abs()).sum();
+        solve(x); // y = A⁻¹ x
+        let y_norm = norm1(x);
         if !y_norm.is_finite() {
             return None;
         }
@@ -332,9 +328,10 @@ pub(super) fn inverse_norm1_estimate(
             break;
         }
         est = y_norm;
-        x.apply(|v| *v = if *v >= 0.0 { 1.0 } else { -1.0 });
-        solve_t(&mut x); // z = A⁻ᵀ sign(y)
-        let j = x.iamax();
+        x.iter_mut()
+            .for_each(|v| *v = if *v >= 0.0 { 1.0 } else { -1.0 });
+        solve_t(x); // z = A⁻ᵀ sign(y)
+        let j = (0..n).fold(0, |b, i| if x[i].abs() > x[b].abs() { i } else { b });
         if j == last_j {
             break;
         }
@@ -343,14 +340,33 @@ pub(super) fn inverse_norm1_estimate(
         x[j] = 1.0;
     }
     // Higham's extra test vector guards against the estimate missing large growth.
-    let mut alt = DVector::from_fn(n, |i, _| {
+    for (i, v) in x.iter_mut().enumerate() {
         let s = if i % 2 == 0 { 1.0 } else { -1.0 };
-        s * (1.0 + i as f64 / (n.max(2) - 1) as f64)
-    });
-    solve(&mut alt);
-    let alt_est = 2.0 * alt.iter().map(|v| v.abs()).sum::<f64>() / (3.0 * n as f64);
+        *v = s * (1.0 + i as f64 / (n.max(2) - 1) as f64);
+    }
+    solve(x);
+    let alt_est = 2.0 * norm1(x) / (3.0 * n as f64);
     let best = est.max(alt_est);
     best.is_finite().then_some(best)
+}
+
+/// `x ← A⁻¹ x` from packed factors `P A = L U` (column-major, `L` unit lower) and the
+/// row swaps of `P`.
+pub(super) fn lu_solve(f: &[f64], swaps: &[usize], x: &mut [f64]) {
+    for (i, &j) in swaps.iter().enumerate() {
+        x.swap(i, j);
+    }
+    lower_solve(f, x, None);
+    upper_solve(f, x);
+}
+
+/// `x ← A⁻ᵀ x` from the factors of [`lu_solve`]: `Aᵀ = Uᵀ Lᵀ P`, so `x ← Pᵀ L⁻ᵀ U⁻ᵀ x`.
+pub(super) fn lu_solve_transpose(f: &[f64], swaps: &[usize], x: &mut [f64]) {
+    upper_transpose_solve(f, x);
+    lower_transpose_solve(f, x, None);
+    for (i, &j) in swaps.iter().enumerate().rev() {
+        x.swap(i, j);
+    }
 }
 
 /// `xᵢ ← sᵢ xᵢ`; nothing when `s` is empty (no scaling).

@@ -59,6 +59,8 @@ pub fn support(m: &nalgebra::DVector<f64>) -> Vec<usize> {
     // Branch-free: a mask is as unpredictable as the free set, and a mispredicted branch
     // per entry costs more than the loop. Counted first for one exact allocation (one
     // spare slot takes the last write).
+    // Slices, not nalgebra's strided iterators: these loops then vectorize.
+    let m = m.as_slice();
     let count: usize = m.iter().map(|&x| usize::from(x != 0.0)).sum();
     let mut out = vec![0usize; count + 1];
     let mut k = 0;

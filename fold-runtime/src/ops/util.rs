@@ -6,21 +6,34 @@ use nalgebra::{DMatrix, DVector};
 
 /// `Err(NonFinite)` naming `primitive: what` unless every entry is finite.
 pub(crate) fn finite_vec(p: &str, what: &str, v: &DVector<f64>) -> Result<(), FoldError> {
+    // The message is formatted only on failure: these run on every call.
+    if check::all_finite(v.as_slice()) {
+        return Ok(());
+    }
     check::finite(v.as_slice(), &format!("{p}: {what}"))
 }
 
 /// `Err(NonFinite)` naming `primitive: what` unless every entry is finite.
 pub(crate) fn finite_mat(p: &str, what: &str, m: &DMatrix<f64>) -> Result<(), FoldError> {
+    if check::all_finite(m.as_slice()) {
+        return Ok(());
+    }
     check::finite(m.as_slice(), &format!("{p}: {what}"))
 }
 
 /// `Err(NonFinite)` naming `primitive: what` unless the scalar is finite.
 pub(crate) fn finite_scalar(p: &str, what: &str, s: f64) -> Result<(), FoldError> {
+    if s.is_finite() {
+        return Ok(());
+    }
     check::finite_scalar(s, &format!("{p}: {what}"))
 }
 
 /// `Err(DimensionMismatch)` naming `primitive: what` unless `found == expected`.
 pub(crate) fn dim(p: &str, what: &str, expected: usize, found: usize) -> Result<(), FoldError> {
+    if found == expected {
+        return Ok(());
+    }
     check::same_dim(&format!("{p}: {what}"), expected, found)
 }
 
