@@ -35,7 +35,7 @@ pub use cholesky::Cholesky;
 pub use factorization::Factorization;
 pub use lu::Lu;
 use lu::*;
-pub(crate) use small::{with_small_factor, SMALL_MAX};
+pub(crate) use small::{with_small_factor, SmallFactor, SMALL_MAX};
 pub(crate) use triangular::dot;
 use triangular::*;
 

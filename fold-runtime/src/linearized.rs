@@ -115,6 +115,12 @@ pub trait Factored: Linearized {
     /// The dense reduced matrix `I − Kᵀ M_SSᵀ` (|S| × |S|), when the rule's structure lets it
     /// be formed without full-size products.
     fn reduced_matrix(&self) -> Option<DMatrix<f64>>;
+    /// Whether [`Factored::reduced_matrix`] returns the transpose of the reduced matrix
+    /// (gathered in the storage order of the constants it reads); the solve then reads
+    /// it transposed.
+    fn reduced_matrix_transposed(&self) -> bool {
+        false
+    }
     /// The reduced matrix `I − Kᵀ M_SSᵀ` assembled sparse (O(nnz) memory), when `M` is
     /// built from `CsrMatrix` constants, diagonals and identities; `Err` when assembling
     /// it failed (a dimension mismatch).

@@ -3,7 +3,7 @@
 
 use super::ladder::{self, Dense, Outcome, System};
 use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
-use crate::linalg::{looks_symmetric, with_small_factor, SMALL_MAX, SYMMETRY_TOL};
+use crate::linalg::{looks_symmetric, with_small_factor, SmallFactor, SMALL_MAX, SYMMETRY_TOL};
 use crate::solvers::sparse_direct::{solve_assembled, Assembled, BANDED_MAX};
 use crate::solvers::{assemble, DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART};
 use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
@@ -95,17 +95,22 @@ pub(super) fn reduced_solve<G: Cotangent>(
     } else if let Some(r) = f.reduced_matrix() {
         crate::__private::check::same_dim("rows of reduced_matrix", k, r.nrows())?;
         crate::__private::check::same_dim("columns of reduced_matrix", k, r.ncols())?;
+        let transposed = f.reduced_matrix_transposed();
         // After the small rung: its accepted residual reads every entry of `r`, which no
         // non-finite one passes.
-        if let Some(out) = small_direct(&r, &rhs, &stop) {
+        if let Some(out) = small_direct(&r, transposed, &rhs, &stop) {
             return Ok(finish(n, support, out));
         }
         crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
-        let op = DenseOperator::new(&r)?;
+        let op = if transposed {
+            DenseOperator::transposed(&r)?
+        } else {
+            DenseOperator::new(&r)?
+        };
         let dense = || {
             Ok(Dense {
                 matrix: Cow::Borrowed(&r),
-                transposed: false,
+                transposed,
                 products: 0,
             })
         };
@@ -167,14 +172,20 @@ fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStat
     (u, stats)
 }
 
-/// The first rung for a small dense reduced matrix (`|S| ≤ SMALL_MAX`): Cholesky when it
+/// The first rung for a small dense reduced matrix `r` (`|S| ≤ SMALL_MAX`; its transpose
+/// when `transposed`): Cholesky when it
 /// looks symmetric (a reduced Hessian, the common case), else a pivoted LU, factored in a
 /// reused workspace ([`with_small_factor`]), at most one refinement, accepted only when
 /// the true residual against `r` meets `tol`; `None` leaves the system to the ladder,
 /// which decides (singular and ill-conditioned matrices among them). At these sizes the
 /// ladder's own Direct rung (the same factorizations) spends more on its allocations,
 /// scans and layers than on the arithmetic.
-fn small_direct(r: &DMatrix<f64>, b: &DVector<f64>, stop: &Stop) -> Option<Outcome> {
+fn small_direct(
+    r: &DMatrix<f64>,
+    transposed: bool,
+    b: &DVector<f64>,
+    stop: &Stop,
+) -> Option<Outcome> {
     let k = b.len();
     if k > SMALL_MAX || r.shape() != (k, k) {
         return None;
@@ -186,25 +197,38 @@ fn small_direct(r: &DMatrix<f64>, b: &DVector<f64>, stop: &Stop) -> Option<Outco
     }
     let symmetric = looks_symmetric(r, SYMMETRY_TOL);
     let (a, b) = (r.as_slice(), b.as_slice());
-    // ‖b − R x‖ into `res`.
+    // ‖b − op(r) x‖ into `res`: axpys by columns of `r`, or dot products with them.
     let residual = |x: &[f64], res: &mut [f64]| {
         res.copy_from_slice(b);
-        for (col, &xj) in a.chunks_exact(k).zip(x.iter()) {
-            for (o, &rij) in res.iter_mut().zip(col) {
-                *o -= rij * xj;
+        if transposed {
+            for (o, col) in res.iter_mut().zip(a.chunks_exact(k)) {
+                *o -= crate::linalg::dot(col, x);
+            }
+        } else {
+            for (col, &xj) in a.chunks_exact(k).zip(x.iter()) {
+                for (o, &rij) in res.iter_mut().zip(col) {
+                    *o -= rij * xj;
+                }
             }
         }
         res.iter().map(|v| v * v).sum::<f64>().sqrt()
     };
+    let solve = |factor: &SmallFactor<'_>, x: &mut [f64]| {
+        if transposed {
+            factor.solve_transpose_in_place(x);
+        } else {
+            factor.solve_in_place(x);
+        }
+    };
     let solved = with_small_factor(r, symmetric, 2 * k, |factor, scratch| {
         let (x, res) = scratch.split_at_mut(k);
         x.copy_from_slice(b);
-        factor.solve_in_place(x);
+        solve(factor, x);
         let mut rel = residual(x, res) / bnorm;
         let mut products = 1;
         if rel.is_nan() || rel > stop.tol {
             // The correction solves in place of the residual.
-            factor.solve_in_place(res);
+            solve(factor, res);
             x.iter_mut().zip(res.iter()).for_each(|(xi, ci)| *xi += ci);
             rel = residual(x, res) / bnorm;
             products += 1;
@@ -293,7 +317,7 @@ mod tests {
             }
         });
         let b = DVector::from_fn(n, |i, _| (i as f64 * 0.7).cos());
-        let out = small_direct(&spd, &b, &stop()).expect("SPD");
+        let out = small_direct(&spd, false, &b, &stop()).expect("SPD");
         assert!(residual(&spd, &out.solved.x, &b) <= 1e-12);
         assert_eq!((out.method, out.solved.iterations), (Method::Direct, 1));
 
@@ -302,18 +326,21 @@ mod tests {
         let mut asymmetric = spd.clone();
         asymmetric[(0, n - 1)] += 0.5;
         for a in [&indefinite, &asymmetric] {
-            let out = small_direct(a, &b, &stop()).expect("nonsingular");
+            let out = small_direct(a, false, &b, &stop()).expect("nonsingular");
+            assert!(residual(a, &out.solved.x, &b) <= 1e-12);
+            // Given as its transpose: the solve reads it transposed.
+            let out = small_direct(&a.transpose(), true, &b, &stop()).expect("nonsingular");
             assert!(residual(a, &out.solved.x, &b) <= 1e-12);
         }
         // Singular, too large, non-finite, a zero right-hand side: left to the ladder.
         let singular = DMatrix::from_element(n, n, 1.0);
-        assert!(small_direct(&singular, &b, &stop()).is_none());
+        assert!(small_direct(&singular, false, &b, &stop()).is_none());
         let m = SMALL_MAX + 1;
         let big = DMatrix::identity(m, m);
-        assert!(small_direct(&big, &DVector::from_element(m, 1.0), &stop()).is_none());
+        assert!(small_direct(&big, false, &DVector::from_element(m, 1.0), &stop()).is_none());
         let mut nan = spd.clone();
         nan[(n - 1, 0)] = f64::NAN;
-        assert!(small_direct(&nan, &b, &stop()).is_none());
-        assert!(small_direct(&spd, &DVector::zeros(n), &stop()).is_none());
+        assert!(small_direct(&nan, false, &b, &stop()).is_none());
+        assert!(small_direct(&spd, false, &DVector::zeros(n), &stop()).is_none());
     }
 }

@@ -51,6 +51,16 @@ impl SmallFactor<'_> {
         }
     }
 
+    /// `x ← A⁻ᵀ x`.
+    pub(crate) fn solve_transpose_in_place(&self, x: &mut [f64]) {
+        if self.inv_diag.is_empty() {
+            lu_solve_transpose(self.f, self.swaps, x);
+        } else {
+            // Cholesky factors a symmetric matrix: A⁻ᵀ = A⁻¹.
+            self.solve_in_place(x);
+        }
+    }
+
     /// Whether the factors are Cholesky's (else LU's).
     #[cfg(test)]
     pub(crate) fn is_cholesky(&self) -> bool {

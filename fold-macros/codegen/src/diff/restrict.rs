@@ -8,7 +8,7 @@ use crate::diff::{self, Map, Partials};
 use crate::ir::graph::{Graph, VarInfo};
 use crate::ir::{seed_symbol, Kind, Node, Role};
 use egg::{Id, Language};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The kernel `K` of the head's Jacobian on its support.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +36,12 @@ pub struct Reduction {
     pub inner_params: Vec<Option<Id>>,
     /// `Hᵀ w` per parameter, when the head's own arguments depend on parameters.
     pub head_params: Option<Vec<Option<Id>>>,
-    /// The reduced matrix `I − Kᵀ M_SSᵀ`, when `M` has a structured form.
+    /// The reduced matrix `I − Kᵀ M_SSᵀ`, or its transpose (see `matrix_transposed`),
+    /// when `M` has a structured form.
     pub matrix: Option<Id>,
+    /// Whether `matrix` is the transpose `I − M_SS K`: when `M` reads dense constants
+    /// untransposed, which that form gathers in their storage order.
+    pub matrix_transposed: bool,
     /// Whether `matrix` is built from sparse constants, diagonals and identities, and is
     /// assembled sparse (never dense) at run time.
     pub sparse: bool,
@@ -131,20 +135,20 @@ pub fn reduction(
             .ok()
             .and_then(|j| j[0]),
     };
-    let (matrix, sparse, restricted) = match (dense, sparse_m) {
+    let (matrix, matrix_transposed, sparse, restricted) = match (dense, sparse_m) {
         (Some(m), _) => {
-            let (r, visited) = reduced_matrix(g, m, support, mask, kernel);
-            (Some(r), false, visited)
+            let (r, transposed, visited) = reduced_matrix(g, m, support, mask, kernel, true);
+            (Some(r), transposed, false, visited)
         }
         (None, Some(m)) => {
-            let (r, visited) = reduced_matrix(g, m, support, mask, kernel);
+            let (r, _, visited) = reduced_matrix(g, m, support, mask, kernel, false);
             if sparse_closed(g, r) {
-                (Some(r), true, visited)
+                (Some(r), false, true, visited)
             } else {
-                (None, false, visited)
+                (None, false, false, visited)
             }
         }
-        (None, None) => (None, false, 0),
+        (None, None) => (None, false, false, 0),
     };
     Some(Reduction {
         mask,
@@ -155,6 +159,7 @@ pub fn reduction(
         inner_params,
         head_params,
         matrix,
+        matrix_transposed,
         sparse,
         restricted,
     })
@@ -190,26 +195,76 @@ pub fn sparse_closed(g: &Graph, m: Id) -> bool {
     walk(g, m, &mut HashMap::new()) == Some(true)
 }
 
-/// `I − Kᵀ M_SSᵀ`, and the number of distinct terms the restriction visited.
-fn reduced_matrix(g: &mut Graph, m: Id, s: Id, mask: Id, kernel: Kernel) -> (Id, usize) {
+/// `I − Kᵀ M_SSᵀ`, or with `may_transpose` its transpose `I − M_SS K` when that gathers
+/// more dense constants in storage order; whether it is the transpose; the number of
+/// distinct terms the restriction visited.
+fn reduced_matrix(
+    g: &mut Graph,
+    m: Id,
+    s: Id,
+    mask: Id,
+    kernel: Kernel,
+    may_transpose: bool,
+) -> (Id, bool, usize) {
     let ms = g.add(Node::GatherV([mask, s]));
     let mut restrictor = Restrictor::new(s, ms);
     let r = restrictor.restrict(g, m);
     let eye = g.add(Node::Eye(ms));
-    let rt = g.transpose(r);
-    let krt = match kernel {
-        Kernel::Identity => rt,
+    let (plain, transposed) = constant_gathers(g, r);
+    let transpose = may_transpose && plain > transposed;
+    // Rᵀ (or R) with the kernel applied on the side it acts on.
+    let side = if transpose { r } else { g.transpose(r) };
+    let kside = match kernel {
+        Kernel::Identity => side,
         Kernel::Centered => {
-            // (I − 11ᵀ/k) Rᵀ = Rᵀ − 1 (R 1)ᵀ / k.
+            // (I − 11ᵀ/k) Rᵀ = Rᵀ − 1 (R 1)ᵀ / k, and its transpose R K = R − (R 1) 1ᵀ / k.
             let ones = g.add(Node::Ones(ms));
             let r1 = g.matvec(r, ones);
             let k = g.add(Node::Card(s));
             let r1k = g.div(r1, k);
-            let o = g.add(Node::Outer([ones, r1k]));
-            g.sub(rt, o)
+            let o = if transpose {
+                g.add(Node::Outer([r1k, ones]))
+            } else {
+                g.add(Node::Outer([ones, r1k]))
+            };
+            g.sub(side, o)
         }
     };
-    (g.sub(eye, krt), restrictor.visited)
+    (g.sub(eye, kside), transpose, restrictor.visited)
+}
+
+/// How many gathers `A[S, S]` of a dense matrix argument the term `r` reads in storage
+/// order and how many transposed (under its transposes, signs and scalings).
+fn constant_gathers(g: &Graph, r: Id) -> (usize, usize) {
+    fn walk(g: &Graph, id: Id, flipped: bool, seen: &mut HashSet<(Id, bool)>, n: &mut [usize; 2]) {
+        if !seen.insert((id, flipped)) {
+            return;
+        }
+        match g.node(id) {
+            Node::Transpose(a) => walk(g, *a, !flipped, seen, n),
+            Node::GatherM([a, _]) => {
+                let (mut base, mut flip) = (*a, flipped);
+                loop {
+                    match g.node(base) {
+                        Node::Transpose(x) => (base, flip) = (*x, !flip),
+                        Node::Neg(x) | Node::Mul([_, x]) => base = *x,
+                        _ => break,
+                    }
+                }
+                if matches!(g.node(base), Node::Var(_)) && g.kind(base) == Kind::Matrix {
+                    n[usize::from(flip)] += 1;
+                }
+            }
+            other => {
+                for &c in other.children() {
+                    walk(g, c, flipped, seen, n);
+                }
+            }
+        }
+    }
+    let mut n = [0, 0];
+    walk(g, r, false, &mut HashSet::new(), &mut n);
+    (n[0], n[1])
 }
 
 /// Restricts terms to `S × S`, `S × :` and `: × S`, once per term: Jacobians of chained

@@ -397,6 +397,9 @@ pub fn derivatives(rule: &crate::rule::Rule) -> String {
                 "  solve ({}) ξ = {rhs}, assembled sparse\n",
                 p.term(m)
             )),
+            Some(m) if r.matrix_transposed => {
+                out.push_str(&format!("  solve ({})ᵀ ξ = {rhs}\n", p.term(m)))
+            }
             Some(m) => out.push_str(&format!("  solve ({}) ξ = {rhs}\n", p.term(m))),
             None => out.push_str(&format!(
                 "  solve (I − Kᵀ M[{set},{set}]ᵀ) ξ = {rhs} matrix-free\n"

@@ -297,7 +297,16 @@ impl Ctx<'_> {
                 }
             }
         });
-        let matrix = match r.matrix.filter(|_| sparse.is_none() && !r.sparse) {
+        let dense = r.matrix.filter(|_| sparse.is_none() && !r.sparse);
+        // Gathered in the constants' storage order; the solve reads it transposed.
+        let transposed = (r.matrix_transposed && dense.is_some()).then(|| {
+            quote! {
+                fn reduced_matrix_transposed(&self) -> bool {
+                    true
+                }
+            }
+        });
+        let matrix = match dense {
             None => quote!(None),
             Some(m) => {
                 let mut sc = self.method_scope();
@@ -331,6 +340,7 @@ impl Ctx<'_> {
                 fn reduced_matrix(&self) -> Option<DMatrix<f64>> {
                     #matrix
                 }
+                #transposed
                 #sparse_method
             }
         }
