@@ -98,8 +98,8 @@ pub(super) fn reduced_solve<G: Cotangent>(
         let transposed = f.reduced_matrix_transposed();
         // After the small rung: its accepted residual reads every entry of `r`, which no
         // non-finite one passes.
-        if let Some(out) = small_direct(&r, transposed, &rhs, &stop) {
-            return Ok(finish(n, support, out));
+        if let Some(done) = small_direct(&r, transposed, &rhs, &stop, n, support) {
+            return Ok(done);
         }
         crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
         let op = if transposed {
@@ -157,10 +157,7 @@ pub(super) fn reduced_solve<G: Cotangent>(
 
 /// `u = E_S a` (full length) and the stats of the reduced solve.
 fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStats) {
-    let mut u = DVector::zeros(n);
-    for (&i, &ai) in support.iter().zip(out.solved.x.iter()) {
-        u[i] = ai;
-    }
+    let u = scatter(n, support, out.solved.x.as_slice());
     let stats = SolveStats {
         method: out.method,
         iterations: out.solved.iterations,
@@ -172,12 +169,22 @@ fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStat
     (u, stats)
 }
 
+/// `E_S a`: `a` on `S`, zero elsewhere.
+fn scatter(n: usize, support: &[usize], a: &[f64]) -> DVector<f64> {
+    let mut u = DVector::zeros(n);
+    for (&i, &ai) in support.iter().zip(a) {
+        u[i] = ai;
+    }
+    u
+}
+
 /// The first rung for a small dense reduced matrix `r` (`|S| ≤ SMALL_MAX`; its transpose
 /// when `transposed`): Cholesky when it
 /// looks symmetric (a reduced Hessian, the common case), else a pivoted LU, factored in a
 /// reused workspace ([`with_small_factor`]), at most one refinement, accepted only when
 /// the true residual against `r` meets `tol`; `None` leaves the system to the ladder,
-/// which decides (singular and ill-conditioned matrices among them). At these sizes the
+/// which decides (singular and ill-conditioned matrices among them); accepted, it returns
+/// what [`finish`] does, scattered straight from the workspace. At these sizes the
 /// ladder's own Direct rung (the same factorizations) spends more on its allocations,
 /// scans and layers than on the arithmetic.
 fn small_direct(
@@ -185,7 +192,9 @@ fn small_direct(
     transposed: bool,
     b: &DVector<f64>,
     stop: &Stop,
-) -> Option<Outcome> {
+    n: usize,
+    support: &[usize],
+) -> Option<(DVector<f64>, SolveStats)> {
     let k = b.len();
     if k > SMALL_MAX || r.shape() != (k, k) {
         return None;
@@ -233,17 +242,19 @@ fn small_direct(
             rel = residual(x, res) / bnorm;
             products += 1;
         }
-        (rel <= stop.tol).then(|| Solved {
-            x: DVector::from_column_slice(x),
-            iterations: products,
-            residual: rel,
+        (rel <= stop.tol).then(|| {
+            let stats = SolveStats {
+                method: Method::Direct,
+                iterations: products,
+                residual: rel,
+                system_dim: k,
+                null_space_dim: None,
+                forward_residual: None,
+            };
+            (scatter(n, support, x), stats)
         })
-    })??;
-    Some(Outcome {
-        solved,
-        method: Method::Direct,
-        null_space_dim: None,
-    })
+    });
+    solved.flatten()
 }
 
 /// The assembled sparse reduced system: a sparse factorization (see
@@ -317,30 +328,39 @@ mod tests {
             }
         });
         let b = DVector::from_fn(n, |i, _| (i as f64 * 0.7).cos());
-        let out = small_direct(&spd, false, &b, &stop()).expect("SPD");
-        assert!(residual(&spd, &out.solved.x, &b) <= 1e-12);
-        assert_eq!((out.method, out.solved.iterations), (Method::Direct, 1));
+        let all: Vec<usize> = (0..n).collect();
+        let rung = |a: &DMatrix<f64>, transposed, b: &DVector<f64>| {
+            small_direct(a, transposed, b, &stop(), b.len(), &all[..b.len().min(n)])
+        };
+        let (x, stats) = rung(&spd, false, &b).expect("SPD");
+        assert!(residual(&spd, &x, &b) <= 1e-12);
+        assert_eq!(
+            (stats.method, stats.iterations, stats.system_dim),
+            (Method::Direct, 1, n)
+        );
 
         // Symmetric indefinite and asymmetric: solved (by LU), to the residual asked.
         let indefinite = &spd - DMatrix::identity(n, n) * 3.5;
         let mut asymmetric = spd.clone();
         asymmetric[(0, n - 1)] += 0.5;
         for a in [&indefinite, &asymmetric] {
-            let out = small_direct(a, false, &b, &stop()).expect("nonsingular");
-            assert!(residual(a, &out.solved.x, &b) <= 1e-12);
+            let (x, _) = rung(a, false, &b).expect("nonsingular");
+            assert!(residual(a, &x, &b) <= 1e-12);
             // Given as its transpose: the solve reads it transposed.
-            let out = small_direct(&a.transpose(), true, &b, &stop()).expect("nonsingular");
-            assert!(residual(a, &out.solved.x, &b) <= 1e-12);
+            let (x, _) = rung(&a.transpose(), true, &b).expect("nonsingular");
+            assert!(residual(a, &x, &b) <= 1e-12);
         }
         // Singular, too large, non-finite, a zero right-hand side: left to the ladder.
         let singular = DMatrix::from_element(n, n, 1.0);
-        assert!(small_direct(&singular, false, &b, &stop()).is_none());
+        assert!(rung(&singular, false, &b).is_none());
         let m = SMALL_MAX + 1;
         let big = DMatrix::identity(m, m);
-        assert!(small_direct(&big, false, &DVector::from_element(m, 1.0), &stop()).is_none());
+        assert!(
+            small_direct(&big, false, &DVector::from_element(m, 1.0), &stop(), m, &[]).is_none()
+        );
         let mut nan = spd.clone();
         nan[(n - 1, 0)] = f64::NAN;
-        assert!(small_direct(&nan, false, &b, &stop()).is_none());
-        assert!(small_direct(&spd, false, &DVector::zeros(n), &stop()).is_none());
+        assert!(rung(&nan, false, &b).is_none());
+        assert!(rung(&spd, false, &DVector::zeros(n)).is_none());
     }
 }
