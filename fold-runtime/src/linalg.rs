@@ -18,6 +18,8 @@
 //!   at n ≤ 100 the LU's cost is dominated by the condition estimate that makes
 //!   `Singular` trustworthy, which is kept on purpose. The factors stay in nalgebra
 //!   matrices; triangular solves with one right-hand side are plain column loops here.
+//! - Systems of at most 64 unknowns (reduced systems, one per backward) factor in a
+//!   per-thread workspace without allocating (`small.rs`).
 
 use crate::FoldError;
 use faer::dyn_stack::{MemBuffer, MemStack};

@@ -8,8 +8,12 @@
 //! # `Method::Auto`
 //! 1. **Reduced path** when [`Linearized::factored`] is `Some` (`Φ = J M` through a
 //!    projection's support `S`): solve `(I − Kᵀ M_SSᵀ) a = Kᵀ g_S` on `|S|` unknowns.
-//!    With a dense reduced matrix: Direct (Cholesky when symmetric positive definite,
-//!    see [`crate::solvers::direct_dense`], else LU) then GMRES for
+//!    With a dense reduced matrix (or its transpose, see
+//!    [`crate::Factored::reduced_matrix_transposed`]): for `|S| ≤ 64` first a factorization
+//!    in a per-thread workspace reused across calls (Cholesky when it looks symmetric, else
+//!    a pivoted LU trusted only well above the singularity threshold), accepted when its
+//!    residual meets `tol`; then Direct (Cholesky when symmetric positive definite, see
+//!    [`crate::solvers::direct_dense`], else LU) then GMRES for
 //!    `|S| ≤` [`REDUCED_DENSE_MAX`], GMRES then Direct above; without one, matrix-free
 //!    GMRES (BiCGSTAB first when products are cheap) then an assembled Direct. With a
 //!    *sparse* reduced matrix ([`crate::Factored::reduced_sparse`]: `M` built from

@@ -128,7 +128,8 @@ fn factor_in<T>(
         scale = scale.max(col.iter().fold(0.0, |m, v| m.max(v.abs())));
     }
     let min_pivot = (0..n).fold(f64::INFINITY, |m, i| m.min(f[i * n + i].abs()));
-    if !(min_pivot > n as f64 * f64::EPSILON * scale) {
+    // Pivots are finite here (`lu_in_place` rejects the others).
+    if min_pivot <= n as f64 * f64::EPSILON * scale {
         return None;
     }
     let inv = inverse_norm1_estimate(
@@ -137,7 +138,7 @@ fn factor_in<T>(
         aux,
     )?;
     let rcond = 1.0 / (norm1 * inv);
-    if !(rcond >= RCOND_MARGIN * rcond_min(n)) {
+    if rcond.is_nan() || rcond < RCOND_MARGIN * rcond_min(n) {
         return None;
     }
     let factor = SmallFactor {
