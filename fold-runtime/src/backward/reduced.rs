@@ -179,14 +179,14 @@ fn scatter(n: usize, support: &[usize], a: &[f64]) -> DVector<f64> {
 }
 
 /// The first rung for a small dense reduced matrix `r` (`|S| ≤ SMALL_MAX`; its transpose
-/// when `transposed`): Cholesky when it
-/// looks symmetric (a reduced Hessian, the common case), else a pivoted LU, factored in a
-/// reused workspace ([`with_small_factor`]), at most one refinement, accepted only when
-/// the true residual against `r` meets `tol`; `None` leaves the system to the ladder,
-/// which decides (singular and ill-conditioned matrices among them); accepted, it returns
-/// what [`finish`] does, scattered straight from the workspace. At these sizes the
-/// ladder's own Direct rung (the same factorizations) spends more on its allocations,
-/// scans and layers than on the arithmetic.
+/// when `transposed`): Cholesky when it looks symmetric (a reduced Hessian, the common
+/// case), else a pivoted LU, factored in a reused workspace ([`with_small_factor`]), at
+/// most one refinement, accepted only when the true residual against `r` meets `tol`.
+/// `None` leaves the system to the ladder, which decides (singular and ill-conditioned
+/// matrices among them); accepted, it returns what [`finish`] does, scattered straight
+/// from the workspace. At these sizes the ladder's own Direct rung (the same
+/// factorizations) spends more on its allocations, scans and layers than on the
+/// arithmetic.
 fn small_direct(
     r: &DMatrix<f64>,
     transposed: bool,
