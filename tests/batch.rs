@@ -181,3 +181,49 @@ fn a_batch_runs_on_the_calling_thread_and_its_helpers_in_index_order() {
     }
     assert!(Batcher::with_threads(2).unwrap().map(0, |i| i).is_empty());
 }
+
+#[test]
+fn lingering_helpers_give_the_same_bits_and_join_the_next_batch() {
+    let n = 12;
+    let (k, params, gs) = problem(23, n, 9);
+    let x0 = DVector::zeros(n);
+    let (fwd, bwd) = (ForwardOptions::default(), BackwardOptions::default());
+    let plain = Batcher::with_threads(2).unwrap();
+    // A linger far longer than the test: only the next batch's start releases it.
+    let linger = Batcher::with_threads(2)
+        .unwrap()
+        .with_linger(std::time::Duration::from_secs(60));
+    let run = |b: &Batcher| {
+        let xs: Vec<DVector<f64>> = b
+            .solve::<R>(&params, PerSample::Shared(&k), PerSample::Shared(&x0), &fwd)
+            .into_all()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.x)
+            .collect();
+        let grads: Vec<DVector<f64>> = b
+            .backward::<R>(&params, PerSample::Shared(&k), &xs, &gs, &bwd)
+            .into_all()
+            .unwrap()
+            .into_iter()
+            .map(|(g, _)| g.c)
+            .collect();
+        (xs, grads)
+    };
+    let reference = run(&plain);
+    for _ in 0..3 {
+        assert_eq!(run(&linger), reference);
+    }
+    // The helper left its spin for this batch and took samples of it.
+    let caller = std::thread::current().id();
+    let ids = linger.map(24, |_| {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::current().id()
+    });
+    assert!(
+        ids.iter().any(|&id| id != caller),
+        "the helper joined the batch"
+    );
+    // Dropping the batcher releases the linger of its last batch.
+    drop(linger);
+}

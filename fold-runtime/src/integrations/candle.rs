@@ -119,9 +119,11 @@ impl<R: FoldRule> FoldLayer<R> {
         self
     }
 
-    /// Where the per-sample work runs (e.g. [`Batcher::with_threads`]).
-    pub fn with_batcher(mut self, batcher: Batcher) -> Self {
-        self.batcher = Arc::new(batcher);
+    /// Where the per-sample work runs (e.g. [`Batcher::with_threads`]); an
+    /// `Arc<Batcher>` shares one with a solver of the caller's, so that both run on the
+    /// same helpers.
+    pub fn with_batcher(mut self, batcher: impl Into<Arc<Batcher>>) -> Self {
+        self.batcher = batcher.into();
         self
     }
 
