@@ -192,23 +192,22 @@ impl Batcher {
         match &self.pool {
             None if self.threads == 0 => (0..n).into_par_iter().map(&f).collect(),
             Some(pool) if n > 1 => {
-                self.started.fetch_add(1, Ordering::Release);
+                let batch = self.started.fetch_add(1, Ordering::AcqRel) + 1;
                 let out = helped_map(pool, self.threads - 1, n, &f);
-                self.linger_in(pool);
+                self.linger_in(pool, batch);
                 out
             }
             _ => (0..n).map(f).collect(),
         }
     }
 
-    /// One spinning job per helper, returning when the next batch starts, the batcher is
-    /// dropped or `linger` has passed: a worker that just ran one finds the next batch's
-    /// jobs at once.
-    fn linger_in(&self, pool: &rayon::ThreadPool) {
+    /// One spinning job per helper, returning when a batch after `batch` starts (at once
+    /// if one from another thread already has), the batcher is dropped or `linger` has
+    /// passed: a worker that just ran one finds the next batch's jobs at once.
+    fn linger_in(&self, pool: &rayon::ThreadPool, batch: usize) {
         if self.linger.is_zero() {
             return;
         }
-        let batch = self.started.load(Ordering::Acquire);
         for _ in 1..self.threads {
             let (started, linger) = (self.started.clone(), self.linger);
             pool.spawn(move || {
