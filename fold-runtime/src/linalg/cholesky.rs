@@ -84,6 +84,12 @@ pub(super) fn small_cholesky_in_place(s: &mut [f64], n: usize) -> bool {
     true
 }
 
+/// Whether a Cholesky pivot `d = Lᵢᵢ` of an order-`n` matrix with diagonal entry `aᵢᵢ`
+/// is numerically positive: `d² > n ε aᵢᵢ`, finite.
+pub(super) fn pivot_passes(d: f64, aii: f64, n: usize) -> bool {
+    d.is_finite() && d * d > n as f64 * f64::EPSILON * aii
+}
+
 /// Takes the square root of an updated column's pivot `col[0]` and scales the rest by it;
 /// `false` on a non-positive or non-finite pivot.
 pub(super) fn finish_column(col: &mut [f64]) -> bool {
@@ -140,10 +146,7 @@ impl Cholesky {
         };
         // Relative to each row's own diagonal, so that the verdict does not change under
         // a symmetric diagonal scaling D A D (a badly scaled but well-conditioned matrix).
-        let ok = (0..n).all(|i| {
-            let d = l[(i, i)];
-            d.is_finite() && d * d > n as f64 * f64::EPSILON * a[(i, i)]
-        });
+        let ok = (0..n).all(|i| pivot_passes(l[(i, i)], a[(i, i)], n));
         if !ok {
             return Err(FoldError::Singular);
         }

@@ -115,6 +115,12 @@ pub(super) fn max_abs(a: &DMatrix<f64>) -> f64 {
     acc.iter().fold(tail, |m, v| m.max(*v))
 }
 
+/// LU pivots of an order-`n` matrix with `max|aᵢⱼ| = scale` at or below this magnitude
+/// mean "singular": `n ε` is the factorization's backward-error scale.
+pub(super) fn pivot_floor(n: usize, scale: f64) -> f64 {
+    n as f64 * f64::EPSILON * scale
+}
+
 /// An estimated reciprocal condition number below `max(n, 16) ε` means "numerically
 /// singular": `n ε` is LU's backward-error scale, so no digit of the solution is
 /// trustworthy, and the factor absorbs the estimate's looseness (it can overestimate
@@ -206,7 +212,7 @@ impl Lu {
             this.rcond = 1.0;
             return Ok(this);
         }
-        let pivot_floor = n as f64 * f64::EPSILON * scale;
+        let pivot_floor = pivot_floor(n, scale);
         let min_pivot = (0..n)
             .map(|i| this.lu[(i, i)].abs())
             .fold(f64::INFINITY, f64::min);

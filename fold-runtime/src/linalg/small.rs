@@ -129,7 +129,7 @@ fn factor_in<T>(
     }
     let min_pivot = (0..n).fold(f64::INFINITY, |m, i| m.min(f[i * n + i].abs()));
     // Pivots are finite here (`lu_in_place` rejects the others).
-    if min_pivot <= n as f64 * f64::EPSILON * scale {
+    if min_pivot <= pivot_floor(n, scale) {
         return None;
     }
     let inv = inverse_norm1_estimate(
@@ -158,7 +158,7 @@ fn cholesky_in_place(f: &mut [f64], inv_diag: &mut [f64], a: &DMatrix<f64>) -> b
     }
     for (i, v) in inv_diag.iter_mut().enumerate() {
         let d = f[i * n + i];
-        if !(d.is_finite() && d * d > n as f64 * f64::EPSILON * a[(i, i)]) {
+        if !cholesky::pivot_passes(d, a[(i, i)], n) {
             return false;
         }
         *v = 1.0 / d;
