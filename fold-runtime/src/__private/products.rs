@@ -90,20 +90,25 @@ pub fn mm(alpha: f64, a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) ->
     c
 }
 
+/// `Σ_p val[p] x[idx[p]]` over one CSR row. Rows of two entries (differences, graph
+/// edges: the common sparse constants) skip the loop, whose setup would cost as much as
+/// the row.
+#[inline(always)]
+pub(crate) fn row_dot(idx: &[usize], val: &[f64], x: &[f64]) -> f64 {
+    if let ([i, j], [u, v]) = (idx, val) {
+        return u * x[*i] + v * x[*j];
+    }
+    idx.iter().zip(val).map(|(&j, &v)| v * x[j]).sum()
+}
+
 /// `α A x` for a sparse `A`.
 pub fn sparse_mv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
     let x = x.as_slice();
     DVector::from_iterator(
         a.nrows(),
-        off.windows(2).map(|w| {
-            let s: f64 = idx[w[0]..w[1]]
-                .iter()
-                .zip(&val[w[0]..w[1]])
-                .map(|(&j, &v)| v * x[j])
-                .sum();
-            alpha * s
-        }),
+        off.windows(2)
+            .map(|w| alpha * row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x)),
     )
 }
 
@@ -111,10 +116,19 @@ pub fn sparse_mv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f6
 pub fn sparse_mtv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
     let mut y = vec![0.0; a.ncols()];
-    for (i, w) in off.windows(2).enumerate() {
-        let xi = alpha * x[i];
-        for (&j, &v) in idx[w[0]..w[1]].iter().zip(&val[w[0]..w[1]]) {
-            y[j] += v * xi;
+    for (w, &xi) in off.windows(2).zip(x.iter()) {
+        let xi = alpha * xi;
+        match (&idx[w[0]..w[1]], &val[w[0]..w[1]]) {
+            // Two entries (see `row_dot`).
+            ([i, j], [u, v]) => {
+                y[*i] += u * xi;
+                y[*j] += v * xi;
+            }
+            (cols, vals) => {
+                for (&j, &v) in cols.iter().zip(vals) {
+                    y[j] += v * xi;
+                }
+            }
         }
     }
     DVector::from_vec(y)

@@ -289,12 +289,8 @@ pub fn mul(c: f64, a: &CsrMatrix<f64>, b: &CsrMatrix<f64>) -> Result<CsrMatrix<f
 /// `y ← A x`.
 pub fn mv_into(a: &CsrMatrix<f64>, x: &DVector<f64>, y: &mut DVector<f64>) {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-    for i in 0..a.nrows() {
-        let mut s = 0.0;
-        for p in off[i]..off[i + 1] {
-            s += val[p] * x[idx[p]];
-        }
-        y[i] = s;
+    for (yi, w) in y.iter_mut().zip(off.windows(2)) {
+        *yi = super::products::row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x.as_slice());
     }
 }
 

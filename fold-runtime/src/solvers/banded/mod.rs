@@ -4,17 +4,20 @@
 //! Hand-rolled: faer has no banded factorization, and its general sparse Cholesky spends
 //! more on the symbolic analysis of a tridiagonal matrix than this takes in all.
 
+mod gram;
+
 use nalgebra::DVector;
 use nalgebra_sparse::CsrMatrix;
 
 /// The factors: `L` unit lower with `b` sub-diagonals, stored by row (`l[i·b + (b − 1 − k)]`
-/// holds `L[i, i − 1 − k]`), and `D`.
+/// holds `L[i, i − 1 − k]`), and `D⁻¹` (solves multiply; a division per row would cost
+/// more than the rest of a tridiagonal solve).
 #[derive(Debug, Clone)]
 pub struct BandedLdlt {
     n: usize,
     b: usize,
     l: Vec<f64>,
-    d: Vec<f64>,
+    d_inv: Vec<f64>,
     /// Pivots at most `eps` that were replaced by `delta` (a singular consistent system
     /// is solved on a maximal nonsingular principal subsystem).
     pub dropped: usize,
@@ -56,26 +59,6 @@ impl SymBand {
         m
     }
 
-    /// `c A[S, :] A[S, :]ᵀ` straight into band storage, when the rows of `A` on `S` (sorted
-    /// columns, as CSR keeps them) have first and last columns that never decrease, so
-    /// that a row meets only rows shortly before it; `None` when they decrease or its
-    /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
-    pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
-        let rows = Rows {
-            off: a.row_offsets(),
-            idx: a.col_indices(),
-            val: a.values(),
-            s,
-        };
-        if let Some(m) = rows.tridiagonal(c) {
-            return Some(m);
-        }
-        let w = rows.bandwidth(w_max)?;
-        let mut m = SymBand::zeros(s.len(), w);
-        rows.fill(c, m.w, &mut m.band);
-        Some(m)
-    }
-
     /// Whether every stored entry is finite.
     pub fn all_finite(&self) -> bool {
         self.band.iter().all(|v| v.is_finite())
@@ -100,6 +83,22 @@ impl SymBand {
     /// `y ← A x`.
     pub fn mul_into(&self, x: &[f64], y: &mut [f64]) {
         let (n, w) = (self.n, self.w);
+        if w == 1 {
+            // Tridiagonal: row i is A[i, i−1] x[i−1] + A[i, i] x[i] + A[i+1, i] x[i+1].
+            let (x, y) = (&x[..n], &mut y[..n]);
+            let band = &self.band[..2 * n];
+            for (i, yi) in y.iter_mut().enumerate() {
+                let mut s = band[2 * i + 1] * x[i];
+                if i > 0 {
+                    s += band[2 * i] * x[i - 1];
+                }
+                if i + 1 < n {
+                    s += band[2 * i + 2] * x[i + 1];
+                }
+                *yi = s;
+            }
+            return;
+        }
         for (i, yi) in y.iter_mut().enumerate().take(n) {
             *yi = self.band[i * (w + 1) + w] * x[i];
         }
@@ -117,139 +116,6 @@ impl SymBand {
     }
 }
 
-/// `⟨u, v⟩` of two sparse rows with sorted columns (rows are short: no scatter into a dense
-/// row). Rows of up to four entries compare every pair without branches, since a merge's
-/// branches are unpredictable; longer ones merge.
-#[inline]
-fn dot((ci, vi): (&[usize], &[f64]), (cj, vj): (&[usize], &[f64])) -> f64 {
-    if ci.len() <= 4 && cj.len() <= 4 {
-        let mut sum = 0.0;
-        for (&a, &x) in ci.iter().zip(vi) {
-            for (&b, &y) in cj.iter().zip(vj) {
-                sum += if a == b { x * y } else { 0.0 };
-            }
-        }
-        return sum;
-    }
-    let (mut i, mut j, mut sum) = (0, 0, 0.0);
-    while i < ci.len() && j < cj.len() {
-        match ci[i].cmp(&cj[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                sum += vi[i] * vj[j];
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    sum
-}
-
-/// The rows `A[s, :]` of a CSR matrix (sorted, unique columns per row).
-struct Rows<'a> {
-    off: &'a [usize],
-    idx: &'a [usize],
-    val: &'a [f64],
-    s: &'a [usize],
-}
-
-impl Rows<'_> {
-    /// The range of row `r` of `A[s, :]` in `idx` and `val`.
-    #[inline(always)]
-    fn span(&self, r: usize) -> (usize, usize) {
-        let i = self.s[r];
-        (self.off[i], self.off[i + 1])
-    }
-
-    /// Whether row `t` ends before column `lo` (an empty row meets nothing).
-    #[inline(always)]
-    fn ends_before(&self, t: usize, lo: usize) -> bool {
-        let (p, q) = self.span(t);
-        p == q || self.idx[q - 1] < lo
-    }
-
-    /// The half-bandwidth: the largest `r − r0` with `r0` the first row before `r` whose
-    /// last column reaches `r`'s first. `None` when first or last columns decrease (rows
-    /// would meet rows far before them) or the band exceeds `w_max`.
-    fn bandwidth(&self, w_max: usize) -> Option<usize> {
-        let (mut prev, mut r0, mut w) = ((0usize, 0usize), 0usize, 0usize);
-        for r in 0..self.s.len() {
-            let (p, q) = self.span(r);
-            if p == q {
-                continue;
-            }
-            let (lo, hi) = (self.idx[p], self.idx[q - 1]);
-            if lo < prev.0 || hi < prev.1 {
-                return None;
-            }
-            prev = (lo, hi);
-            while r0 < r && self.ends_before(r0, lo) {
-                r0 += 1;
-            }
-            w = w.max(r - r0);
-            if w > w_max {
-                return None;
-            }
-        }
-        Some(w)
-    }
-
-    /// The Gram matrix in one pass when it is tridiagonal (each row meets at most the row
-    /// just before it: a chain, as the free edges of a 1-D problem), `None` otherwise.
-    fn tridiagonal(&self, c: f64) -> Option<SymBand> {
-        let mut m = SymBand::zeros(self.s.len(), 1);
-        // The last two nonempty rows: (row, span, first and last column).
-        let mut last: Option<(usize, (usize, usize), usize, usize)> = None;
-        let mut before_hi: Option<usize> = None;
-        for (r, out) in m.band.chunks_exact_mut(2).enumerate() {
-            let (p, q) = self.span(r);
-            if p == q {
-                continue;
-            }
-            let (lo, hi) = (self.idx[p], self.idx[q - 1]);
-            let row = (&self.idx[p..q], &self.val[p..q]);
-            out[1] = c * row.1.iter().map(|v| v * v).sum::<f64>();
-            if let Some((t, (tp, tq), tlo, thi)) = last {
-                if lo < tlo || hi < thi || before_hi.is_some_and(|h| h >= lo) {
-                    return None;
-                }
-                if thi >= lo {
-                    if t + 1 != r {
-                        return None;
-                    }
-                    out[0] = c * dot(row, (&self.idx[tp..tq], &self.val[tp..tq]));
-                }
-                before_hi = Some(thi);
-            }
-            last = Some((r, (p, q), lo, hi));
-        }
-        Some(m)
-    }
-
-    /// Writes `c ⟨row r, row t⟩` into `band` (half-bandwidth `w`) for every `t` from the
-    /// first row meeting `r` to `r` itself; the rest of `band` is left as it is (zero).
-    fn fill(&self, c: f64, w: usize, band: &mut [f64]) {
-        let mut r0 = 0usize;
-        for (r, out) in band.chunks_exact_mut(w + 1).enumerate() {
-            let (p, q) = self.span(r);
-            if p == q {
-                continue;
-            }
-            let lo = self.idx[p];
-            while r0 < r && self.ends_before(r0, lo) {
-                r0 += 1;
-            }
-            let row = (&self.idx[p..q], &self.val[p..q]);
-            out[w] = c * row.1.iter().map(|v| v * v).sum::<f64>();
-            for (o, t) in out[w - (r - r0)..w].iter_mut().zip(r0..r) {
-                let (p, q) = self.span(t);
-                *o = c * dot(row, (&self.idx[p..q], &self.val[p..q]));
-            }
-        }
-    }
-}
-
 impl BandedLdlt {
     /// Factors the lower band of a symmetric `a` (half-bandwidth at most `b`); pivots with
     /// `|d| ≤ eps` become `delta`.
@@ -261,32 +127,34 @@ impl BandedLdlt {
     pub fn factor_band(a: &SymBand, eps: f64, delta: f64) -> BandedLdlt {
         let (n, w, band) = (a.n, a.w, &a.band);
         let mut l = vec![0.0; n * w];
-        let mut d = vec![0.0; n];
+        let mut d_inv = vec![0.0; n];
         let mut dropped = 0;
         if w == 1 {
-            // Tridiagonal: the same recurrence without the inner loops.
-            for i in 0..n {
-                let mut s = band[2 * i + 1];
-                if i > 0 {
-                    let li = band[2 * i] / d[i - 1];
-                    l[i] = li;
-                    s -= li * li * d[i - 1];
-                }
+            // Tridiagonal: d_i = a_ii − a_{i,i−1}² / d_{i−1}, one reciprocal per row.
+            let band = &band[..2 * n];
+            let mut prev_inv = 0.0;
+            for ((li, di), row) in l.iter_mut().zip(d_inv.iter_mut()).zip(band.chunks_exact(2)) {
+                // `a − b² d⁻¹` rather than `a − l b`: one multiplication less between
+                // one row's reciprocal and the next.
+                *li = row[0] * prev_inv;
+                let mut s = row[1] - (row[0] * row[0]) * prev_inv;
                 if s.abs() <= eps {
                     s = delta;
                     dropped += 1;
                 }
-                d[i] = s;
+                prev_inv = 1.0 / s;
+                *di = prev_inv;
             }
             return BandedLdlt {
                 n,
                 b: w,
                 l,
-                d,
+                d_inv,
                 dropped,
             };
         }
         // Row-oriented LDLᵀ: L[i, j] = (A[i, j] − Σ_k L[i, k] D[k] L[j, k]) / D[j].
+        let mut d = vec![0.0; n];
         for i in 0..n {
             let lo = i.saturating_sub(w);
             for j in lo..i {
@@ -295,7 +163,7 @@ impl BandedLdlt {
                 for k in klo..j {
                     s -= l[i * w + w - (i - k)] * d[k] * l[j * w + w - (j - k)];
                 }
-                l[i * w + w - (i - j)] = s / d[j];
+                l[i * w + w - (i - j)] = s * d_inv[j];
             }
             let mut s = band[i * (w + 1) + w];
             for k in lo..i {
@@ -307,12 +175,13 @@ impl BandedLdlt {
                 dropped += 1;
             }
             d[i] = s;
+            d_inv[i] = 1.0 / s;
         }
         BandedLdlt {
             n,
             b: w,
             l,
-            d,
+            d_inv,
             dropped,
         }
     }
@@ -322,15 +191,20 @@ impl BandedLdlt {
         let (n, w) = (self.n, self.b);
         if w == 1 {
             let x = &mut x.as_mut_slice()[..n];
-            let (l, d) = (&self.l[..n], &self.d[..n]);
-            for i in 1..n {
-                x[i] -= l[i] * x[i - 1];
+            let (l, d_inv) = (&self.l[..n], &self.d_inv[..n]);
+            // L y = x and x = D⁻¹ y in one sweep (y carried in a register), then Lᵀ.
+            let mut y = 0.0;
+            for ((xi, li), di) in x.iter_mut().zip(l).zip(d_inv) {
+                y = *xi - li * y;
+                *xi = y * di;
             }
-            for (xi, di) in x.iter_mut().zip(d) {
-                *xi /= di;
-            }
-            for i in (1..n).rev() {
-                x[i - 1] -= l[i] * x[i];
+            // Lᵀ x = z, the solved entry carried in a register.
+            if let Some(&last) = x.last() {
+                let mut next = last;
+                for (xi, li) in x[..n - 1].iter_mut().rev().zip(l[1..].iter().rev()) {
+                    next = *xi - li * next;
+                    *xi = next;
+                }
             }
             return;
         }
@@ -342,7 +216,7 @@ impl BandedLdlt {
             x[i] = s;
         }
         for i in 0..n {
-            x[i] /= self.d[i];
+            x[i] *= self.d_inv[i];
         }
         for i in (0..n).rev() {
             let mut s = x[i];
@@ -432,6 +306,51 @@ mod tests {
             let want = &rows * rows.transpose() * 0.5;
             let band = SymBand::gram_rows(0.5, &csr_of(a), &s, 16).expect("banded rows");
             assert!((dense_of(&band) - &want).abs().max() < 1e-14);
+        }
+    }
+
+    #[test]
+    fn two_entry_rows_give_the_dense_gram_matrix_in_or_out_of_a_chain() {
+        // Rows of exactly two entries: a difference chain with random free rows, a chain
+        // whose neighbours share their first column, and rows reaching back two rows (not
+        // tridiagonal: half-bandwidth 2 through the general fill).
+        let n = 40;
+        let chain = DMatrix::from_fn(n - 1, n, |i, j| match j as i64 - i as i64 {
+            0 => -1.0 - 0.01 * i as f64,
+            1 => 1.0 + 0.02 * (i as f64).sin(),
+            _ => 0.0,
+        });
+        // Rows (0,1), (0,2), (1,2), (1,3), …: neighbours share a first or a last column.
+        let fan = DMatrix::from_fn(6, 8, |i, j| {
+            if j == i / 2 {
+                1.0 + i as f64
+            } else if j == i / 2 + 1 + i % 2 {
+                -2.0
+            } else {
+                0.0
+            }
+        });
+        let wide = DMatrix::from_fn(5, 8, |i, j| if j == i || j == i + 3 { 1.0 } else { 0.0 });
+        let free: Vec<usize> = (0..n - 1).filter(|e| (e * 7 + 3) % 5 != 0).collect();
+        for (a, s, w) in [
+            (&chain, free, 1),
+            (&chain, (0..n - 1).collect(), 1),
+            (&fan, (0..6).collect(), 4),
+            (&wide, (0..5).collect(), 3),
+        ] {
+            let rows = DMatrix::from_fn(s.len(), a.ncols(), |r, j| a[(s[r], j)]);
+            let want = &rows * rows.transpose() * 1.5;
+            let band = SymBand::gram_rows(1.5, &csr_of(a), &s, 16).expect("banded rows");
+            assert!((dense_of(&band) - &want).abs().max() < 1e-14);
+            let lower_band = (0..want.nrows())
+                .flat_map(|i| (0..i).map(move |j| (i, j)))
+                .filter(|&(i, j)| want[(i, j)] != 0.0)
+                .map(|(i, j)| i - j)
+                .max()
+                .unwrap_or(0);
+            // Chains take the tridiagonal band; the others a band holding every entry.
+            assert_eq!(lower_band, w);
+            assert!(band.w >= w && (w > 1 || band.w == 1), "{} vs {w}", band.w);
         }
     }
 
