@@ -114,9 +114,9 @@ pub fn backward_with_stats<R: Generated>(
     opts: &BackwardOptions,
 ) -> Result<(R::Grads, SolveStats), FoldError> {
     R::check_finite(&args, true)?;
-    super::check::finite_vector(grad, "grad")?;
     let lin = linearize::<R>(args);
     lin.check()?;
+    // `grad` is checked there (length, then entries).
     crate::folded_backward(&lin, grad, opts)
 }
 
