@@ -89,6 +89,9 @@ pub fn distribute() -> Vec<R> {
         rw!("factor-mv"; "(+ (mv ?m ?a) (mv ?m ?b))" => "(mv ?m (+ ?a ?b))"),
         rw!("factor-mv-neg"; "(+ (mv ?m ?a) (neg (mv ?m ?b)))" => "(mv ?m (+ ?a (neg ?b)))"),
         rw!("factor-mv-scaled"; "(+ ?a (* ?s (mv ?m ?a)))" => "(mv (+ (eye ?a) (* ?s ?m)) ?a)"),
+        // The reverse of `mv-scale-matrix`: a product takes its scalar for free (the
+        // kernels' `α`), where scaling its result is another pass over a vector.
+        rw!("scale-into-mv"; "(* ?s (mv ?m ?x))" => "(mv (* ?s ?m) ?x)" if is_scalar("?s")),
     ];
     rules.extend(rw!("distribute-mv-vector"; "(mv ?m (+ ?a ?b))" <=> "(+ (mv ?m ?a) (mv ?m ?b))"));
     rules.extend(rw!("distribute-mv-matrix"; "(mv (+ ?m ?n) ?x)" <=> "(+ (mv ?m ?x) (mv ?n ?x))"));

@@ -308,6 +308,10 @@ fn trivial(g: &Graph, id: Id) -> bool {
     match g.node(id) {
         Node::Var(_) | Node::Num(_) | Node::Ones(_) | Node::Eye(_) | Node::Zero => true,
         Node::Neg(x) | Node::Transpose(x) => trivial(g, *x),
+        // A scaled matrix is a view the products read (`α A x`), printed where it is used.
+        Node::Mul([s, x]) if matches!(g.kind(*x), Kind::Matrix | Kind::Sparse) => {
+            trivial(g, *s) && trivial(g, *x)
+        }
         _ => g.kind(id) == Kind::Scalar && g.node(id).children().iter().all(|c| trivial(g, *c)),
     }
 }
