@@ -364,15 +364,7 @@ mod tests {
             2 => 0.5,
             _ => 0.0,
         });
-        let mut coo = CooMatrix::new(n, n);
-        for i in 0..n {
-            for j in 0..n {
-                if a[(i, j)] != 0.0 {
-                    coo.push(i, j, a[(i, j)]);
-                }
-            }
-        }
-        let f = BandedLdlt::factor(&CsrMatrix::from(&coo), 2, 1e-12, 1.0);
+        let f = BandedLdlt::factor(&csr_of(&a), 2, 1e-12, 1.0);
         let b = DVector::from_fn(n, |i, _| (i as f64).sin());
         let mut x = b.clone();
         f.solve_in_place(&mut x);
@@ -394,15 +386,7 @@ mod tests {
                 0.0
             }
         });
-        let mut coo = CooMatrix::new(n, n);
-        for i in 0..n {
-            for j in 0..n {
-                if lap[(i, j)] != 0.0 {
-                    coo.push(i, j, lap[(i, j)]);
-                }
-            }
-        }
-        let f = BandedLdlt::factor(&CsrMatrix::from(&coo), 1, 1e-10, 2.0);
+        let f = BandedLdlt::factor(&csr_of(&lap), 1, 1e-10, 2.0);
         assert_eq!(f.dropped, 1);
         let mut b = DVector::from_fn(n, |i, _| (i as f64).cos());
         b.add_scalar_mut(-b.mean());
