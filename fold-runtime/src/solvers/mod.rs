@@ -14,6 +14,7 @@ pub mod direct;
 pub mod forest;
 pub mod gmres;
 pub mod lfpi;
+pub(crate) mod scratch;
 pub mod sparse_direct;
 
 pub use bicgstab::bicgstab;

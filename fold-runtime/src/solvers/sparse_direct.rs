@@ -344,7 +344,7 @@ fn refine(
     };
     let mut x = b.clone();
     f.solve_in_place(&mut x);
-    let mut r = DVector::zeros(b.len());
+    let mut r = DVector::from_vec(super::scratch::zeroed(b.len()));
     let mut products = 0;
     let mut rel = f64::INFINITY;
     for step in 0..=MAX_REFINE {
@@ -355,6 +355,7 @@ fn refine(
         rel = residual_into(op, &x, b, &mut r)? / bnorm;
         products += 1;
         if rel <= stop.tol {
+            super::scratch::keep(r.data.into());
             return Ok(SparseSolved {
                 solved: Solved {
                     x,

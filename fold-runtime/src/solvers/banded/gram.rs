@@ -3,6 +3,7 @@
 //! tridiagonal), in one pass over the rows on `S`.
 
 use super::SymBand;
+use crate::solvers::scratch;
 use nalgebra_sparse::CsrMatrix;
 
 impl SymBand {
@@ -121,14 +122,14 @@ impl Rows<'_> {
     /// data; `None` when a row has another length or the matrix is not tridiagonal.
     fn edge_chain(&self, c: f64) -> Option<SymBand> {
         let (off, idx, val) = (self.off, self.idx, self.val);
-        let mut band = vec![[0.0f64; 2]; self.s.len()];
+        let mut band = scratch::zeroed(2 * self.s.len());
         // The previous row's columns and values (zeros before the first row meet nothing
         // that counts: its product is zero and no column is below 0), and the last column
         // of the row before that (`usize::MAX` before the second row is ignored by `seen`).
         let (mut pc0, mut pc1, mut pv0, mut pv1) = (0usize, 0usize, 0.0f64, 0.0f64);
         let (mut before_hi, mut seen) = (0usize, 0usize);
         let mut bad = false;
-        for (out, &i) in band.iter_mut().zip(self.s) {
+        for (out, &i) in band.chunks_exact_mut(2).zip(self.s) {
             let p = off[i];
             if off[i + 1] != p + 2 {
                 return None;
@@ -140,14 +141,15 @@ impl Rows<'_> {
             // Sorted and advancing columns meet only as c0 = pc0, c0 = pc1 or c1 = pc1.
             let pick = |a: usize, b: usize, x: f64| if a == b { x } else { 0.0 };
             let below = pick(c0, pc0, v0 * pv0) + pick(c0, pc1, v0 * pv1) + pick(c1, pc1, v1 * pv1);
-            *out = [c * below, c * (v0 * v0 + v1 * v1)];
+            out[0] = c * below;
+            out[1] = c * (v0 * v0 + v1 * v1);
             (before_hi, seen) = (pc1, seen + 1);
             (pc0, pc1, pv0, pv1) = (c0, c1, v0, v1);
         }
         (!bad).then(|| SymBand {
             n: self.s.len(),
             w: 1,
-            band: band.into_flattened(),
+            band,
         })
     }
 
@@ -160,7 +162,7 @@ impl Rows<'_> {
     fn tridiagonal(&self, c: f64) -> Option<SymBand> {
         let k = self.s.len();
         // Pushed rather than zeroed and written: one pass over the band, not two.
-        let mut band = Vec::with_capacity(2 * k);
+        let mut band = scratch::empty(2 * k);
         let (off, idx, val) = (self.off, self.idx, self.val);
         // The previous nonempty row (its index, span, first and last columns), and the
         // last column of the one before it.

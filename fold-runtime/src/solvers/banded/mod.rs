@@ -6,6 +6,7 @@
 
 mod gram;
 
+use super::scratch;
 use nalgebra::DVector;
 use nalgebra_sparse::CsrMatrix;
 
@@ -32,6 +33,19 @@ pub struct SymBand {
     band: Vec<f64>,
 }
 
+impl Drop for SymBand {
+    fn drop(&mut self) {
+        scratch::keep(std::mem::take(&mut self.band));
+    }
+}
+
+impl Drop for BandedLdlt {
+    fn drop(&mut self) {
+        scratch::keep(std::mem::take(&mut self.l));
+        scratch::keep(std::mem::take(&mut self.d_inv));
+    }
+}
+
 impl SymBand {
     /// A zero `n × n` matrix of half-bandwidth `w` (at least 1).
     pub fn zeros(n: usize, w: usize) -> SymBand {
@@ -39,7 +53,7 @@ impl SymBand {
         SymBand {
             n,
             w,
-            band: vec![0.0; n * (w + 1)],
+            band: scratch::zeroed(n * (w + 1)),
         }
     }
 
@@ -126,8 +140,8 @@ impl BandedLdlt {
     /// Factors a symmetric band matrix; pivots with `|d| ≤ eps` become `delta`.
     pub fn factor_band(a: &SymBand, eps: f64, delta: f64) -> BandedLdlt {
         let (n, w, band) = (a.n, a.w, &a.band);
-        let mut l = vec![0.0; n * w];
-        let mut d_inv = vec![0.0; n];
+        let mut l = scratch::zeroed(n * w);
+        let mut d_inv = scratch::zeroed(n);
         let mut dropped = 0;
         if w == 1 {
             // Tridiagonal: d_i = a_ii − a_{i,i−1}² / d_{i−1}, one reciprocal per row.
@@ -154,7 +168,7 @@ impl BandedLdlt {
             };
         }
         // Row-oriented LDLᵀ: L[i, j] = (A[i, j] − Σ_k L[i, k] D[k] L[j, k]) / D[j].
-        let mut d = vec![0.0; n];
+        let mut d = scratch::zeroed(n);
         for i in 0..n {
             let lo = i.saturating_sub(w);
             for j in lo..i {
@@ -177,6 +191,7 @@ impl BandedLdlt {
             d[i] = s;
             d_inv[i] = 1.0 / s;
         }
+        scratch::keep(d);
         BandedLdlt {
             n,
             b: w,

@@ -1,0 +1,97 @@
+//! Large work buffers kept per thread from one backward to the next.
+//!
+//! The banded factors of a 1-D problem at n = 10⁵–10⁶ are megabytes each. Freed, they sit
+//! at the top of the heap, glibc returns them to the OS, and the next call faults on every
+//! page again: that measured as much as the factorization itself. A handful of buffers
+//! kept here (what one sparse reduced solve uses) are handed out again instead.
+
+use std::cell::RefCell;
+
+/// Below this length the allocator's own free lists serve as well.
+const MIN_LEN: usize = 1 << 14;
+/// Buffers kept per thread (the largest, if more are returned).
+const MAX_KEPT: usize = 6;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `len` entries, reusing a kept one when one is large enough.
+pub fn zeroed(len: usize) -> Vec<f64> {
+    let mut v = empty(len);
+    v.resize(len, 0.0);
+    v
+}
+
+/// An empty buffer with room for `len` entries (pushed into by the caller).
+pub fn empty(len: usize) -> Vec<f64> {
+    if len >= MIN_LEN {
+        let kept = POOL
+            .try_with(|p| {
+                let mut p = p.try_borrow_mut().ok()?;
+                // The smallest that fits: the others stay for larger requests.
+                let i = (0..p.len())
+                    .filter(|&i| p[i].capacity() >= len)
+                    .min_by_key(|&i| p[i].capacity())?;
+                Some(p.swap_remove(i))
+            })
+            .ok()
+            .flatten();
+        if let Some(mut v) = kept {
+            v.clear();
+            return v;
+        }
+    }
+    Vec::with_capacity(len)
+}
+
+/// Hands `v` back for a later [`zeroed`] or [`empty`].
+pub fn keep(v: Vec<f64>) {
+    if v.capacity() < MIN_LEN {
+        return;
+    }
+    let _ = POOL.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            p.push(v);
+            if p.len() > MAX_KEPT {
+                // Drop the smallest.
+                if let Some(i) = (0..p.len()).min_by_key(|&i| p[i].capacity()) {
+                    p.swap_remove(i);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_buffer_comes_back_zeroed_and_small_ones_are_not_kept() {
+        let mut v = zeroed(MIN_LEN + 5);
+        assert!(v.iter().all(|&x| x == 0.0));
+        v.iter_mut().for_each(|x| *x = 3.0);
+        let ptr = v.as_ptr();
+        keep(v);
+        let w = zeroed(MIN_LEN);
+        assert_eq!(w.as_ptr(), ptr, "the kept buffer is reused");
+        assert_eq!(w.len(), MIN_LEN);
+        assert!(w.iter().all(|&x| x == 0.0));
+        // Too large for anything kept: a fresh one.
+        let big = empty(4 * MIN_LEN);
+        assert!(big.is_empty() && big.capacity() >= 4 * MIN_LEN);
+        keep(w);
+        keep(big);
+        for _ in 0..2 * MAX_KEPT {
+            keep(Vec::with_capacity(MIN_LEN));
+        }
+        let kept = POOL.with(|p| p.borrow().len());
+        assert_eq!(kept, MAX_KEPT);
+        let small = vec![1.0; 10];
+        keep(small);
+        assert_eq!(POOL.with(|p| p.borrow().len()), MAX_KEPT);
+        // The largest survive the overflow.
+        assert!(POOL.with(|p| p.borrow().iter().any(|v| v.capacity() >= 4 * MIN_LEN)));
+    }
+}
