@@ -18,31 +18,48 @@ thread_local! {
 
 /// A zeroed buffer of `len` entries, reusing a kept one when one is large enough.
 pub fn zeroed(len: usize) -> Vec<f64> {
-    let mut v = empty(len);
+    let mut v = kept(len).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// A buffer of `len` entries whose values are unspecified (zeros, or what a previous
+/// call left): for a caller that writes every entry before it reads one, so that a kept
+/// buffer is not zeroed for nothing.
+pub fn overwritten(len: usize) -> Vec<f64> {
+    let mut v = kept(len).unwrap_or_default();
+    v.truncate(len);
     v.resize(len, 0.0);
     v
 }
 
 /// An empty buffer with room for `len` entries (pushed into by the caller).
 pub fn empty(len: usize) -> Vec<f64> {
-    if len >= MIN_LEN {
-        let kept = POOL
-            .try_with(|p| {
-                let mut p = p.try_borrow_mut().ok()?;
-                // The smallest that fits: the others stay for larger requests.
-                let i = (0..p.len())
-                    .filter(|&i| p[i].capacity() >= len)
-                    .min_by_key(|&i| p[i].capacity())?;
-                Some(p.swap_remove(i))
-            })
-            .ok()
-            .flatten();
-        if let Some(mut v) = kept {
+    match kept(len) {
+        Some(mut v) => {
             v.clear();
-            return v;
+            v
         }
+        None => Vec::with_capacity(len),
     }
-    Vec::with_capacity(len)
+}
+
+/// The smallest kept buffer with room for `len` entries (the others stay for larger
+/// requests), if `len` is worth keeping at all.
+fn kept(len: usize) -> Option<Vec<f64>> {
+    if len < MIN_LEN {
+        return None;
+    }
+    POOL.try_with(|p| {
+        let mut p = p.try_borrow_mut().ok()?;
+        let i = (0..p.len())
+            .filter(|&i| p[i].capacity() >= len)
+            .min_by_key(|&i| p[i].capacity())?;
+        Some(p.swap_remove(i))
+    })
+    .ok()
+    .flatten()
 }
 
 /// Hands `v` back for a later [`zeroed`] or [`empty`].
@@ -78,6 +95,16 @@ mod tests {
         assert_eq!(w.as_ptr(), ptr, "the kept buffer is reused");
         assert_eq!(w.len(), MIN_LEN);
         assert!(w.iter().all(|&x| x == 0.0));
+        // Unspecified contents, but the right length.
+        let mut u = overwritten(MIN_LEN + 1);
+        assert_eq!(u.len(), MIN_LEN + 1);
+        u.iter_mut().for_each(|x| *x = 7.0);
+        keep(u);
+        let u = overwritten(MIN_LEN + 3);
+        assert_eq!(u.len(), MIN_LEN + 3);
+        assert_eq!(u[MIN_LEN + 2], 0.0, "entries past the old length are zeros");
+        keep(u);
+        let w = zeroed(MIN_LEN);
         // Too large for anything kept: a fresh one.
         let big = empty(4 * MIN_LEN);
         assert!(big.is_empty() && big.capacity() >= 4 * MIN_LEN);

@@ -122,7 +122,8 @@ impl Rows<'_> {
     /// data; `None` when a row has another length or the matrix is not tridiagonal.
     fn edge_chain(&self, c: f64) -> Option<SymBand> {
         let (off, idx, val) = (self.off, self.idx, self.val);
-        let mut band = scratch::zeroed(2 * self.s.len());
+        // Every entry is written below: no zeroing.
+        let mut band = scratch::overwritten(2 * self.s.len());
         // The previous row's columns and values (zeros before the first row meet nothing
         // that counts: its product is zero and no column is below 0), and the last column
         // of the row before that (`usize::MAX` before the second row is ignored by `seen`).

@@ -140,10 +140,10 @@ impl BandedLdlt {
     /// Factors a symmetric band matrix; pivots with `|d| ≤ eps` become `delta`.
     pub fn factor_band(a: &SymBand, eps: f64, delta: f64) -> BandedLdlt {
         let (n, w, band) = (a.n, a.w, &a.band);
-        let mut l = scratch::zeroed(n * w);
-        let mut d_inv = scratch::zeroed(n);
         let mut dropped = 0;
         if w == 1 {
+            // Every entry is written below: no zeroing.
+            let (mut l, mut d_inv) = (scratch::overwritten(n), scratch::overwritten(n));
             // Tridiagonal: d_i = a_ii − a_{i,i−1}² / d_{i−1}, one reciprocal per row.
             let band = &band[..2 * n];
             let mut prev_inv = 0.0;
@@ -168,6 +168,8 @@ impl BandedLdlt {
             };
         }
         // Row-oriented LDLᵀ: L[i, j] = (A[i, j] − Σ_k L[i, k] D[k] L[j, k]) / D[j].
+        let mut l = scratch::zeroed(n * w);
+        let mut d_inv = scratch::zeroed(n);
         let mut d = scratch::zeroed(n);
         for i in 0..n {
             let lo = i.saturating_sub(w);
