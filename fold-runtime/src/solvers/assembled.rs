@@ -2,9 +2,9 @@
 //! spanning forest), or a CSR matrix. [`super::sparse_direct`] picks the factorization
 //! from it.
 
-use super::banded::SymBand;
+use super::banded::{BandedLdlt, SymBand};
 use super::forest::Forest;
-use super::sparse_direct::BANDED_MAX;
+use super::sparse_direct::{BANDED_MAX, PIVOT_DROP};
 use super::Operator;
 use crate::{FoldError, SparseReduced};
 use nalgebra::DVector;
@@ -14,8 +14,9 @@ use std::borrow::Cow;
 /// A sparse system in the form its solver reads: the structure decides the factorization.
 #[derive(Debug, Clone)]
 pub enum Assembled<'a> {
-    /// A symmetric band holding every nonzero (banded `LDLᵀ`).
-    Band(SymBand),
+    /// A symmetric band holding every nonzero (banded `LDLᵀ`), with that factorization
+    /// when the assembly computed it on the way.
+    Band(SymBand, Option<BandedLdlt>),
     /// A CSR matrix, `symmetric` when known by construction (otherwise probed).
     Csr {
         /// The matrix.
@@ -50,8 +51,10 @@ impl<'a> Assembled<'a> {
             }),
             SparseReduced::Gram { scale, a, rows } => {
                 crate::__private::check::finite_scalar(scale, "scale of a sparse Gram matrix")?;
-                if let Some(band) = SymBand::gram_rows(scale, a, rows, BANDED_MAX) {
-                    return Ok(Assembled::Band(band));
+                if let Some((band, ldlt)) =
+                    SymBand::gram_rows_factored(scale, a, rows, BANDED_MAX, PIVOT_DROP)
+                {
+                    return Ok(Assembled::Band(band, ldlt));
                 }
                 if let Some(forest) = Forest::new(scale, a, rows) {
                     return Ok(Assembled::Graph {
@@ -82,7 +85,7 @@ pub(super) fn gram_csr<'a>(
 impl Operator for Assembled<'_> {
     fn dim(&self) -> usize {
         match self {
-            Assembled::Band(m) => m.dim(),
+            Assembled::Band(m, _) => m.dim(),
             Assembled::Csr { a, .. } => a.nrows(),
             Assembled::Graph { rows, .. } => rows.len(),
         }
@@ -91,7 +94,7 @@ impl Operator for Assembled<'_> {
         crate::__private::check::same_dim("sparse operand", self.dim(), x.len())?;
         crate::__private::check::same_dim("sparse output", self.dim(), y.len())?;
         match self {
-            Assembled::Band(m) => m.mul_into(x.as_slice(), y.as_mut_slice()),
+            Assembled::Band(m, _) => m.mul_into(x.as_slice(), y.as_mut_slice()),
             Assembled::Csr { a, .. } => crate::__private::sparse::mv_into(a, x, y),
             Assembled::Graph { scale, a, rows, .. } => {
                 // t = A_Sᵀ x, then y = c A_S t.

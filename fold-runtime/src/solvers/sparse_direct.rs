@@ -39,7 +39,7 @@ use std::borrow::Cow;
 pub const BANDED_MAX: usize = 16;
 
 /// Relative pivot below which a symmetric factorization treats its pivot as zero.
-const PIVOT_DROP: f64 = 1e-10;
+pub(super) const PIVOT_DROP: f64 = 1e-10;
 
 /// Refinement steps after the first solve.
 const MAX_REFINE: usize = 3;
@@ -58,7 +58,7 @@ pub struct SparseSolved {
 }
 
 enum Factor<'f> {
-    Banded(BandedLdlt),
+    Banded(Cow<'f, BandedLdlt>),
     Forest(&'f Forest),
     Ldlt {
         symbolic: SymbolicCholesky<usize>,
@@ -157,7 +157,9 @@ fn factor_symmetric(
     }
     let (eps, delta) = (PIVOT_DROP * dmax, dmax);
     if b <= banded_max {
-        return Ok(Some(Factor::Banded(BandedLdlt::factor(a, b, eps, delta))));
+        return Ok(Some(Factor::Banded(Cow::Owned(BandedLdlt::factor(
+            a, b, eps, delta,
+        )))));
     }
     // CSR of a symmetric matrix is its CSC; faer reads the lower triangle.
     let sym = SymbolicSparseColMatRef::new_checked(n, n, off, None, idx);
@@ -259,11 +261,14 @@ pub fn solve_assembled(
         });
     }
     let out = match m {
-        Assembled::Band(band) => {
+        Assembled::Band(_, Some(ldlt)) => {
+            refine(m, &Factor::Banded(Cow::Borrowed(ldlt)), b, bnorm, stop)
+        }
+        Assembled::Band(band, None) => {
             let dmax = band.max_diagonal();
             if dmax > 0.0 && dmax.is_finite() {
                 let f = BandedLdlt::factor_band(band, PIVOT_DROP * dmax, dmax);
-                refine(m, &Factor::Banded(f), b, bnorm, stop)
+                refine(m, &Factor::Banded(Cow::Owned(f)), b, bnorm, stop)
             } else {
                 Err(FoldError::Singular)
             }
@@ -293,7 +298,7 @@ pub fn solve_assembled(
         },
     };
     let finite = || match m {
-        Assembled::Band(band) => band.all_finite(),
+        Assembled::Band(band, _) => band.all_finite(),
         Assembled::Csr { a, .. } => crate::__private::check::all_finite(a.values()),
         Assembled::Graph { a, .. } => crate::__private::check::all_finite(a.values()),
     };

@@ -2,7 +2,7 @@
 //! matrix: the reduced matrices of 1-D problems (`(D Dᵀ)_FF` of differences is
 //! tridiagonal), in one pass over the rows on `S`.
 
-use super::SymBand;
+use super::{BandedLdlt, SymBand};
 use crate::solvers::scratch;
 use nalgebra_sparse::CsrMatrix;
 
@@ -11,20 +11,38 @@ impl SymBand {
     /// columns, as CSR keeps them) have first and last columns that never decrease, so
     /// that a row meets only rows shortly before it; `None` when they decrease or its
     /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
+    #[cfg(test)]
     pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
+        Self::gram_rows_factored(c, a, s, w_max, 0.0).map(|(band, _)| band)
+    }
+
+    /// [`SymBand::gram_rows`] and, when the band came from rows of two entries, its
+    /// `LDLᵀ` from the same pass if no pivot has `|d| ≤ drop · max |Aᵢᵢ|` (then equal to
+    /// `BandedLdlt::factor_band(band, drop · max |Aᵢᵢ|, max |Aᵢᵢ|)`); `None` leaves the
+    /// factorization to the caller.
+    pub fn gram_rows_factored(
+        c: f64,
+        a: &CsrMatrix<f64>,
+        s: &[usize],
+        w_max: usize,
+        drop: f64,
+    ) -> Option<(SymBand, Option<BandedLdlt>)> {
         let rows = Rows {
             off: a.row_offsets(),
             idx: a.col_indices(),
             val: a.values(),
             s,
         };
-        if let Some(m) = rows.edge_chain(c).or_else(|| rows.tridiagonal(c)) {
+        if let Some(m) = rows.edge_chain(c, drop) {
             return Some(m);
+        }
+        if let Some(m) = rows.tridiagonal(c) {
+            return Some((m, None));
         }
         let w = rows.bandwidth(w_max)?;
         let mut m = SymBand::zeros(s.len(), w);
         rows.fill(c, m.w, &mut m.band);
-        Some(m)
+        Some((m, None))
     }
 }
 
@@ -120,17 +138,28 @@ impl Rows<'_> {
     /// [`Rows::tridiagonal`] for rows of exactly two entries (the edges of a graph, the
     /// differences of a 1-D problem), the common case, in a loop without branches on the
     /// data; `None` when a row has another length or the matrix is not tridiagonal.
-    fn edge_chain(&self, c: f64) -> Option<SymBand> {
+    ///
+    /// The band's `LDLᵀ` is computed in the same pass (its reciprocal chain overlaps the
+    /// loads of the rows) and returned when no pivot has `|d| ≤ drop · max |Aᵢᵢ|`: it is
+    /// then exactly [`BandedLdlt::factor_band`] with that threshold, which replaces none.
+    fn edge_chain(&self, c: f64, drop: f64) -> Option<(SymBand, Option<BandedLdlt>)> {
         let (off, idx, val) = (self.off, self.idx, self.val);
+        let k = self.s.len();
         // Every entry is written below: no zeroing.
-        let mut band = scratch::overwritten(2 * self.s.len());
+        let mut band = scratch::overwritten(2 * k);
+        let (mut l, mut d_inv) = (scratch::overwritten(k), scratch::overwritten(k));
         // The previous row's columns and values (zeros before the first row meet nothing
         // that counts: its product is zero and no column is below 0), and the last column
         // of the row before that (`usize::MAX` before the second row is ignored by `seen`).
         let (mut pc0, mut pc1, mut pv0, mut pv1) = (0usize, 0usize, 0.0f64, 0.0f64);
         let (mut before_hi, mut seen) = (0usize, 0usize);
         let mut bad = false;
-        for (out, &i) in band.chunks_exact_mut(2).zip(self.s) {
+        // The factor's last reciprocal pivot, max |Aᵢᵢ|, min |dᵢ| and whether a pivot is NaN.
+        let (mut prev_inv, mut a_max, mut d_min, mut nan) = (0.0f64, 0.0f64, f64::INFINITY, false);
+        let rows = band
+            .chunks_exact_mut(2)
+            .zip(l.iter_mut().zip(d_inv.iter_mut()));
+        for ((out, (li, di)), &i) in rows.zip(self.s) {
             let p = off[i];
             if off[i + 1] != p + 2 {
                 return None;
@@ -142,16 +171,32 @@ impl Rows<'_> {
             // Sorted and advancing columns meet only as c0 = pc0, c0 = pc1 or c1 = pc1.
             let pick = |a: usize, b: usize, x: f64| if a == b { x } else { 0.0 };
             let below = pick(c0, pc0, v0 * pv0) + pick(c0, pc1, v0 * pv1) + pick(c1, pc1, v1 * pv1);
-            out[0] = c * below;
-            out[1] = c * (v0 * v0 + v1 * v1);
+            let (below, diag) = (c * below, c * (v0 * v0 + v1 * v1));
+            out[0] = below;
+            out[1] = diag;
+            // `factor_band`'s tridiagonal step, the same operations in the same order.
+            *li = below * prev_inv;
+            let d = diag - (below * below) * prev_inv;
+            a_max = a_max.max(diag.abs());
+            d_min = d_min.min(d.abs());
+            nan |= d.is_nan();
+            prev_inv = 1.0 / d;
+            *di = prev_inv;
             (before_hi, seen) = (pc1, seen + 1);
             (pc0, pc1, pv0, pv1) = (c0, c1, v0, v1);
         }
-        (!bad).then(|| SymBand {
-            n: self.s.len(),
-            w: 1,
-            band,
-        })
+        if bad {
+            return None;
+        }
+        let exact = a_max > 0.0 && a_max.is_finite() && !nan && d_min > drop * a_max;
+        let ldlt = BandedLdlt {
+            n: k,
+            b: 1,
+            l,
+            d_inv,
+            dropped: 0,
+        };
+        Some((SymBand { n: k, w: 1, band }, exact.then_some(ldlt)))
     }
 
     /// The Gram matrix in one pass when it is tridiagonal (each row meets at most the row

@@ -372,6 +372,43 @@ mod tests {
     }
 
     #[test]
+    fn a_factor_from_the_assembly_pass_is_the_separate_factorization_bit_for_bit() {
+        // Differences with random free rows: the Gram band's factor computed on the way
+        // equals factoring the band afterwards, and a solve with it solves the system.
+        let n = 60;
+        let chain = DMatrix::from_fn(n - 1, n, |i, j| match j as i64 - i as i64 {
+            0 => -1.0 - 0.3 * (i as f64).cos(),
+            1 => 1.0 + 0.2 * (i as f64 * 0.7).sin(),
+            _ => 0.0,
+        });
+        let free: Vec<usize> = (0..n - 1).filter(|e| (e * 5 + 1) % 7 > 1).collect();
+        let (band, ldlt) =
+            SymBand::gram_rows_factored(0.8, &csr_of(&chain), &free, 16, 1e-10).expect("a chain");
+        let ldlt = ldlt.expect("no pivot is dropped on a definite chain");
+        let dmax = band.max_diagonal();
+        let separate = BandedLdlt::factor_band(&band, 1e-10 * dmax, dmax);
+        assert_eq!(separate.dropped, 0);
+        assert_eq!(ldlt.l, separate.l);
+        assert_eq!(ldlt.d_inv, separate.d_inv);
+        let rows = DMatrix::from_fn(free.len(), n, |r, j| chain[(free[r], j)]);
+        let a = &rows * rows.transpose() * 0.8;
+        let b = DVector::from_fn(free.len(), |i, _| 1.0 + (i as f64).sin());
+        let mut x = b.clone();
+        ldlt.solve_in_place(&mut x);
+        assert!((&a * &x - &b).norm() < 1e-12 * b.norm());
+        // A pivot at the drop threshold: no factor from the pass (the caller factors and
+        // replaces it).
+        let (_, none) =
+            SymBand::gram_rows_factored(0.8, &csr_of(&chain), &free, 16, 10.0).expect("a chain");
+        assert!(none.is_none());
+        // Not a chain of two-entry rows: nothing factored on the way.
+        let three = DMatrix::from_fn(4, 6, |i, j| if j >= i && j < i + 3 { 1.0 } else { 0.0 });
+        let (_, none) = SymBand::gram_rows_factored(1.0, &csr_of(&three), &[0, 1, 2, 3], 16, 1e-10)
+            .expect("banded");
+        assert!(none.is_none());
+    }
+
+    #[test]
     fn solves_banded_spd_and_singular_consistent_systems() {
         // A pentadiagonal SPD matrix.
         let n = 9;
