@@ -408,6 +408,56 @@ mod tests {
         assert!(none.is_none());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Random rows of two entries whose columns never decrease (chains, shared first
+        /// columns, rows two apart meeting), now and then a row of tiny values (a pivot
+        /// to drop), random free rows: the band is the dense Gram matrix, and a factor
+        /// from the assembly pass is the separate factorization bit for bit.
+        #[test]
+        fn the_assembly_pass_factor_is_the_factorization_or_none(
+            m in 2usize..40,
+            seed in 0u64..1_000_000,
+            drop_exp in -14i32..-2,
+        ) {
+            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut next = || {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let mut rows = Vec::new();
+            let (mut c0, mut c1) = (0usize, 1usize);
+            // Half the cases differences (a chain), the others any advancing rows.
+            let chain = next() < 0.5;
+            for _ in 0..m {
+                // Now and then a row of tiny values: a pivot below the drop threshold.
+                let scale = if next() < 0.04 { 1e-9 } else { 1.0 };
+                rows.push((c0, c1, scale * (next() * 4.0 - 2.0), scale * (next() * 4.0 - 2.0)));
+                c0 += if chain { 1 } else { (next() * 2.0) as usize };
+                c1 = if chain { c0 + 1 } else { (c0 + 1 + (next() * 1.3) as usize).max(c1) };
+            }
+            let ncols = rows.iter().map(|r| r.1 + 1).max().unwrap_or(1);
+            let a = DMatrix::from_fn(m, ncols, |i, j| {
+                let (c0, c1, v0, v1) = rows[i];
+                if j == c0 { v0 } else if j == c1 { v1 } else { 0.0 }
+            });
+            let s: Vec<usize> = (0..m).filter(|_| next() < 0.8).collect();
+            let drop = 10f64.powi(drop_exp);
+            if let Some((band, ldlt)) = SymBand::gram_rows_factored(0.7, &csr_of(&a), &s, 16, drop) {
+                let sub = DMatrix::from_fn(s.len(), ncols, |r, j| a[(s[r], j)]);
+                let want = &sub * sub.transpose() * 0.7;
+                proptest::prop_assert!((dense_of(&band) - &want).abs().max() < 1e-12);
+                if let Some(ldlt) = ldlt {
+                    let dmax = band.max_diagonal();
+                    let separate = BandedLdlt::factor_band(&band, drop * dmax, dmax);
+                    proptest::prop_assert_eq!(separate.dropped, 0);
+                    proptest::prop_assert_eq!(&ldlt.l, &separate.l);
+                    proptest::prop_assert_eq!(&ldlt.d_inv, &separate.d_inv);
+                }
+            }
+        }
+    }
+
     #[test]
     fn solves_banded_spd_and_singular_consistent_systems() {
         // A pentadiagonal SPD matrix.
