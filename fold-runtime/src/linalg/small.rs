@@ -27,7 +27,12 @@ struct Workspace {
 }
 
 thread_local! {
-    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+    static WORKSPACE: RefCell<Workspace> = const {
+        RefCell::new(Workspace {
+            values: Vec::new(),
+            swaps: Vec::new(),
+        })
+    };
 }
 
 /// Factors of a small square matrix, held in the workspace.
