@@ -3,7 +3,8 @@
 //! The banded factors of a 1-D problem at n = 10⁵–10⁶ are megabytes each. Freed, they sit
 //! at the top of the heap, glibc returns them to the OS, and the next call faults on every
 //! page again: that measured as much as the factorization itself. A handful of buffers
-//! kept here (what one sparse reduced solve uses) are handed out again instead.
+//! kept here (what one sparse reduced solve uses, at most 256 MiB a thread) are handed
+//! out again instead.
 
 use std::cell::RefCell;
 
@@ -11,6 +12,8 @@ use std::cell::RefCell;
 const MIN_LEN: usize = 1 << 14;
 /// Buffers kept per thread (the largest, if more are returned).
 const MAX_KEPT: usize = 6;
+/// Entries kept per thread at most (256 MiB): a buffer that would pass it is freed.
+const MAX_ENTRIES: usize = 1 << 25;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
@@ -69,6 +72,10 @@ pub fn keep(v: Vec<f64>) {
     }
     let _ = POOL.try_with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
+            let kept: usize = p.iter().map(Vec::capacity).sum();
+            if kept + v.capacity() > MAX_ENTRIES {
+                return;
+            }
             p.push(v);
             if p.len() > MAX_KEPT {
                 // Drop the smallest.
@@ -120,5 +127,8 @@ mod tests {
         assert_eq!(POOL.with(|p| p.borrow().len()), MAX_KEPT);
         // The largest survive the overflow.
         assert!(POOL.with(|p| p.borrow().iter().any(|v| v.capacity() >= 4 * MIN_LEN)));
+        // Nothing beyond the byte budget is kept.
+        keep(Vec::with_capacity(MAX_ENTRIES));
+        assert!(POOL.with(|p| p.borrow().iter().all(|v| v.capacity() < MAX_ENTRIES)));
     }
 }
