@@ -7,19 +7,21 @@ use crate::solvers::scratch;
 use nalgebra_sparse::CsrMatrix;
 
 impl SymBand {
-    /// `c A[S, :] A[S, :]ᵀ` straight into band storage, when the rows of `A` on `S` (sorted
-    /// columns, as CSR keeps them) have first and last columns that never decrease, so
-    /// that a row meets only rows shortly before it; `None` when they decrease or its
-    /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
+    /// The band of [`SymBand::gram_rows_factored`] alone (tests).
     #[cfg(test)]
     pub fn gram_rows(c: f64, a: &CsrMatrix<f64>, s: &[usize], w_max: usize) -> Option<SymBand> {
         Self::gram_rows_factored(c, a, s, w_max, 0.0).map(|(band, _)| band)
     }
 
-    /// [`SymBand::gram_rows`] and, when the band came from rows of two entries, its
-    /// `LDLᵀ` from the same pass if no pivot has `|d| ≤ drop · max |Aᵢᵢ|` (then equal to
-    /// `BandedLdlt::factor_band(band, drop · max |Aᵢᵢ|, max |Aᵢᵢ|)`); `None` leaves the
-    /// factorization to the caller.
+    /// `c A[S, :] A[S, :]ᵀ` straight into band storage, when the rows of `A` on `S` (sorted
+    /// columns, as CSR keeps them) have first and last columns that never decrease, so
+    /// that a row meets only rows shortly before it; `None` when they decrease or its
+    /// half-bandwidth exceeds `w_max`. `S` must be strictly increasing and in range.
+    ///
+    /// When the rows have two entries each, also the band's `LDLᵀ` from the same pass,
+    /// if no pivot has `|d| ≤ drop · max |Aᵢᵢ|` (it then equals
+    /// `BandedLdlt::factor_band(band, drop · max |Aᵢᵢ|, max |Aᵢᵢ|)`); otherwise `None`
+    /// leaves the factorization to the caller.
     pub fn gram_rows_factored(
         c: f64,
         a: &CsrMatrix<f64>,
