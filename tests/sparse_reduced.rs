@@ -421,3 +421,55 @@ fn every_benchdata_sparse_instance_matches_its_reference_gradient() {
         assert_eq!(st.method, Method::Direct, "{}", inst.name);
     }
 }
+
+/// A 1-D fixed point built backwards (no forward solve): `z` chosen with every `period`-th
+/// coordinate beyond `λ`, `p = clamp(z)`, and `y` from `D y = (z − p)/α + D Dᵀ p` by a
+/// cumulative sum.
+fn chain_fixed_point(n: usize, period: usize, shift: f64) -> (CsrMatrix<f64>, [DVector<f64>; 3]) {
+    let (alpha, lam) = (0.25, 0.5);
+    let mut coo = CooMatrix::new(n - 1, n);
+    for e in 0..n - 1 {
+        coo.push(e, e, -1.0);
+        coo.push(e, e + 1, 1.0);
+    }
+    let d = CsrMatrix::from(&coo);
+    let z = DVector::from_fn(n - 1, |i, _| {
+        if i % period == 0 {
+            2.0 * lam
+        } else {
+            0.1 * ((i % 7) as f64 - 3.0) + shift
+        }
+    });
+    let p = z.map(|v| v.clamp(-lam, lam));
+    let r = (&z - &p) / alpha + &d * (d.transpose() * &p);
+    let mut y = DVector::zeros(n);
+    for e in 0..n - 1 {
+        y[e + 1] = y[e] + r[e];
+    }
+    let g = DVector::from_fn(n - 1, |i, _| ((i * 31) % 17) as f64 / 17.0 - 0.5 + shift);
+    (d, [p, y, g])
+}
+
+#[test]
+fn large_reduced_solves_do_not_depend_on_what_ran_before_on_the_thread() {
+    // Large enough that the runtime keeps its work buffers between calls: a call after
+    // others (of other sizes and values) gives the same bits as one on a fresh thread.
+    let run = |n: usize, period: usize, shift: f64| {
+        let (d, [p, y, g]) = chain_fixed_point(n, period, shift);
+        let (gr, st) =
+            tv_sparse::backward_with_stats(&p, &y, &d, 0.25, 0.5, &g, &BackwardOptions::default())
+                .expect("backward");
+        assert_eq!(st.method, Method::Direct);
+        gr.y
+    };
+    let fresh = std::thread::spawn(move || run(60_000, 4, 0.0))
+        .join()
+        .expect("thread");
+    let first = run(60_000, 4, 0.0);
+    let _ = run(90_000, 3, 0.05);
+    let _ = run(40_000, 5, -0.02);
+    let again = run(60_000, 4, 0.0);
+    assert!(fresh.iter().all(|v| v.is_finite()));
+    assert_eq!(first.as_slice(), fresh.as_slice());
+    assert_eq!(again.as_slice(), fresh.as_slice());
+}
