@@ -297,20 +297,8 @@ pub fn mv_into(a: &CsrMatrix<f64>, x: &DVector<f64>, y: &mut DVector<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::solvers::testing::csr;
     use nalgebra::DMatrix;
-    use nalgebra_sparse::CooMatrix;
-
-    fn csr(d: &DMatrix<f64>) -> CsrMatrix<f64> {
-        let mut coo = CooMatrix::new(d.nrows(), d.ncols());
-        for i in 0..d.nrows() {
-            for j in 0..d.ncols() {
-                if d[(i, j)] != 0.0 {
-                    coo.push(i, j, d[(i, j)]);
-                }
-            }
-        }
-        CsrMatrix::from(&coo)
-    }
 
     fn dense(a: &CsrMatrix<f64>) -> DMatrix<f64> {
         let mut d = DMatrix::zeros(a.nrows(), a.ncols());

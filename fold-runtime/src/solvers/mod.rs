@@ -144,6 +144,20 @@ pub(crate) fn axpy(y: &mut [f64], s: f64, x: &[f64]) {
 pub(crate) mod testing {
     use super::Stop;
     use nalgebra::{DMatrix, DVector};
+    use nalgebra_sparse::{CooMatrix, CsrMatrix};
+
+    /// The nonzeros of a dense matrix as CSR.
+    pub fn csr(d: &DMatrix<f64>) -> CsrMatrix<f64> {
+        let mut coo = CooMatrix::new(d.nrows(), d.ncols());
+        for i in 0..d.nrows() {
+            for j in 0..d.ncols() {
+                if d[(i, j)] != 0.0 {
+                    coo.push(i, j, d[(i, j)]);
+                }
+            }
+        }
+        CsrMatrix::from(&coo)
+    }
 
     /// A tight stop: `tol = 1e-12`, 100 iterations.
     pub fn stop() -> Stop {

@@ -387,22 +387,11 @@ fn refine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::solvers::testing::csr;
     use crate::solvers::testing::stop;
     use crate::SparseReduced;
     use nalgebra::DMatrix;
     use nalgebra_sparse::CooMatrix;
-
-    fn csr(d: &DMatrix<f64>) -> CsrMatrix<f64> {
-        let mut coo = CooMatrix::new(d.nrows(), d.ncols());
-        for i in 0..d.nrows() {
-            for j in 0..d.ncols() {
-                if d[(i, j)] != 0.0 {
-                    coo.push(i, j, d[(i, j)]);
-                }
-            }
-        }
-        CsrMatrix::from(&coo)
-    }
 
     /// The Laplacian of a 6 × 6 grid graph (singular: constants), bandwidth 6.
     fn grid_laplacian() -> DMatrix<f64> {

@@ -248,20 +248,8 @@ impl BandedLdlt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::solvers::testing::csr as csr_of;
     use nalgebra::DMatrix;
-    use nalgebra_sparse::CooMatrix;
-
-    fn csr_of(a: &DMatrix<f64>) -> CsrMatrix<f64> {
-        let mut coo = CooMatrix::new(a.nrows(), a.ncols());
-        for i in 0..a.nrows() {
-            for j in 0..a.ncols() {
-                if a[(i, j)] != 0.0 {
-                    coo.push(i, j, a[(i, j)]);
-                }
-            }
-        }
-        CsrMatrix::from(&coo)
-    }
 
     fn dense_of(m: &SymBand) -> DMatrix<f64> {
         let n = m.dim();
