@@ -99,7 +99,7 @@ impl Operator for Assembled<'_> {
             Assembled::Graph { scale, a, rows, .. } => {
                 // t = A_Sᵀ x, then y = c A_S t.
                 let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-                let mut t = vec![0.0; a.ncols()];
+                let mut t = super::scratch::zeroed(a.ncols());
                 for (&i, &xr) in rows.iter().zip(x.iter()) {
                     for p in off[i]..off[i + 1] {
                         t[idx[p]] += val[p] * xr;
@@ -109,6 +109,7 @@ impl Operator for Assembled<'_> {
                     let ti: f64 = (off[i]..off[i + 1]).map(|p| val[p] * t[idx[p]]).sum();
                     *yr = scale * ti;
                 }
+                super::scratch::keep(t);
             }
         }
         Ok(())

@@ -11,6 +11,7 @@
 //! Hand-rolled: no sparse crate factors a forest's Gram matrix in linear time, and faer's
 //! AMD ordering alone costs several times this on a grid's free edges.
 
+use super::scratch;
 use nalgebra::DVector;
 use nalgebra_sparse::CsrMatrix;
 
@@ -66,8 +67,10 @@ impl Forest {
             }
         }
         // A spanning forest by union–find (path halving, union by size).
-        let mut root: Vec<usize> = (0..n).collect();
-        let mut size = vec![1usize; n];
+        // Work arrays from the per-thread pool (megabytes on a large grid).
+        let mut root = scratch::empty(n);
+        root.extend(0..n);
+        let mut size = scratch::filled(n, 1usize);
         let find = |root: &mut [usize], mut v: usize| {
             while root[v] != v {
                 root[v] = root[root[v]];
@@ -75,8 +78,8 @@ impl Forest {
             }
             v
         };
-        let mut degree = vec![0usize; n + 1];
-        let mut tree = Vec::with_capacity(s.len());
+        let mut degree = scratch::filled(n + 1, 0usize);
+        let mut tree = scratch::empty(s.len());
         for r in 0..s.len() {
             let (u, v, _, _) = edge(r);
             let (ru, rv) = (find(&mut root, u), find(&mut root, v));
@@ -94,14 +97,17 @@ impl Forest {
             degree[v + 1] += 1;
             tree.push(r);
         }
-        drop((root, size));
+        scratch::keep(root);
+        scratch::keep(size);
         // The forest's adjacency: for node u, (neighbour, edge).
         for u in 0..n {
             degree[u + 1] += degree[u];
         }
         let start = degree;
-        let mut fill = start.clone();
-        let mut adj = vec![(0usize, 0usize); start[n]];
+        let mut fill = scratch::empty(n + 1);
+        fill.extend_from_slice(&start);
+        // Every entry is written below (two per tree edge, the degrees' sum).
+        let mut adj = scratch::overwritten(start[n], (0usize, 0usize));
         for &r in &tree {
             let (u, v, _, _) = edge(r);
             adj[fill[u]] = (v, r);
@@ -109,11 +115,11 @@ impl Forest {
             adj[fill[v]] = (u, r);
             fill[v] += 1;
         }
-        drop(fill);
+        scratch::keep(fill);
         // Breadth-first from each untouched node with an edge; `pos` maps nodes to order.
-        let mut pos = vec![usize::MAX; n];
-        let mut order: Vec<usize> = Vec::with_capacity(tree.len() + 1);
-        let mut nodes = Vec::with_capacity(tree.len() + 1);
+        let mut pos = scratch::filled(n, usize::MAX);
+        let mut order = scratch::empty(tree.len() + 1);
+        let mut nodes = scratch::empty(tree.len() + 1);
         let mut components = Vec::new();
         let mut null_norm2 = Vec::new();
         for first in 0..n {
@@ -161,13 +167,18 @@ impl Forest {
             null_norm2.push(norm2);
         }
         components.push(nodes.len());
+        let cycles = s.len() - tree.len();
+        for v in [start, pos, order, tree] {
+            scratch::keep(v);
+        }
+        scratch::keep(adj);
         Some(Forest {
             scale: c,
             rows: s.len(),
             nodes,
             components,
             null_norm2,
-            cycles: s.len() - tree.len(),
+            cycles,
         })
     }
 
@@ -182,7 +193,7 @@ impl Forest {
     pub fn solve_in_place(&self, b: &mut DVector<f64>) {
         assert_eq!(b.len(), self.rows, "Forest::solve: right-hand side length");
         let nodes = &self.nodes;
-        let mut x = vec![0.0; nodes.len()];
+        let mut x = scratch::zeroed(nodes.len());
         let inv_c = 1.0 / self.scale;
         for (c, w) in self.components.windows(2).enumerate() {
             let (begin, end) = (w[0], w[1]);
@@ -206,6 +217,15 @@ impl Forest {
                 x[v.parent] -= v.at_parent * xi;
             }
         }
+        scratch::keep(x);
+    }
+}
+
+scratch::keep_type!(Node);
+
+impl Drop for Forest {
+    fn drop(&mut self) {
+        scratch::keep(std::mem::take(&mut self.nodes));
     }
 }
 

@@ -1,44 +1,74 @@
 //! Large work buffers kept per thread from one backward to the next.
 //!
-//! The banded factors of a 1-D problem at n = 10⁵–10⁶ are megabytes each. Freed, they sit
-//! at the top of the heap, glibc returns them to the OS, and the next call faults on every
-//! page again: that measured as much as the factorization itself. A handful of buffers
-//! kept here (what one sparse reduced solve uses, at most 256 MiB a thread) are handed
-//! out again instead.
+//! The banded factors of a 1-D problem at n = 10⁵–10⁶ are megabytes each, and so are a
+//! 2-D problem's spanning forest and its union–find arrays. Freed, they sit at the top of
+//! the heap, glibc returns them to the OS, and the next call faults on every page again:
+//! that measured as much as the factorization itself. A handful of buffers of each
+//! element type kept here (what one sparse reduced solve uses, at most 256 MiB a type and
+//! thread) are handed out again instead.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
-/// Below this length the allocator's own free lists serve as well.
-const MIN_LEN: usize = 1 << 14;
-/// Buffers kept per thread (the largest, if more are returned).
-const MAX_KEPT: usize = 6;
-/// Entries kept per thread at most (256 MiB): a buffer that would pass it is freed.
-const MAX_ENTRIES: usize = 1 << 25;
+/// Below this many bytes the allocator's own free lists serve as well.
+const MIN_BYTES: usize = 128 << 10;
+/// Buffers kept per element type and thread (the largest, if more are returned).
+const MAX_KEPT: usize = 8;
+/// Bytes kept per element type and thread at most: a buffer that would pass it is freed.
+const MAX_BYTES: usize = 256 << 20;
 
-thread_local! {
-    static POOL: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+/// A buffer's pool: the kept buffers of one element type on this thread.
+pub type Pool<T> = RefCell<Vec<Vec<T>>>;
+
+/// Element types whose buffers are kept.
+pub trait Kept: Copy + 'static {
+    /// This thread's pool of the type.
+    fn pool() -> &'static LocalKey<Pool<Self>>;
 }
 
-/// A zeroed buffer of `len` entries, reusing a kept one when one is large enough.
-pub fn zeroed(len: usize) -> Vec<f64> {
+/// Implements [`Kept`] for types, each with its own thread-local pool.
+macro_rules! keep_type {
+    ($($t:ty),* $(,)?) => {$(
+        impl $crate::solvers::scratch::Kept for $t {
+            fn pool() -> &'static ::std::thread::LocalKey<$crate::solvers::scratch::Pool<$t>> {
+                ::std::thread_local! {
+                    static POOL: $crate::solvers::scratch::Pool<$t> =
+                        const { ::std::cell::RefCell::new(::std::vec::Vec::new()) };
+                }
+                &POOL
+            }
+        }
+    )*};
+}
+pub(crate) use keep_type;
+
+keep_type!(f64, usize, (usize, usize));
+
+/// A buffer of `len` copies of `value`, reusing a kept one when one is large enough.
+pub fn filled<T: Kept>(len: usize, value: T) -> Vec<T> {
     let mut v = kept(len).unwrap_or_default();
     v.clear();
-    v.resize(len, 0.0);
+    v.resize(len, value);
     v
 }
 
-/// A buffer of `len` entries whose values are unspecified (zeros, or what a previous
+/// A zeroed `f64` buffer of `len` entries.
+pub fn zeroed(len: usize) -> Vec<f64> {
+    filled(len, 0.0)
+}
+
+/// A buffer of `len` entries whose values are unspecified (`value`, or what a previous
 /// call left): for a caller that writes every entry before it reads one, so that a kept
-/// buffer is not zeroed for nothing.
-pub fn overwritten(len: usize) -> Vec<f64> {
+/// buffer is not filled for nothing.
+pub fn overwritten<T: Kept>(len: usize, value: T) -> Vec<T> {
     let mut v = kept(len).unwrap_or_default();
     v.truncate(len);
-    v.resize(len, 0.0);
+    v.resize(len, value);
     v
 }
 
 /// An empty buffer with room for `len` entries (pushed into by the caller).
-pub fn empty(len: usize) -> Vec<f64> {
+pub fn empty<T: Kept>(len: usize) -> Vec<T> {
     match kept(len) {
         Some(mut v) => {
             v.clear();
@@ -48,32 +78,37 @@ pub fn empty(len: usize) -> Vec<f64> {
     }
 }
 
-/// The smallest kept buffer with room for `len` entries (the others stay for larger
-/// requests), if `len` is worth keeping at all.
-fn kept(len: usize) -> Option<Vec<f64>> {
-    if len < MIN_LEN {
-        return None;
-    }
-    POOL.try_with(|p| {
-        let mut p = p.try_borrow_mut().ok()?;
-        let i = (0..p.len())
-            .filter(|&i| p[i].capacity() >= len)
-            .min_by_key(|&i| p[i].capacity())?;
-        Some(p.swap_remove(i))
-    })
-    .ok()
-    .flatten()
+fn bytes<T>(len: usize) -> usize {
+    len.saturating_mul(std::mem::size_of::<T>())
 }
 
-/// Hands `v` back for a later [`zeroed`] or [`empty`].
-pub fn keep(v: Vec<f64>) {
-    if v.capacity() < MIN_LEN {
+/// The smallest kept buffer with room for `len` entries (the others stay for larger
+/// requests), if `len` is worth keeping at all.
+fn kept<T: Kept>(len: usize) -> Option<Vec<T>> {
+    if bytes::<T>(len) < MIN_BYTES {
+        return None;
+    }
+    T::pool()
+        .try_with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let i = (0..p.len())
+                .filter(|&i| p[i].capacity() >= len)
+                .min_by_key(|&i| p[i].capacity())?;
+            Some(p.swap_remove(i))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Hands `v` back for a later [`filled`], [`overwritten`] or [`empty`].
+pub fn keep<T: Kept>(v: Vec<T>) {
+    if bytes::<T>(v.capacity()) < MIN_BYTES {
         return;
     }
-    let _ = POOL.try_with(|p| {
+    let _ = T::pool().try_with(|p| {
         if let Ok(mut p) = p.try_borrow_mut() {
-            let kept: usize = p.iter().map(Vec::capacity).sum();
-            if kept + v.capacity() > MAX_ENTRIES {
+            let kept: usize = p.iter().map(|b| bytes::<T>(b.capacity())).sum();
+            if kept + bytes::<T>(v.capacity()) > MAX_BYTES {
                 return;
             }
             p.push(v);
@@ -91,6 +126,12 @@ pub fn keep(v: Vec<f64>) {
 mod tests {
     use super::*;
 
+    const MIN_LEN: usize = MIN_BYTES / 8;
+
+    fn kept_f64() -> Vec<usize> {
+        f64::pool().with(|p| p.borrow().iter().map(Vec::capacity).collect())
+    }
+
     #[test]
     fn a_kept_buffer_comes_back_zeroed_and_small_ones_are_not_kept() {
         let mut v = zeroed(MIN_LEN + 5);
@@ -103,32 +144,47 @@ mod tests {
         assert_eq!(w.len(), MIN_LEN);
         assert!(w.iter().all(|&x| x == 0.0));
         // Unspecified contents, but the right length.
-        let mut u = overwritten(MIN_LEN + 1);
+        let mut u = overwritten(MIN_LEN + 1, 0.0);
         assert_eq!(u.len(), MIN_LEN + 1);
         u.iter_mut().for_each(|x| *x = 7.0);
         keep(u);
-        let u = overwritten(MIN_LEN + 3);
+        let u = overwritten(MIN_LEN + 3, 0.0);
         assert_eq!(u.len(), MIN_LEN + 3);
-        assert_eq!(u[MIN_LEN + 2], 0.0, "entries past the old length are zeros");
+        assert_eq!(
+            u[MIN_LEN + 2],
+            0.0,
+            "entries past the old length are the fill value"
+        );
         keep(u);
-        let w = zeroed(MIN_LEN);
         // Too large for anything kept: a fresh one.
-        let big = empty(4 * MIN_LEN);
+        let big = empty::<f64>(4 * MIN_LEN);
         assert!(big.is_empty() && big.capacity() >= 4 * MIN_LEN);
         keep(w);
         keep(big);
         for _ in 0..2 * MAX_KEPT {
-            keep(Vec::with_capacity(MIN_LEN));
+            keep(Vec::<f64>::with_capacity(MIN_LEN));
         }
-        let kept = POOL.with(|p| p.borrow().len());
-        assert_eq!(kept, MAX_KEPT);
-        let small = vec![1.0; 10];
-        keep(small);
-        assert_eq!(POOL.with(|p| p.borrow().len()), MAX_KEPT);
+        assert_eq!(kept_f64().len(), MAX_KEPT);
+        keep(vec![1.0; 10]);
+        assert_eq!(kept_f64().len(), MAX_KEPT);
         // The largest survive the overflow.
-        assert!(POOL.with(|p| p.borrow().iter().any(|v| v.capacity() >= 4 * MIN_LEN)));
+        assert!(kept_f64().iter().any(|&c| c >= 4 * MIN_LEN));
         // Nothing beyond the byte budget is kept.
-        keep(Vec::with_capacity(MAX_ENTRIES));
-        assert!(POOL.with(|p| p.borrow().iter().all(|v| v.capacity() < MAX_ENTRIES)));
+        keep(Vec::<f64>::with_capacity(MAX_BYTES / 8));
+        assert!(kept_f64().iter().all(|&c| c < MAX_BYTES / 8));
+    }
+
+    #[test]
+    fn each_element_type_has_its_own_pool() {
+        let v = filled(MIN_LEN, usize::MAX);
+        assert!(v.iter().all(|&x| x == usize::MAX));
+        let ptr = v.as_ptr();
+        keep(v);
+        // An `f64` request does not take the `usize` buffer.
+        let f = zeroed(MIN_LEN);
+        assert_ne!(f.as_ptr() as usize, ptr as usize);
+        let again = filled(MIN_LEN, 0usize);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.iter().all(|&x| x == 0));
     }
 }

@@ -148,8 +148,8 @@ impl Rows<'_> {
         let (off, idx, val) = (self.off, self.idx, self.val);
         let k = self.s.len();
         // Every entry is written below: no zeroing.
-        let mut band = scratch::overwritten(2 * k);
-        let (mut l, mut d_inv) = (scratch::overwritten(k), scratch::overwritten(k));
+        let mut band = scratch::overwritten(2 * k, 0.0);
+        let (mut l, mut d_inv) = (scratch::overwritten(k, 0.0), scratch::overwritten(k, 0.0));
         // The previous row's columns and values (zeros before the first row meet nothing
         // that counts: its product is zero and no column is below 0), and the last column
         // of the row before that (`usize::MAX` before the second row is ignored by `seen`).

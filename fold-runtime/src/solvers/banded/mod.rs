@@ -143,7 +143,7 @@ impl BandedLdlt {
         let mut dropped = 0;
         if w == 1 {
             // Every entry is written below: no zeroing.
-            let (mut l, mut d_inv) = (scratch::overwritten(n), scratch::overwritten(n));
+            let (mut l, mut d_inv) = (scratch::overwritten(n, 0.0), scratch::overwritten(n, 0.0));
             // Tridiagonal: d_i = a_ii − a_{i,i−1}² / d_{i−1}, one reciprocal per row.
             let band = &band[..2 * n];
             let mut prev_inv = 0.0;
