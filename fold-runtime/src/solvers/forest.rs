@@ -319,6 +319,49 @@ mod tests {
     }
 
     #[test]
+    fn large_forests_do_not_depend_on_what_ran_before_on_the_thread() {
+        // A grid's edges, large enough that the work arrays are kept between calls: a
+        // solve after other forests (other graphs, weights, free sets) gives the same
+        // bits as one on a fresh thread.
+        let grid = |side: usize, keep_every: usize, w: f64| {
+            let mut rows = Vec::new();
+            for i in 0..side {
+                for j in 0..side {
+                    let v = i * side + j;
+                    if j + 1 < side {
+                        rows.push((v, v + 1, -w, w));
+                    }
+                    if i + 1 < side {
+                        rows.push((v, v + side, -1.0, 1.0));
+                    }
+                }
+            }
+            let a = incidence(side * side, &rows);
+            let s: Vec<usize> = (0..rows.len()).filter(|r| r % keep_every != 0).collect();
+            let b = DVector::from_fn(s.len(), |r, _| ((r * 37) % 23) as f64 / 23.0 - 0.5);
+            (a, s, b)
+        };
+        let solve = move |side: usize, keep_every: usize, w: f64| {
+            let (a, s, b) = grid(side, keep_every, w);
+            let forest = Forest::new(0.3, &a, &s).expect("edges");
+            let mut x = b.clone();
+            forest.solve_in_place(&mut x);
+            (forest.cycles, x)
+        };
+        let fresh = std::thread::spawn(move || solve(140, 5, 1.5))
+            .join()
+            .expect("thread");
+        let first = solve(140, 5, 1.5);
+        let _ = solve(170, 3, 0.7);
+        let _ = solve(120, 7, 2.0);
+        let again = solve(140, 5, 1.5);
+        assert!(fresh.0 > 0 && fresh.1.iter().all(|v| v.is_finite()));
+        assert_eq!(first.0, fresh.0);
+        assert_eq!(first.1.as_slice(), fresh.1.as_slice());
+        assert_eq!(again.1.as_slice(), fresh.1.as_slice());
+    }
+
+    #[test]
     fn rows_that_are_not_edges_are_refused() {
         let mut coo = CooMatrix::new(2, 3);
         coo.push(0, 0, 1.0);
