@@ -139,7 +139,8 @@ impl Rows<'_> {
 
     /// [`Rows::tridiagonal`] for rows of exactly two entries (the edges of a graph, the
     /// differences of a 1-D problem), the common case, in a loop without branches on the
-    /// data; `None` when a row has another length or the matrix is not tridiagonal.
+    /// data; `None`, at the first row that shows it, when a row has another length or the
+    /// matrix is not tridiagonal.
     ///
     /// The band's `LDLᵀ` is computed in the same pass (its reciprocal chain overlaps the
     /// loads of the rows) and returned when no pivot has `|d| ≤ drop · max |Aᵢᵢ|`: it is
@@ -164,12 +165,17 @@ impl Rows<'_> {
         for ((out, (li, di)), &i) in rows.zip(self.s) {
             let p = off[i];
             if off[i + 1] != p + 2 {
-                return None;
+                bad = true;
+                break;
             }
-            let (c0, c1, v0, v1) = (idx[p], idx[p + 1], val[p], val[p + 1]);
-            // Columns advance, and no row reaches back two rows (`|`, not `||`: no
-            // branches).
-            bad |= (c0 < pc0) | (c1 < pc1) | ((seen >= 2) & (before_hi >= c0));
+            let (c0, c1) = (idx[p], idx[p + 1]);
+            // Columns advance, and no row reaches back two rows (`|`, not `||`: one
+            // branch, taken once, at the first row that is not a chain's).
+            bad = (c0 < pc0) | (c1 < pc1) | ((seen >= 2) & (before_hi >= c0));
+            if bad {
+                break;
+            }
+            let (v0, v1) = (val[p], val[p + 1]);
             // Sorted and advancing columns meet only as c0 = pc0, c0 = pc1 or c1 = pc1.
             let pick = |a: usize, b: usize, x: f64| if a == b { x } else { 0.0 };
             let below = pick(c0, pc0, v0 * pv0) + pick(c0, pc1, v0 * pv1) + pick(c1, pc1, v1 * pv1);
@@ -188,6 +194,10 @@ impl Rows<'_> {
             (pc0, pc1, pv0, pv1) = (c0, c1, v0, v1);
         }
         if bad {
+            // Not a chain (a 2-D grid's edges): the buffers go back for the path that is.
+            scratch::keep(band);
+            scratch::keep(l);
+            scratch::keep(d_inv);
             return None;
         }
         let exact = a_max > 0.0 && a_max.is_finite() && !nan && d_min > drop * a_max;
@@ -224,7 +234,8 @@ impl Rows<'_> {
                 continue;
             }
             if q - p > 4 {
-                return None;
+                bad = true;
+                break;
             }
             let row = (&idx[p..q], &val[p..q]);
             let (lo, hi) = (row.0[0], row.0[row.0.len() - 1]);
@@ -249,7 +260,11 @@ impl Rows<'_> {
             band.extend([below, c * diagonal]);
             prev = Some((r, p, q, lo, hi));
         }
-        (!bad).then_some(SymBand { n: k, w: 1, band })
+        if bad {
+            scratch::keep(band);
+            return None;
+        }
+        Some(SymBand { n: k, w: 1, band })
     }
 
     /// Writes `c ⟨row r, row t⟩` into `band` (half-bandwidth `w`) for every `t` from the
