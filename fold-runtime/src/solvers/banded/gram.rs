@@ -2,7 +2,7 @@
 //! matrix: the reduced matrices of 1-D problems (`(D Dᵀ)_FF` of differences is
 //! tridiagonal), in one pass over the rows on `S`.
 
-use super::{BandedLdlt, SymBand};
+use super::{tridiagonal_row, BandedLdlt, SymBand};
 use crate::solvers::scratch;
 use nalgebra_sparse::CsrMatrix;
 
@@ -182,9 +182,9 @@ impl Rows<'_> {
             let (below, diag) = (c * below, c * (v0 * v0 + v1 * v1));
             out[0] = below;
             out[1] = diag;
-            // `factor_band`'s tridiagonal step, the same operations in the same order.
-            *li = below * prev_inv;
-            let d = diag - (below * below) * prev_inv;
+            // `factor_band`'s tridiagonal step.
+            let (l_row, d) = tridiagonal_row(below, diag, prev_inv);
+            *li = l_row;
             a_max = a_max.max(diag.abs());
             d_min = d_min.min(d.abs());
             nan |= d.is_nan();

@@ -130,6 +130,17 @@ impl SymBand {
     }
 }
 
+/// One row of the tridiagonal `LDLᵀ` from the row's sub-diagonal entry `b`, its diagonal
+/// entry `a` and the previous reciprocal pivot: `(l, d) = (b d⁻¹, a − b² d⁻¹)`.
+///
+/// `a − b² d⁻¹` rather than `a − l b`: one multiplication less between one row's
+/// reciprocal and the next. Shared by [`BandedLdlt::factor_band`] and the Gram assembly
+/// that factors on the way, which must agree bit for bit.
+#[inline(always)]
+fn tridiagonal_row(b: f64, a: f64, prev_inv: f64) -> (f64, f64) {
+    (b * prev_inv, a - (b * b) * prev_inv)
+}
+
 impl BandedLdlt {
     /// Factors the lower band of a symmetric `a` (half-bandwidth at most `b`); pivots with
     /// `|d| ≤ eps` become `delta`.
@@ -148,10 +159,8 @@ impl BandedLdlt {
             let band = &band[..2 * n];
             let mut prev_inv = 0.0;
             for ((li, di), row) in l.iter_mut().zip(d_inv.iter_mut()).zip(band.chunks_exact(2)) {
-                // `a − b² d⁻¹` rather than `a − l b`: one multiplication less between
-                // one row's reciprocal and the next.
-                *li = row[0] * prev_inv;
-                let mut s = row[1] - (row[0] * row[0]) * prev_inv;
+                let (l_row, mut s) = tridiagonal_row(row[0], row[1], prev_inv);
+                *li = l_row;
                 if s.abs() <= eps {
                     s = delta;
                     dropped += 1;
