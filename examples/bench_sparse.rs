@@ -9,7 +9,8 @@
 //!
 //! Options: `--json FILE`, `--only NAME[,NAME…]` (instances), `--methods auto,gmres,bicgstab`,
 //! `--reps K` (median of K after one warm-up call, default 7; the explicit full-system
-//! methods run `max(1, K/3)` times, a call over a second once), `--max-full N` (explicit methods only up to N states, default 3·10⁵).
+//! methods run `max(1, K/3)` times, a call over a second once), `--max-full N` (explicit
+//! methods only up to N states, default 3·10⁵).
 //!
 //! Timed, as for the peers: everything that depends on `p*` — the linearization (z, the
 //! free set, the reduced matrix and its factorization), the solve and the gradient
