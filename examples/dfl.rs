@@ -14,7 +14,9 @@
 //!
 //! Runs: `fold_pgd` (the data set's PGD forward exactly, one thread), `fold` (warm starts
 //! and a Newton active-set step on the fixed-point residual, every x* verified against the
-//! rule to ‖U(x) − x‖∞ ≤ 1e-12, one thread), `fold_2threads` (the same on two threads).
+//! rule to ‖U(x) − x‖∞ ≤ 1e-12, one thread), `fold_2threads` (the same, each thread running
+//! the whole training step on half of the batch, the halves' gradients added in order;
+//! its forward and backward columns are the layer's time per thread).
 
 use candle_core::{DType, Device, Tensor, Var};
 use faer::linalg::matmul::matmul;
@@ -281,17 +283,13 @@ impl Mlp {
     }
 
     /// One Adam step with torch semantics (README §6).
-    fn adam(&mut self, grads: &candle_core::backprop::GradStore, d: &Data) -> Res<()> {
+    fn adam(&mut self, grads: &[Vec<f64>], d: &Data) -> Res<()> {
         self.t += 1;
         let bc1 = 1.0 - d.beta1.powi(self.t);
         let bc2 = 1.0 - d.beta2.powi(self.t);
         let step = d.lr / bc1;
         for (i, var) in self.vars.iter().enumerate() {
-            let g = grads
-                .get(var.as_tensor())
-                .ok_or("no gradient")?
-                .flatten_all()?
-                .to_vec1::<f64>()?;
+            let g = &grads[i];
             let mut th = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
             for j in 0..th.len() {
@@ -373,9 +371,10 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
         Config::Newton { threads } => threads,
     };
     let last_iters: Arc<Mutex<Vec<usize>>> = Arc::default();
-    // One batcher for the forward and the layer's backward, its helper kept awake
-    // between them (the rest of a training step takes about 0.15 ms).
-    let batcher = Arc::new(Batcher::with_threads(threads)?.with_linger(LINGER));
+    // With two threads each runs the whole training step (network, layer, loss, backward)
+    // on its share of the batch; the shares' gradients are added in order before Adam. The
+    // helper is kept awake between steps (the rest of a step takes about 0.1 ms).
+    let shards = Batcher::with_threads(threads)?.with_linger(LINGER);
     let solver: Arc<BatchForward<R>> = match config {
         Config::Pgd => {
             let (tol, maxit, it) = (d.tol, d.maxit, last_iters.clone());
@@ -390,18 +389,19 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
                 },
             )
         }
-        Config::Newton { .. } => {
-            let pool = batcher.clone();
-            Arc::new(
-                move |ps: &[boxqp::Params], k: &boxqp::Consts, starts: &[DVector<f64>]| {
-                    pool.map(ps.len(), |i| newton(&ps[i], k, &starts[i]))
-                },
-            )
-        }
+        Config::Newton { .. } => Arc::new(
+            |ps: &[boxqp::Params], k: &boxqp::Consts, starts: &[DVector<f64>]| {
+                ps.iter()
+                    .zip(starts)
+                    .map(|(p, x0)| newton(p, k, x0))
+                    .collect()
+            },
+        ),
     };
+    // Each thread's share runs sequentially inside the layer.
     let layer = FoldLayer::<R>::new(consts, DVector::zeros(N))
         .with_solver(solver)
-        .with_batcher(batcher);
+        .with_batcher(Batcher::with_threads(1)?);
     let mut mlp = Mlp::new(d)?;
     let qt = Tensor::from_vec(q.as_slice().to_vec(), (N, N), &Device::Cpu)?; // symmetric
     let (zshape, ztrain) = d.get("z_train")?;
@@ -426,31 +426,32 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
                 .iter()
                 .map(|&v| v as usize)
                 .collect();
-            let z: Vec<f64> = idx
-                .iter()
-                .flat_map(|&i| ztrain[i * p_in..(i + 1) * p_in].iter().copied())
-                .collect();
-            let c: Vec<f64> = idx
-                .iter()
-                .flat_map(|&i| ctrain[i * N..(i + 1) * N].iter().copied())
-                .collect();
-            let z = Tensor::from_vec(z, (BATCH, p_in), &Device::Cpu)?;
-            let c = Tensor::from_vec(c, (BATCH, N), &Device::Cpu)?;
-            let chat = mlp.forward(&z)?;
-            let x = match config {
-                Config::Pgd => layer.forward(&[&chat])?,
-                Config::Newton { .. } => {
-                    layer.forward_from(&[&chat], idx.iter().map(|&i| warm[i].clone()).collect())?
+            let share = BATCH.div_ceil(threads);
+            let parts = shards.map(threads, |h| {
+                let ids = &idx[(h * share).min(BATCH)..((h + 1) * share).min(BATCH)];
+                let starts = matches!(config, Config::Newton { .. })
+                    .then(|| ids.iter().map(|&i| warm[i].clone()).collect());
+                part_step(&mlp, &layer, &qt, ids, ztrain, ctrain, p_in, starts)
+            });
+            let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
+            let mut loss = 0.0;
+            let mut grads = vec![Vec::new(); mlp.vars.len()];
+            for part in &parts {
+                loss += part.loss;
+                for (sum, g) in grads.iter_mut().zip(&part.grads) {
+                    if sum.is_empty() {
+                        sum.clone_from(g);
+                    } else {
+                        sum.iter_mut().zip(g).for_each(|(s, v)| *s += v);
+                    }
                 }
-            };
-            let f = ((x.matmul(&qt)? * &x)? * 0.5)?.add(&(&c * &x)?)?.sum(1)?;
-            let loss = (f.sum_all()? / BATCH as f64)?;
-            let grads = loss.backward()?;
+            }
             mlp.adam(&grads, d)?;
-            losses.push(loss.to_scalar::<f64>()?);
+            losses.push(loss);
             if matches!(config, Config::Newton { .. }) {
-                for (r, &i) in x.to_vec2::<f64>()?.into_iter().zip(&idx) {
-                    warm[i] = DVector::from_vec(r);
+                let xs = parts.iter().flat_map(|p| p.x.iter());
+                for (r, &i) in xs.zip(&idx) {
+                    warm[i] = r.clone();
                 }
             }
             if e == 0 && b == 0 {
@@ -461,8 +462,10 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
             }
         }
         let wall = start.elapsed().as_secs_f64();
+        // The layer's time summed over the threads, per thread.
         let st = layer.stats();
-        let (fw, bw) = (st.forward.as_secs_f64(), st.backward.as_secs_f64());
+        let per_thread = |t: std::time::Duration| t.as_secs_f64() / threads as f64;
+        let (fw, bw) = (per_thread(st.forward), per_thread(st.backward));
         run.epochs.push([wall, fw, bw, wall - fw - bw]);
         let p_ref = &d.get("ref_params_after_epoch")?.1;
         let np = p_ref.len() / EPOCHS;
@@ -483,6 +486,70 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
         (run.regret[EPOCHS] - rr[EPOCHS]).abs() / rr[EPOCHS].abs(),
     ));
     Ok(run)
+}
+
+/// What one thread's share of a training step returns.
+struct Part {
+    /// Its share of the batch loss, `Σ f_j / BATCH` over its samples.
+    loss: f64,
+    /// The share's gradients of W1, b1, W2, b2, flattened.
+    grads: Vec<Vec<f64>>,
+    /// x* of its samples, in order.
+    x: Vec<DVector<f64>>,
+}
+
+/// The training step's forward and backward on the samples `ids` (README §7): gather,
+/// network, layer (from `starts` if given), loss and `loss.backward()`.
+#[allow(clippy::too_many_arguments)]
+fn part_step(
+    mlp: &Mlp,
+    layer: &FoldLayer<R>,
+    qt: &Tensor,
+    ids: &[usize],
+    ztrain: &[f64],
+    ctrain: &[f64],
+    p_in: usize,
+    starts: Option<Vec<DVector<f64>>>,
+) -> candle_core::Result<Part> {
+    let z: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| ztrain[i * p_in..(i + 1) * p_in].iter().copied())
+        .collect();
+    let c: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| ctrain[i * N..(i + 1) * N].iter().copied())
+        .collect();
+    let z = Tensor::from_vec(z, (ids.len(), p_in), &Device::Cpu)?;
+    let c = Tensor::from_vec(c, (ids.len(), N), &Device::Cpu)?;
+    let chat = mlp.forward(&z)?;
+    let x = match starts {
+        None => layer.forward(&[&chat])?,
+        Some(starts) => layer.forward_from(&[&chat], starts)?,
+    };
+    let f = ((x.matmul(qt)? * &x)? * 0.5)?.add(&(&c * &x)?)?.sum(1)?;
+    let loss = (f.sum_all()? / BATCH as f64)?;
+    let store = loss.backward()?;
+    let grads = mlp
+        .vars
+        .iter()
+        .map(|v| {
+            store
+                .get(v.as_tensor())
+                .ok_or_else(|| candle_core::Error::msg("no gradient"))?
+                .flatten_all()?
+                .to_vec1::<f64>()
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let x = x
+        .to_vec2::<f64>()?
+        .into_iter()
+        .map(DVector::from_vec)
+        .collect();
+    Ok(Part {
+        loss: loss.to_scalar::<f64>()?,
+        grads,
+        x,
+    })
 }
 
 /// README §8, epoch 0 batch 0 at the initial weights: Ĉ, x*, the PGD step counts and the
