@@ -195,16 +195,20 @@ fn pgd_batch(
 /// when the rule itself gives `max|U(x) − x| ≤ 1e-12`; plain PGD steps if it stalls.
 ///
 /// For this rule a Newton step is an active-set solve read off `u = U(x)`: the free set
-/// `F = {i : 0 < uᵢ < 1}` is the pre-image's, the coordinates at 1 are `{uᵢ = 1}`, and
-/// `Q_FF x_F = −(ĉ_F + Q_F,U 1)` on `F`. Each iteration costs one rule step and one
-/// Cholesky factorization.
+/// `F = {i : 0 < uᵢ < 1}` is the pre-image's, the active set `A` its complement with
+/// `x_A = b_A` (1 where `uᵢ = 1`, else 0), and `Qx + ĉ + λ = 0` with `λ_F = 0`. Each
+/// iteration costs one rule step and one Cholesky factorization of the smaller of two
+/// systems: `Q_FF x_F = −(ĉ_F + Q_FA b_A)`, or, with `P = Q⁻¹` and `y = Pĉ`, the
+/// multipliers' `P_AA λ_A = −(y_A + b_A)` and then `x_F = −(y_F + P_FA λ_A)`.
 fn newton(
     p: &boxqp::Params,
     k: &boxqp::Consts,
+    inv: &DMatrix<f64>,
     x0: &DVector<f64>,
 ) -> Result<DVector<f64>, FoldError> {
     const TOL: f64 = 1e-12;
     let (q, c) = (&k.q, &p.c);
+    let y = inv * c;
     let mut x = x0.clone();
     let mut u = R::step(p, k, &x)?;
     let residual = |x: &DVector<f64>, u: &DVector<f64>| (u - x).amax();
@@ -213,19 +217,31 @@ fn newton(
         if res <= TOL {
             return Ok(x);
         }
-        let free: Vec<usize> = (0..N).filter(|&i| u[i] > 0.0 && u[i] < 1.0).collect();
-        let upper: Vec<usize> = (0..N).filter(|&i| u[i] >= 1.0).collect();
+        let (free, active): (Vec<usize>, Vec<usize>) =
+            (0..N).partition(|&i| u[i] > 0.0 && u[i] < 1.0);
         let mut next = DVector::from_fn(N, |i, _| if u[i] >= 1.0 { 1.0 } else { 0.0 });
-        if !free.is_empty() {
-            let m = free.len();
-            let qff = DMatrix::from_fn(m, m, |a, b| q[(free[a], free[b])]);
-            let rhs = DVector::from_fn(m, |a, _| {
-                let i = free[a];
-                -(c[i] + upper.iter().map(|&j| q[(i, j)]).sum::<f64>())
-            });
-            let sol = qff.cholesky().ok_or(FoldError::Singular)?.solve(&rhs);
+        let sub = |m: &DMatrix<f64>, rows: &[usize], cols: &[usize]| {
+            DMatrix::from_fn(rows.len(), cols.len(), |a, b| m[(rows[a], cols[b])])
+        };
+        if active.is_empty() || free.len() <= active.len() {
+            if !free.is_empty() {
+                let rhs = DVector::from_fn(free.len(), |a, _| {
+                    let i = free[a];
+                    -(c[i] + active.iter().map(|&j| q[(i, j)] * next[j]).sum::<f64>())
+                });
+                let qff = sub(q, &free, &free);
+                let xf = qff.cholesky().ok_or(FoldError::Singular)?.solve(&rhs);
+                for (a, &i) in free.iter().enumerate() {
+                    next[i] = xf[a];
+                }
+            }
+        } else {
+            let rhs = DVector::from_fn(active.len(), |a, _| -(y[active[a]] + next[active[a]]));
+            let paa = sub(inv, &active, &active);
+            let lambda = paa.cholesky().ok_or(FoldError::Singular)?.solve(&rhs);
+            let xf = -(sub(inv, &free, &active) * lambda);
             for (a, &i) in free.iter().enumerate() {
-                next[i] = sol[a];
+                next[i] = xf[a] - y[i];
             }
         }
         x = next;
@@ -389,14 +405,22 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
                 },
             )
         }
-        Config::Newton { .. } => Arc::new(
-            |ps: &[boxqp::Params], k: &boxqp::Consts, starts: &[DVector<f64>]| {
-                ps.iter()
-                    .zip(starts)
-                    .map(|(p, x0)| newton(p, k, x0))
-                    .collect()
-            },
-        ),
+        Config::Newton { .. } => {
+            // Q⁻¹ once (Q is constant, cond 39.5).
+            let inv = q
+                .clone()
+                .cholesky()
+                .ok_or("Q is not positive definite")?
+                .inverse();
+            Arc::new(
+                move |ps: &[boxqp::Params], k: &boxqp::Consts, starts: &[DVector<f64>]| {
+                    ps.iter()
+                        .zip(starts)
+                        .map(|(p, x0)| newton(p, k, &inv, x0))
+                        .collect()
+                },
+            )
+        }
     };
     // Each thread's share runs sequentially inside the layer.
     let layer = FoldLayer::<R>::new(consts, DVector::zeros(N))
