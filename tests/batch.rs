@@ -227,3 +227,20 @@ fn lingering_helpers_give_the_same_bits_and_join_the_next_batch() {
     // Dropping the batcher releases the linger of its last batch.
     drop(linger);
 }
+
+#[test]
+fn a_batch_nested_in_a_lingering_batch_does_not_wait_out_the_linger() {
+    // Inner batches run on the helper too, which then must not spin for jobs queued
+    // behind itself.
+    let b = Batcher::with_threads(2)
+        .unwrap()
+        .with_linger(std::time::Duration::from_secs(60));
+    let start = std::time::Instant::now();
+    let sums = b.map(4, |i| b.map(6, |j| i * 10 + j).into_iter().sum::<usize>());
+    assert_eq!(sums, vec![15, 75, 135, 195]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "nested batches took {:?}",
+        start.elapsed()
+    );
+}

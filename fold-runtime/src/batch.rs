@@ -135,6 +135,9 @@ pub struct Batcher {
     linger: Duration,
     /// Batches started: a change releases the helpers lingering after the last one.
     started: Arc<AtomicUsize>,
+    /// Batches in flight: nested ones (a batch inside another's samples) neither linger
+    /// nor wait by spinning, since a helper may be the one running their outer sample.
+    running: AtomicUsize,
 }
 
 impl Batcher {
@@ -149,6 +152,7 @@ impl Batcher {
             threads,
             linger: Duration::ZERO,
             started: Arc::default(),
+            running: AtomicUsize::new(0),
         }
     }
 
@@ -171,9 +175,12 @@ impl Batcher {
     /// Keeps the helpers awake (spinning) for up to `linger` after each batch, until the
     /// next one starts. Rayon parks idle workers, and waking one costs tens of
     /// microseconds: a training loop whose batches take about that long, with other work
-    /// between them, otherwise runs most of each batch on the calling thread alone. The
-    /// price is a busy helper core for up to `linger` after every batch; results are the
-    /// same bits either way. No effect on one thread or on the global pool.
+    /// between them, otherwise runs most of each batch on the calling thread alone. For the
+    /// same reason the calling thread, done with its samples, spins up to `linger` for the
+    /// helpers' last ones instead of sleeping. The price is a busy helper core for up to
+    /// `linger` after every batch; results are the same bits either way. Nested batches
+    /// (one inside another's samples) do neither. No effect on one thread or on the
+    /// global pool.
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -193,8 +200,16 @@ impl Batcher {
             None if self.threads == 0 => (0..n).into_par_iter().map(&f).collect(),
             Some(pool) if n > 1 => {
                 let batch = self.started.fetch_add(1, Ordering::AcqRel) + 1;
-                let out = helped_map(pool, self.threads - 1, n, &f);
-                self.linger_in(pool, batch);
+                let outermost = self.running.fetch_add(1, Ordering::AcqRel) == 0;
+                let spin = if outermost {
+                    self.linger
+                } else {
+                    Duration::ZERO
+                };
+                let out = helped_map(pool, self.threads - 1, n, spin, &f);
+                if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.linger_in(pool, batch);
+                }
                 out
             }
             _ => (0..n).map(f).collect(),
@@ -274,11 +289,14 @@ impl Drop for Batcher {
 /// the next index until none is left; in index order.
 ///
 /// The calling thread works instead of waiting, so a batch never has more runnable
-/// threads than it was given, and a helper that wakes late only takes fewer samples.
+/// threads than it was given, and a helper that wakes late only takes fewer samples. Done
+/// first, the calling thread spins up to `spin` for the helpers before it blocks: rayon
+/// parks a waiting outside thread, and waking it costs tens of microseconds.
 fn helped_map<T: Send>(
     pool: &rayon::ThreadPool,
     helpers: usize,
     n: usize,
+    spin: Duration,
     f: &(impl Fn(usize) -> T + Sync),
 ) -> Vec<T> {
     let next = AtomicUsize::new(0);
@@ -293,15 +311,21 @@ fn helped_map<T: Send>(
         }
     };
     let helped = Mutex::new(Vec::new());
+    let running = AtomicUsize::new(helpers);
     let mut mine = Vec::new();
     pool.in_place_scope(|s| {
         for _ in 0..helpers {
             s.spawn(|_| {
                 let done = take();
                 helped.lock().unwrap_or_else(|p| p.into_inner()).push(done);
+                running.fetch_sub(1, Ordering::Release);
             });
         }
         mine = take();
+        let t = Instant::now();
+        while running.load(Ordering::Acquire) > 0 && t.elapsed() < spin {
+            std::hint::spin_loop();
+        }
     });
     let helped = helped.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
