@@ -7,9 +7,11 @@
 //! python3 ../shared/tools/compare_dfl.py dfl.json ../shared/benchdata-train/dfl_boxqp/peer_results.json
 //! ```
 //!
-//! `--only a,b` runs some of the configurations; `--merge` adds them to an existing JSON
-//! file (so the one-thread runs can be pinned to one core and the two-thread run to two:
-//! `taskset -c 0 … -- --only fold_pgd,fold --json dfl.json`, then
+//! `--rounds R` trains every configuration R times in alternating rounds (the same
+//! trajectory each time, checked) and reports each epoch's fastest round, for a shared
+//! host whose speed drifts. `--only a,b` runs some of the configurations; `--merge` adds
+//! them to an existing JSON file (so the one-thread runs can be pinned to one core and the
+//! two-thread run to two: `taskset -c 0 … -- --only fold_pgd,fold --json dfl.json`, then
 //! `taskset -c 0,1 … -- --only fold_2threads --merge --json dfl.json`).
 //!
 //! Runs: `fold_pgd` (the data set's PGD forward exactly, one thread), `fold` (warm starts
@@ -679,7 +681,15 @@ fn main() -> Res<()> {
             .is_none_or(|o| o.split(',').any(|n| n == *name))
     })
     .collect();
-    let bar = ProgressBar::new((configs.len() * EPOCHS) as u64);
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(1), |r| r.parse())?;
+    if rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let bar = ProgressBar::new((configs.len() * EPOCHS * rounds) as u64);
     bar.set_style(ProgressStyle::with_template(
         "{bar:30} {pos}/{len} epochs {msg}",
     )?);
@@ -692,10 +702,28 @@ fn main() -> Res<()> {
             }
         }
     }
-    let mut runs = Vec::new();
-    for (name, config) in configs {
-        bar.set_message(name);
-        let run = train(&d, config, &bar)?;
+    // Rounds alternate the configurations; each epoch's time is its fastest round.
+    let mut runs: Vec<(&str, Run)> = Vec::new();
+    for round in 0..rounds {
+        for (i, &(name, config)) in configs.iter().enumerate() {
+            bar.set_message(name);
+            let run = train(&d, config, &bar)?;
+            if round == 0 {
+                runs.push((name, run));
+                continue;
+            }
+            let best = &mut runs[i].1;
+            if run.regret != best.regret {
+                return Err(format!("{name}: round {round} left the trajectory of round 0").into());
+            }
+            for (b, e) in best.epochs.iter_mut().zip(run.epochs) {
+                if e[0] < b[0] {
+                    *b = e;
+                }
+            }
+        }
+    }
+    for (name, run) in &runs {
         let epochs: Vec<serde_json::Value> = run
             .epochs
             .iter()
@@ -705,7 +733,6 @@ fn main() -> Res<()> {
             name.to_string(),
             serde_json::json!({"epochs": epochs, "test_regret": run.regret, "threads": run.threads}),
         );
-        runs.push((name, run));
     }
     bar.finish_and_clear();
     println!(
