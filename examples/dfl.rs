@@ -514,6 +514,20 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
     Ok(run)
 }
 
+/// Rows `ids` of the row-major `data` (rows of `width`), as a `len(ids) × width` tensor.
+fn gather_rows(data: &[f64], ids: &[usize], width: usize) -> candle_core::Result<Tensor> {
+    let rows: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| data[i * width..(i + 1) * width].iter().copied())
+        .collect();
+    Tensor::from_vec(rows, (ids.len(), width), &Device::Cpu)
+}
+
+/// The task costs `f_j = ½ x_jᵀ Q x_j + c_jᵀ x_j` of the rows (README §4).
+fn task_cost(x: &Tensor, c: &Tensor, qt: &Tensor) -> candle_core::Result<Tensor> {
+    ((x.matmul(qt)? * x)? * 0.5)?.add(&(c * x)?)?.sum(1)
+}
+
 /// What one thread's share of a training step returns.
 struct Part {
     /// Its share of the batch loss, `Σ f_j / BATCH` over its samples.
@@ -537,23 +551,13 @@ fn part_step(
     p_in: usize,
     starts: Option<Vec<DVector<f64>>>,
 ) -> candle_core::Result<Part> {
-    let z: Vec<f64> = ids
-        .iter()
-        .flat_map(|&i| ztrain[i * p_in..(i + 1) * p_in].iter().copied())
-        .collect();
-    let c: Vec<f64> = ids
-        .iter()
-        .flat_map(|&i| ctrain[i * N..(i + 1) * N].iter().copied())
-        .collect();
-    let z = Tensor::from_vec(z, (ids.len(), p_in), &Device::Cpu)?;
-    let c = Tensor::from_vec(c, (ids.len(), N), &Device::Cpu)?;
-    let chat = mlp.forward(&z)?;
+    let c = gather_rows(ctrain, ids, N)?;
+    let chat = mlp.forward(&gather_rows(ztrain, ids, p_in)?)?;
     let x = match starts {
         None => layer.forward(&[&chat])?,
         Some(starts) => layer.forward_from(&[&chat], starts)?,
     };
-    let f = ((x.matmul(qt)? * &x)? * 0.5)?.add(&(&c * &x)?)?.sum(1)?;
-    let loss = (f.sum_all()? / BATCH as f64)?;
+    let loss = (task_cost(&x, &c, qt)?.sum_all()? / BATCH as f64)?;
     let store = loss.backward()?;
     let grads = mlp
         .vars
@@ -593,21 +597,12 @@ fn batch0_checks(
     let (_, perm) = d.get("perm")?;
     let p_in = zshape[1];
     let idx: Vec<usize> = perm[..BATCH].iter().map(|&v| v as usize).collect();
-    let z: Vec<f64> = idx
-        .iter()
-        .flat_map(|&i| ztrain[i * p_in..(i + 1) * p_in].iter().copied())
-        .collect();
-    let c: Vec<f64> = idx
-        .iter()
-        .flat_map(|&i| ctrain[i * N..(i + 1) * N].iter().copied())
-        .collect();
-    let chat = mlp.forward(&Tensor::from_vec(z, (BATCH, p_in), &Device::Cpu)?)?;
+    let chat = mlp.forward(&gather_rows(ztrain, &idx, p_in)?)?;
     let leaf = Var::from_tensor(&chat.detach())?;
     let x = layer.forward_from(&[leaf.as_tensor()], vec![DVector::zeros(N); BATCH])?;
     let qt = Tensor::from_vec(d.q()?.as_slice().to_vec(), (N, N), &Device::Cpu)?;
-    let c = Tensor::from_vec(c, (BATCH, N), &Device::Cpu)?;
-    let f = ((x.matmul(&qt)? * &x)? * 0.5)?.add(&(&c * &x)?)?.sum(1)?;
-    let grads = (f.sum_all()? / BATCH as f64)?.backward()?;
+    let c = gather_rows(ctrain, &idx, N)?;
+    let grads = (task_cost(&x, &c, &qt)?.sum_all()? / BATCH as f64)?.backward()?;
     let flat = |t: &Tensor| -> Res<Vec<f64>> { Ok(t.flatten_all()?.to_vec1::<f64>()?) };
     let g = flat(grads.get(leaf.as_tensor()).ok_or("no dL/dĈ")?)?;
     let chk = |name: &str, v: &[f64]| -> Res<(String, f64)> {
