@@ -23,6 +23,21 @@ fn deq(x: &DVector<f64>, w: &DMatrix<f64>, b: &DVector<f64>, s: f64, t: f64) -> 
     tanh(&((w * x + b) * s)) * t
 }
 
+/// A two-block state: the layer returns the packed `(x, y)`.
+#[fold(state = (x, y), params(c))]
+fn heavy_ball(
+    x: &DVector<f64>,
+    y: &DVector<f64>,
+    c: &DVector<f64>,
+    q: &DMatrix<f64>,
+    alpha: f64,
+    beta: f64,
+) -> (DVector<f64>, DVector<f64>) {
+    let x_new = y - (q * y + c) * alpha;
+    let y_new = &x_new + (&x_new - x) * beta;
+    (x_new, y_new)
+}
+
 fn tight() -> ForwardOptions {
     ForwardOptions {
         tol: 1e-15,
@@ -144,6 +159,62 @@ fn layer_gradient_equals_the_folded_backward_of_each_sample() {
         }
         let st = layer.stats();
         assert_eq!((st.forward_samples, st.backward_samples), (batch, batch));
+    }
+}
+
+#[test]
+fn a_two_block_state_layer_returns_packed_blocks_and_their_folded_gradient() {
+    let mut r = rng(37);
+    let (n, batch) = (4, 3);
+    let m = normal_mat(&mut r, n, n);
+    let q = &m * m.transpose() + DMatrix::identity(n, n);
+    let alpha = 0.5 / q.clone().symmetric_eigen().eigenvalues.max();
+    let (beta, dev) = (0.3, Device::Cpu);
+    let cs: Vec<DVector<f64>> = (0..batch).map(|_| normal_vec(&mut r, n)).collect();
+    // A cotangent on both blocks of the packed state.
+    let gs: Vec<DVector<f64>> = (0..batch).map(|_| normal_vec(&mut r, 2 * n)).collect();
+    let flat = |v: &[DVector<f64>], w: usize| {
+        let data: Vec<f64> = v.iter().flat_map(|c| c.iter().copied()).collect();
+        Tensor::from_vec(data, (batch, w), &dev).unwrap()
+    };
+    let c = Var::from_tensor(&flat(&cs, n)).unwrap();
+    let consts = heavy_ball::Consts {
+        q: q.clone(),
+        alpha,
+        beta,
+    };
+    let x0 = (DVector::zeros(n), DVector::zeros(n));
+    let layer =
+        FoldLayer::<heavy_ball::Rule>::new(consts, x0.clone()).with_forward_options(tight());
+    let x = layer.forward(&[c.as_tensor()]).unwrap();
+    assert_eq!(x.dims(), &[batch, 2 * n]);
+    let loss = (&x * &flat(&gs, 2 * n)).unwrap().sum_all().unwrap();
+    let dc = rows(loss.backward().unwrap().get(c.as_tensor()).unwrap());
+    let xs = rows(&x);
+    for i in 0..batch {
+        let sol = heavy_ball::solve(&x0.0, &x0.1, &cs[i], &q, alpha, beta, &tight()).unwrap();
+        let (xi, yi) = heavy_ball::unpack(&sol.x, [n, n]);
+        for j in 0..2 * n {
+            assert!((xs[i][j] - sol.x[j]).abs() <= 1e-12, "packed x*[{i}][{j}]");
+        }
+        let direct = heavy_ball::backward(
+            &xi,
+            &yi,
+            &cs[i],
+            &q,
+            alpha,
+            beta,
+            &gs[i],
+            &BackwardOptions::default(),
+        )
+        .unwrap();
+        for j in 0..n {
+            let (a, b) = (dc[i][j], direct.c[j]);
+            assert!(
+                (a - b).abs() <= 1e-10 * (1.0 + b.abs()),
+                "dc[{i}][{j}]: {a} vs {b}"
+            );
+        }
     }
 }
 

@@ -212,6 +212,11 @@ pub trait StateLayout: Sized {
     /// Blocks shaped like `like` from a packed state; a length mismatch is a
     /// [`FoldError::DimensionMismatch`].
     fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError>;
+    /// [`StateLayout::unpack`] of an owned packed state, which a single vector block
+    /// takes as it is.
+    fn unpack_owned(packed: DVector<f64>, like: &Self) -> Result<Self, FoldError> {
+        Self::unpack(&packed, like)
+    }
     /// `f` of the state a packed vector holds (shaped like `like`), packed again: one
     /// step of a forward iteration on packed states.
     fn map_packed(
@@ -236,6 +241,10 @@ impl StateLayout for DVector<f64> {
     fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError> {
         check_packed(packed, &[like.len()])?;
         Ok(packed.clone())
+    }
+    fn unpack_owned(packed: DVector<f64>, like: &Self) -> Result<Self, FoldError> {
+        check_packed(&packed, &[like.len()])?;
+        Ok(packed)
     }
     /// The packed vector is the state: no copies.
     fn map_packed(

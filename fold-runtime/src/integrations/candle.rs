@@ -37,6 +37,7 @@
 //! ```
 
 use crate::batch::{BatchError, Batcher, PerSample};
+use crate::rule::StateLayout;
 use crate::{BackwardOptions, FoldError, FoldRule, ForwardOptions};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use nalgebra::DVector;
@@ -237,11 +238,15 @@ impl<R: FoldRule> FoldOp<R> {
         let n = R::pack(&l.x0).len();
         let results = match &l.solver {
             Some(f) => {
+                let shared;
                 let starts = match &self.starts {
-                    Some(s) => s.as_ref().clone(),
-                    None => vec![l.x0.as_ref().clone(); b],
+                    Some(s) => s.as_slice(),
+                    None => {
+                        shared = vec![l.x0.as_ref().clone(); b];
+                        &shared
+                    }
                 };
-                f(&params, &l.consts, &starts)
+                f(&params, &l.consts, starts)
             }
             None => {
                 let x0 = match &self.starts {
@@ -276,19 +281,25 @@ impl<R: FoldRule> FoldOp<R> {
     ) -> Result<Vec<f64>, candle_core::Error> {
         let l = &self.layer;
         let (b, _) = arg.dims2()?;
-        let data = arg.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-        let xs = res.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-        let gs = grad.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let (_, n) = res.dims2()?;
+        let flat = |t: &Tensor| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
+        let (data, xs, gs) = (flat(arg)?, flat(res)?, flat(grad)?);
         let params = self.params(&data, b).map_err(to_candle::<R>)?;
-        let states = xs
+        let rows = |v: &[f64]| -> Vec<DVector<f64>> {
+            v.chunks_exact(n.max(1))
+                .map(DVector::from_column_slice)
+                .collect()
+        };
+        let states = rows(&xs)
             .into_iter()
             .enumerate()
             .map(|(index, x)| {
-                R::unpack(&DVector::from_vec(x), &l.x0).map_err(|error| BatchError { index, error })
+                StateLayout::unpack_owned(x, l.x0.as_ref())
+                    .map_err(|error| BatchError { index, error })
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(to_candle::<R>)?;
-        let gs: Vec<DVector<f64>> = gs.into_iter().map(DVector::from_vec).collect();
+        let gs = rows(&gs);
         let grads = l
             .batcher
             .backward::<R>(
