@@ -114,4 +114,24 @@ impl Operator for Assembled<'_> {
         }
         Ok(())
     }
+    fn residual(
+        &self,
+        x: &DVector<f64>,
+        b: &DVector<f64>,
+        r: &mut DVector<f64>,
+    ) -> Result<f64, FoldError> {
+        match self {
+            Assembled::Band(m, _) => {
+                crate::__private::check::same_dim("sparse operand", m.dim(), x.len())?;
+                crate::__private::check::same_dim("right-hand side", m.dim(), b.len())?;
+                crate::__private::check::same_dim("sparse output", m.dim(), r.len())?;
+                Ok(m.residual_into(x.as_slice(), b.as_slice(), r.as_mut_slice()))
+            }
+            _ => {
+                self.apply(x, r)?;
+                r.zip_apply(b, |ri, bi| *ri = bi - *ri);
+                Ok(r.norm())
+            }
+        }
+    }
 }

@@ -36,6 +36,17 @@ pub trait Operator {
     /// `y ← A x`; `x` and `y` have length [`Operator::dim`]. Fails with `NonFinite` or
     /// `DimensionMismatch` when a user-supplied product misbehaves.
     fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError>;
+    /// `r ← b − A x`, returning `‖r‖`; an operator may fuse the three passes.
+    fn residual(
+        &self,
+        x: &DVector<f64>,
+        b: &DVector<f64>,
+        r: &mut DVector<f64>,
+    ) -> Result<f64, FoldError> {
+        self.apply(x, r)?;
+        r.zip_apply(b, |ri, bi| *ri = bi - *ri);
+        Ok(r.norm())
+    }
 }
 
 impl<A: Operator + ?Sized> Operator for &A {
@@ -44,6 +55,14 @@ impl<A: Operator + ?Sized> Operator for &A {
     }
     fn apply(&self, x: &DVector<f64>, y: &mut DVector<f64>) -> Result<(), FoldError> {
         (**self).apply(x, y)
+    }
+    fn residual(
+        &self,
+        x: &DVector<f64>,
+        b: &DVector<f64>,
+        r: &mut DVector<f64>,
+    ) -> Result<f64, FoldError> {
+        (**self).residual(x, b, r)
     }
 }
 
@@ -85,10 +104,7 @@ pub(crate) fn residual_into<A: Operator + ?Sized>(
     b: &DVector<f64>,
     r: &mut DVector<f64>,
 ) -> Result<f64, FoldError> {
-    a.apply(x, r)?;
-    // r = b − A x, in place.
-    r.zip_apply(b, |ri, bi| *ri = bi - *ri);
-    Ok(r.norm())
+    a.residual(x, b, r)
 }
 
 /// Checks the operands every solver shares; `Ok(‖b‖)`.

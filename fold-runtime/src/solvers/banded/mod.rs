@@ -130,6 +130,35 @@ impl SymBand {
     }
 }
 
+impl SymBand {
+    /// `r ← b − A x`, returning `‖r‖`: one pass for a tridiagonal band (the rows as
+    /// [`SymBand::mul_into`] sums them), the product then the difference otherwise.
+    pub fn residual_into(&self, x: &[f64], b: &[f64], r: &mut [f64]) -> f64 {
+        let n = self.n;
+        if self.w != 1 || n < 2 {
+            self.mul_into(x, r);
+            r.iter_mut().zip(b).for_each(|(ri, bi)| *ri = bi - *ri);
+            return r.iter().map(|v| v * v).sum::<f64>().sqrt();
+        }
+        let (x, b, r) = (&x[..n], &b[..n], &mut r[..n]);
+        let band = &self.band[..2 * n];
+        let mut acc = [0.0f64; 4];
+        let first = b[0] - (band[1] * x[0] + band[2] * x[1]);
+        r[0] = first;
+        acc[0] = first * first;
+        for i in 1..n - 1 {
+            let s = band[2 * i + 1] * x[i] + band[2 * i] * x[i - 1] + band[2 * i + 2] * x[i + 1];
+            let ri = b[i] - s;
+            r[i] = ri;
+            acc[i % 4] += ri * ri;
+        }
+        let last = b[n - 1] - (band[2 * n - 1] * x[n - 1] + band[2 * n - 2] * x[n - 2]);
+        r[n - 1] = last;
+        acc[(n - 1) % 4] += last * last;
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])).sqrt()
+    }
+}
+
 /// One row of the tridiagonal `LDLᵀ` from the row's sub-diagonal entry `b`, its diagonal
 /// entry `a` and the previous reciprocal pivot: `(l, d) = (b d⁻¹, a − b² d⁻¹)`.
 ///
@@ -268,6 +297,28 @@ mod tests {
             m.mul_into(x.as_slice(), &mut y);
             y[i]
         })
+    }
+
+    #[test]
+    fn the_fused_residual_is_b_minus_the_product_entry_for_entry() {
+        for (n, w) in [(1usize, 1usize), (2, 1), (3, 1), (9, 1), (10, 1), (7, 2), (12, 3)] {
+            let mut m = SymBand::zeros(n, w);
+            for i in 0..n {
+                for j in i.saturating_sub(w)..=i {
+                    *m.entry_mut(i, j) = 1.0 + 0.37 * i as f64 - 0.61 * (j as f64).cos();
+                }
+            }
+            let x: Vec<f64> = (0..n).map(|i| (1.3 * i as f64).sin()).collect();
+            let b: Vec<f64> = (0..n).map(|i| 0.5 - (0.7 * i as f64).cos()).collect();
+            let mut ax = vec![0.0; n];
+            m.mul_into(&x, &mut ax);
+            let want: Vec<f64> = b.iter().zip(&ax).map(|(bi, yi)| bi - yi).collect();
+            let mut r = vec![f64::NAN; n];
+            let norm = m.residual_into(&x, &b, &mut r);
+            assert_eq!(r, want, "n = {n}, w = {w}");
+            let direct = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+            assert!((norm - direct).abs() <= 1e-14 * direct, "n = {n}, w = {w}");
+        }
     }
 
     #[test]
