@@ -19,14 +19,15 @@ pub struct Cholesky {
 /// 0.8× at n = 47).
 pub(super) const SMALL_CHOLESKY: usize = 56;
 
-/// Left-looking Cholesky of the column-major `n × n` matrix `s`, lower triangle in place;
-/// `false` on a non-positive or non-finite pivot.
+/// Left-looking Cholesky of the column-major `n × n` matrix `s`, lower triangle in place,
+/// with `inv_diag[j] = 1 / Lⱼⱼ` (length `n`); `false` on a non-positive or non-finite
+/// pivot.
 ///
 /// Hand-rolled because faer's and nalgebra's kernels carry per-call and per-column
 /// overhead that dominates below n ≈ 60, the size of typical reduced systems: here two
 /// columns at a time take their updates four previous columns at a time, in one
 /// vectorized pass that loads each previous column once for both.
-pub(super) fn small_cholesky_in_place(s: &mut [f64], n: usize) -> bool {
+pub(super) fn small_cholesky_in_place(s: &mut [f64], n: usize, inv_diag: &mut [f64]) -> bool {
     let mut j = 0;
     while j < n {
         let (done, rest) = s.split_at_mut(j * n);
@@ -37,7 +38,7 @@ pub(super) fn small_cholesky_in_place(s: &mut [f64], n: usize) -> bool {
                 let l = tail(k)[0];
                 col[0] -= l * l;
             }
-            return finish_column(col);
+            return finish_column(col, &mut inv_diag[j]);
         }
         let (cj, cj1) = rest.split_at_mut(n);
         // Rows j.. of columns j and j + 1 (row j of column j + 1 is above the diagonal).
@@ -68,7 +69,7 @@ pub(super) fn small_cholesky_in_place(s: &mut [f64], n: usize) -> bool {
                 *p -= b0 * x0;
             }
         }
-        if !finish_column(cj) {
+        if !finish_column(cj, &mut inv_diag[j]) {
             return false;
         }
         // Column j + 1 still needs column j's update.
@@ -76,7 +77,7 @@ pub(super) fn small_cholesky_in_place(s: &mut [f64], n: usize) -> bool {
         for (p, &x) in cj1[1..].iter_mut().zip(&cj[1..]) {
             *p -= l * x;
         }
-        if !finish_column(&mut cj1[1..]) {
+        if !finish_column(&mut cj1[1..], &mut inv_diag[j + 1]) {
             return false;
         }
         j += 2;
@@ -90,9 +91,9 @@ pub(super) fn pivot_passes(d: f64, aii: f64, n: usize) -> bool {
     d.is_finite() && d * d > n as f64 * f64::EPSILON * aii
 }
 
-/// Takes the square root of an updated column's pivot `col[0]` and scales the rest by it;
-/// `false` on a non-positive or non-finite pivot.
-pub(super) fn finish_column(col: &mut [f64]) -> bool {
+/// Takes the square root of an updated column's pivot `col[0]` and scales the rest by it,
+/// its reciprocal into `inv`; `false` on a non-positive or non-finite pivot.
+pub(super) fn finish_column(col: &mut [f64], inv: &mut f64) -> bool {
     let d = col[0];
     // Also rejects NaN.
     if !(d > 0.0 && d.is_finite()) {
@@ -100,9 +101,9 @@ pub(super) fn finish_column(col: &mut [f64]) -> bool {
     }
     let d = d.sqrt();
     col[0] = d;
-    let inv = 1.0 / d;
+    *inv = 1.0 / d;
     for o in &mut col[1..] {
-        *o *= inv;
+        *o *= *inv;
     }
     true
 }
@@ -124,9 +125,11 @@ impl Cholesky {
     pub(crate) fn factor_unchecked(a: &DMatrix<f64>) -> Result<Cholesky, FoldError> {
         use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
         let n = check_square(a, "matrix to factor")?;
+        let mut inv_diag = Vec::new();
         let l = if n <= SMALL_CHOLESKY {
             let mut l = a.clone();
-            if !small_cholesky_in_place(l.as_mut_slice(), n) {
+            inv_diag = vec![0.0; n];
+            if !small_cholesky_in_place(l.as_mut_slice(), n, &mut inv_diag) {
                 return Err(FoldError::Singular);
             }
             l
@@ -151,7 +154,9 @@ impl Cholesky {
             return Err(FoldError::Singular);
         }
         // Substitution multiplies by these: a division on its serial path costs more.
-        let inv_diag = (0..n).map(|i| 1.0 / l[(i, i)]).collect();
+        if inv_diag.len() != n {
+            inv_diag = (0..n).map(|i| 1.0 / l[(i, i)]).collect();
+        }
         Ok(Cholesky { l, inv_diag })
     }
 

@@ -158,17 +158,8 @@ fn factor_in<T>(
 /// pivot that fails [`Cholesky::factor`]'s test `Lᵢᵢ² > n ε aᵢᵢ`.
 fn cholesky_in_place(f: &mut [f64], inv_diag: &mut [f64], a: &DMatrix<f64>) -> bool {
     let n = inv_diag.len();
-    if !cholesky::small_cholesky_in_place(f, n) {
-        return false;
-    }
-    for (i, v) in inv_diag.iter_mut().enumerate() {
-        let d = f[i * n + i];
-        if !cholesky::pivot_passes(d, a[(i, i)], n) {
-            return false;
-        }
-        *v = 1.0 / d;
-    }
-    true
+    cholesky::small_cholesky_in_place(f, n, inv_diag)
+        && (0..n).all(|i| cholesky::pivot_passes(f[i * n + i], a[(i, i)], n))
 }
 
 /// `P A = L U` with partial pivoting of the column-major `n × n` `s` in place (`L` unit

@@ -301,7 +301,15 @@ mod tests {
 
     #[test]
     fn the_fused_residual_is_b_minus_the_product_entry_for_entry() {
-        for (n, w) in [(1usize, 1usize), (2, 1), (3, 1), (9, 1), (10, 1), (7, 2), (12, 3)] {
+        for (n, w) in [
+            (1usize, 1usize),
+            (2, 1),
+            (3, 1),
+            (9, 1),
+            (10, 1),
+            (7, 2),
+            (12, 3),
+        ] {
             let mut m = SymBand::zeros(n, w);
             for i in 0..n {
                 for j in i.saturating_sub(w)..=i {
