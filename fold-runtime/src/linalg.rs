@@ -11,8 +11,9 @@
 //! | LU + solve, faer (with condition estimate) / nalgebra | 2.4 / 0.45 µs | 86 / 73 µs | 19 / 90 ms |
 //! | Cholesky + solve, faer / nalgebra | 0.55 / 0.40 µs | 25 / 43 µs | 8.4 / 42 ms |
 //!
-//! - Products go through faer on zero-copy views of nalgebra storage, except below
-//!   [`SMALL_GEMV`] entries where nalgebra's lower call overhead wins.
+//! - Matrix–vector products up to 256² entries are vectorized here for the running CPU
+//!   (`simd.rs`: 0.35–0.7× faer's time at n = 10…200); larger ones go through faer on
+//!   zero-copy views of nalgebra storage.
 //! - LU and Cholesky factor in place with faer's blocked kernels (5× faster at n = 1000),
 //!   Cholesky below n = 57 with a hand-rolled kernel (reduced systems live there);
 //!   at n ≤ 100 the LU's cost is dominated by the condition estimate that makes
@@ -30,6 +31,7 @@ use nalgebra::{DMatrix, DVector};
 mod cholesky;
 mod factorization;
 mod lu;
+mod simd;
 mod small;
 mod triangular;
 
@@ -63,22 +65,9 @@ fn col_mut(x: &mut DVector<f64>) -> MatMut<'_, f64> {
     MatMut::from_column_major_slice_mut(x.as_mut_slice(), n, 1)
 }
 
-/// Below this many matrix entries nalgebra's gemv wins (its call overhead is lower:
-/// 65 vs 96 ns at n = 10); faer wins from n ≈ 30 on (176 vs 220 ns, and 0.91 vs 1.75 µs
-/// at n = 100).
-pub const SMALL_GEMV: usize = 400;
-
 /// Shared by `gemv` and `gemv_t`: `y ← α op(A) x + β y` with BLAS semantics for `β = 0`
 /// (the old `y` is not read, so NaN garbage in it does not propagate).
 fn gemv_imp(y: &mut DVector<f64>, alpha: f64, a: MatRef<'_, f64>, x: &DVector<f64>, beta: f64) {
-    assert!(
-        a.nrows() == y.len() && a.ncols() == x.len(),
-        "gemv: a is {}x{}, x has {}, y has {}",
-        a.nrows(),
-        a.ncols(),
-        x.len(),
-        y.len()
-    );
     let accum = if beta == 0.0 {
         Accum::Replace
     } else {
@@ -90,13 +79,24 @@ fn gemv_imp(y: &mut DVector<f64>, alpha: f64, a: MatRef<'_, f64>, x: &DVector<f6
     matmul(col_mut(y), accum, a, col(x), alpha, PAR);
 }
 
+/// Panics unless `op(A)` is `y.len() × x.len()`.
+fn check_gemv(rows: usize, cols: usize, x: &DVector<f64>, y: &DVector<f64>) {
+    assert!(
+        rows == y.len() && cols == x.len(),
+        "gemv: op(a) is {rows}x{cols}, x has {}, y has {}",
+        x.len(),
+        y.len()
+    );
+}
+
 /// `y ← α A x + β y` (`β = 0` ignores the old `y`).
 ///
 /// # Panics
 /// If the shapes disagree (a caller bug: generated code checks shapes first).
 pub fn gemv(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>, beta: f64) {
-    if a.len() <= SMALL_GEMV {
-        return y.gemv(alpha, a, x, beta);
+    check_gemv(a.nrows(), a.ncols(), x, y);
+    if a.len() <= simd::SIMD_GEMV_MAX {
+        return simd::gemv(y.as_mut_slice(), alpha, a.as_slice(), x.as_slice(), beta);
     }
     gemv_imp(y, alpha, view(a), x, beta);
 }
@@ -106,8 +106,9 @@ pub fn gemv(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>
 /// # Panics
 /// If the shapes disagree.
 pub fn gemv_t(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>, beta: f64) {
-    if a.len() <= SMALL_GEMV {
-        return y.gemv_tr(alpha, a, x, beta);
+    check_gemv(a.ncols(), a.nrows(), x, y);
+    if a.len() <= simd::SIMD_GEMV_MAX {
+        return simd::gemv_t(y.as_mut_slice(), alpha, a.as_slice(), x.as_slice(), beta);
     }
     gemv_imp(y, alpha, view(a).transpose(), x, beta);
 }
