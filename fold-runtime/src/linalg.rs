@@ -113,6 +113,25 @@ pub fn gemv_t(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f6
     gemv_imp(y, alpha, view(a).transpose(), x, beta);
 }
 
+/// `y ← α op(A) x + β y` on slices, for the column-major `a` of `op(A)`'s shape
+/// `y.len() × x.len()` (`β = 0` ignores the old `y`): the residual of a small system
+/// (any size works; above [`simd::SIMD_GEMV_MAX`] entries faer's [`gemv`] is faster).
+pub(crate) fn gemv_slice(
+    y: &mut [f64],
+    alpha: f64,
+    a: &[f64],
+    x: &[f64],
+    beta: f64,
+    transposed: bool,
+) {
+    assert_eq!(a.len(), y.len() * x.len(), "gemv_slice: shapes disagree");
+    if transposed {
+        simd::gemv_t(y, alpha, a, x, beta)
+    } else {
+        simd::gemv(y, alpha, a, x, beta)
+    }
+}
+
 /// `C ← α A B + β C` (`β = 0` ignores the old `C`).
 ///
 /// # Panics

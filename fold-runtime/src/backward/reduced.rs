@@ -206,20 +206,10 @@ fn small_direct(
     }
     let symmetric = looks_symmetric(r, SYMMETRY_TOL);
     let (a, b) = (r.as_slice(), b.as_slice());
-    // ‖b − op(r) x‖ into `res`: axpys by columns of `r`, or dot products with them.
+    // ‖b − op(r) x‖ into `res`.
     let residual = |x: &[f64], res: &mut [f64]| {
         res.copy_from_slice(b);
-        if transposed {
-            for (o, col) in res.iter_mut().zip(a.chunks_exact(k)) {
-                *o -= crate::linalg::dot(col, x);
-            }
-        } else {
-            for (col, &xj) in a.chunks_exact(k).zip(x.iter()) {
-                for (o, &rij) in res.iter_mut().zip(col) {
-                    *o -= rij * xj;
-                }
-            }
-        }
+        crate::linalg::gemv_slice(res, -1.0, a, x, 1.0, transposed);
         res.iter().map(|v| v * v).sum::<f64>().sqrt()
     };
     let solve = |factor: &SmallFactor<'_>, x: &mut [f64]| {
