@@ -11,9 +11,10 @@
 //! | LU + solve, faer (with condition estimate) / nalgebra | 2.4 / 0.45 µs | 86 / 73 µs | 19 / 90 ms |
 //! | Cholesky + solve, faer / nalgebra | 0.55 / 0.40 µs | 25 / 43 µs | 8.4 / 42 ms |
 //!
-//! - Matrix–vector products up to 256² entries are vectorized here for the running CPU
-//!   (`simd.rs`: 0.35–0.7× faer's time at n = 10…200); larger ones go through faer on
-//!   zero-copy views of nalgebra storage.
+//! - Matrix–vector products up to [`SMALL_GEMV`] entries are nalgebra's (the bits of a
+//!   rule body's own `q * x`), up to 256² entries vectorized here for the running CPU
+//!   (`simd.rs`: 0.6–0.7× faer's time at n = 29…200), larger ones faer's on zero-copy
+//!   views of nalgebra storage.
 //! - LU and Cholesky factor in place with faer's blocked kernels (5× faster at n = 1000),
 //!   Cholesky below n = 57 with a hand-rolled kernel (reduced systems live there);
 //!   at n ≤ 100 the LU's cost is dominated by the condition estimate that makes
@@ -79,6 +80,12 @@ fn gemv_imp(y: &mut DVector<f64>, alpha: f64, a: MatRef<'_, f64>, x: &DVector<f6
     matmul(col_mut(y), accum, a, col(x), alpha, PAR);
 }
 
+/// Up to this many matrix entries products go through nalgebra's own `gemv`: the same
+/// bits as the `q * x` of a rule's body, so that a generated step equals the rule
+/// function it was generated from (at these sizes the vectorized product saves a few
+/// nanoseconds only).
+pub const SMALL_GEMV: usize = 400;
+
 /// Panics unless `op(A)` is `y.len() × x.len()`.
 fn check_gemv(rows: usize, cols: usize, x: &DVector<f64>, y: &DVector<f64>) {
     assert!(
@@ -95,6 +102,9 @@ fn check_gemv(rows: usize, cols: usize, x: &DVector<f64>, y: &DVector<f64>) {
 /// If the shapes disagree (a caller bug: generated code checks shapes first).
 pub fn gemv(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>, beta: f64) {
     check_gemv(a.nrows(), a.ncols(), x, y);
+    if a.len() <= SMALL_GEMV {
+        return y.gemv(alpha, a, x, beta);
+    }
     if a.len() <= simd::SIMD_GEMV_MAX {
         return simd::gemv(y.as_mut_slice(), alpha, a.as_slice(), x.as_slice(), beta);
     }
@@ -107,6 +117,9 @@ pub fn gemv(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>
 /// If the shapes disagree.
 pub fn gemv_t(y: &mut DVector<f64>, alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>, beta: f64) {
     check_gemv(a.ncols(), a.nrows(), x, y);
+    if a.len() <= SMALL_GEMV {
+        return y.gemv_tr(alpha, a, x, beta);
+    }
     if a.len() <= simd::SIMD_GEMV_MAX {
         return simd::gemv_t(y.as_mut_slice(), alpha, a.as_slice(), x.as_slice(), beta);
     }
