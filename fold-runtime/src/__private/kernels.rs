@@ -57,9 +57,7 @@ pub fn gather_sub_view(
         let mut blocks = dst.chunks_exact_mut(4 * k.max(1));
         let mut jj = 0;
         for block in &mut blocks {
-            let (o0, rest) = block.split_at_mut(k);
-            let (o1, rest) = rest.split_at_mut(k);
-            let (o2, o3) = rest.split_at_mut(k);
+            let [o0, o1, o2, o3] = four_columns(block, k);
             let (j0, j1, j2, j3) = (s[jj], s[jj + 1], s[jj + 2], s[jj + 3]);
             for (ii, &i) in s.iter().enumerate() {
                 let col = &src[i * rows..(i + 1) * rows];
@@ -108,9 +106,7 @@ pub fn gather_sub_view(
         let mut blocks = dst.chunks_exact_mut(4 * k.max(1));
         let mut jj = 0;
         for block in &mut blocks {
-            let (o0, rest) = block.split_at_mut(k);
-            let (o1, rest) = rest.split_at_mut(k);
-            let (o2, o3) = rest.split_at_mut(k);
+            let [o0, o1, o2, o3] = four_columns(block, k);
             let (c0, c1, c2, c3) = (
                 column(s[jj]),
                 column(s[jj + 1]),
@@ -138,6 +134,14 @@ pub fn gather_sub_view(
         }
     }
     out
+}
+
+/// The four consecutive columns of length `k` of a `4k` block.
+fn four_columns(block: &mut [f64], k: usize) -> [&mut [f64]; 4] {
+    let (o0, rest) = block.split_at_mut(k);
+    let (o1, rest) = rest.split_at_mut(k);
+    let (o2, o3) = rest.split_at_mut(k);
+    [o0, o1, o2, o3]
 }
 
 /// A vector or matrix operand of an entrywise product: an owned one lends its buffer to

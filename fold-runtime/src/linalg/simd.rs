@@ -5,12 +5,12 @@
 //! Written here because at these sizes neither library's product is what the hardware
 //! allows: nalgebra's loops are compiled for the baseline target (two lanes, no FMA) and
 //! faer's blocked product pays packing and dispatch that a 50 × 50 product does not
-//! repay (`A x` at n = 50: 322 ns faer, 212 ns here; n = 20: 85 vs 29 ns).
+//! repay (`A x` at n = 29: 160 ns faer, 95 ns here; n = 50: 322 vs 212 ns).
 
 use pulp::{Arch, Simd, WithSimd};
 
-/// Up to this many entries [`gemv`] and [`gemv_t`] are used; above, faer's blocked
-/// product (measured faster from n ≈ 500 on, where the matrix leaves the caches).
+/// Up to this many entries [`gemv`] and [`gemv_t`] are used; above, faer's product,
+/// which blocks for the caches (these kernels stream whole columns).
 pub(super) const SIMD_GEMV_MAX: usize = 256 * 256;
 
 /// `y ← α A x + β y` for the column-major `a` of `y.len()` rows and `x.len()` columns;

@@ -127,11 +127,7 @@ impl Operator for Assembled<'_> {
                 crate::__private::check::same_dim("sparse output", m.dim(), r.len())?;
                 Ok(m.residual_into(x.as_slice(), b.as_slice(), r.as_mut_slice()))
             }
-            _ => {
-                self.apply(x, r)?;
-                r.zip_apply(b, |ri, bi| *ri = bi - *ri);
-                Ok(r.norm())
-            }
+            _ => super::product_residual(self, x, b, r),
         }
     }
 }

@@ -43,10 +43,20 @@ pub trait Operator {
         b: &DVector<f64>,
         r: &mut DVector<f64>,
     ) -> Result<f64, FoldError> {
-        self.apply(x, r)?;
-        r.zip_apply(b, |ri, bi| *ri = bi - *ri);
-        Ok(r.norm())
+        product_residual(self, x, b, r)
     }
+}
+
+/// [`Operator::residual`] through the product: `r ← A x`, then `r ← b − r`, then `‖r‖`.
+pub(crate) fn product_residual<A: Operator + ?Sized>(
+    a: &A,
+    x: &DVector<f64>,
+    b: &DVector<f64>,
+    r: &mut DVector<f64>,
+) -> Result<f64, FoldError> {
+    a.apply(x, r)?;
+    r.zip_apply(b, |ri, bi| *ri = bi - *ri);
+    Ok(r.norm())
 }
 
 impl<A: Operator + ?Sized> Operator for &A {
