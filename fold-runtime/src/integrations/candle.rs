@@ -285,9 +285,10 @@ impl<R: FoldRule> FoldOp<R> {
         let flat = |t: &Tensor| t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
         let (data, xs, gs) = (flat(arg)?, flat(res)?, flat(grad)?);
         let params = self.params(&data, b).map_err(to_candle::<R>)?;
+        // Rows of length n (b empty ones for a zero-length state).
         let rows = |v: &[f64]| -> Vec<DVector<f64>> {
-            v.chunks_exact(n.max(1))
-                .map(DVector::from_column_slice)
+            (0..v.len().checked_div(n).unwrap_or(b))
+                .map(|i| DVector::from_column_slice(&v[i * n..(i + 1) * n]))
                 .collect()
         };
         let states = rows(&xs)
