@@ -114,6 +114,7 @@ pub fn folded_backward<L: Linearized + ?Sized>(
                     grads += &head;
                 }
             }
+            crate::solvers::scratch::keep(u.data.into());
             (grads, stats)
         }
         None => {

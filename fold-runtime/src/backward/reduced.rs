@@ -4,6 +4,7 @@
 use super::ladder::{self, Dense, Outcome, System};
 use super::{stop_of, AUTO_FALLBACK_DIRECT_MAX, REDUCED_DENSE_MAX};
 use crate::linalg::{looks_symmetric, with_small_factor, SmallFactor, SMALL_MAX, SYMMETRY_TOL};
+use crate::solvers::scratch;
 use crate::solvers::sparse_direct::{solve_assembled, Assembled, BANDED_MAX};
 use crate::solvers::{assemble, DenseOperator, Operator, Solved, Stop, DEFAULT_RESTART};
 use crate::{BackwardOptions, Cotangent, Factored, FoldError, Method, SolveStats, SupportKernel};
@@ -79,7 +80,10 @@ pub(super) fn reduced_solve<G: Cotangent>(
     checked_support(support, n)?;
     let k = support.len();
     let kernel = f.kernel();
-    let mut rhs = DVector::from_iterator(k, support.iter().map(|&i| g[i]));
+    // Work buffers of a large system come from (and go back to) the per-thread pool.
+    let mut gathered = scratch::empty(k);
+    gathered.extend(support.iter().map(|&i| g[i]));
+    let mut rhs = DVector::from_vec(gathered);
     kernel.apply(&mut rhs);
     let stop = stop_of(opts);
     let krylov = Method::Gmres {
@@ -152,12 +156,14 @@ pub(super) fn reduced_solve<G: Cotangent>(
         let to = if direct_ok { 3 } else { 2 };
         ladder::run(&system, &rhs, &all[from..to], &stop)?
     };
+    scratch::keep(rhs.data.into());
     Ok(finish(n, support, out))
 }
 
 /// `u = E_S a` (full length) and the stats of the reduced solve.
 fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStats) {
     let u = scatter(n, support, out.solved.x.as_slice());
+    scratch::keep(out.solved.x.data.into());
     let stats = SolveStats {
         method: out.method,
         iterations: out.solved.iterations,
@@ -171,7 +177,7 @@ fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStat
 
 /// `E_S a`: `a` on `S`, zero elsewhere.
 fn scatter(n: usize, support: &[usize], a: &[f64]) -> DVector<f64> {
-    let mut u = DVector::zeros(n);
+    let mut u = DVector::from_vec(scratch::zeroed(n));
     for (&i, &ai) in support.iter().zip(a) {
         u[i] = ai;
     }

@@ -347,7 +347,8 @@ fn refine(
         Factor::Forest(f) => Some(f.cycles),
         _ => None,
     };
-    let mut x = b.clone();
+    let mut x = DVector::from_vec(super::scratch::overwritten(b.len(), 0.0));
+    x.copy_from(b);
     f.solve_in_place(&mut x);
     let mut r = DVector::from_vec(super::scratch::zeroed(b.len()));
     let mut products = 0;
