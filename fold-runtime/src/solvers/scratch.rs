@@ -50,10 +50,15 @@ keep_type!(f64, usize, (usize, usize));
 
 /// A buffer of `len` copies of `value`, reusing a kept one when one is large enough.
 pub fn filled<T: Kept>(len: usize, value: T) -> Vec<T> {
-    let mut v = kept(len).unwrap_or_default();
-    v.clear();
-    v.resize(len, value);
-    v
+    match kept(len) {
+        Some(mut v) => {
+            v.clear();
+            v.resize(len, value);
+            v
+        }
+        // `vec!` takes zeroed pages from the allocator for a zero value.
+        None => vec![value; len],
+    }
 }
 
 /// A zeroed `f64` buffer of `len` entries.
