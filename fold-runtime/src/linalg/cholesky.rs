@@ -125,14 +125,14 @@ impl Cholesky {
     pub(crate) fn factor_unchecked(a: &DMatrix<f64>) -> Result<Cholesky, FoldError> {
         use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
         let n = check_square(a, "matrix to factor")?;
-        let mut inv_diag = Vec::new();
-        let l = if n <= SMALL_CHOLESKY {
+        // Substitution multiplies by `1 / Lᵢᵢ`: a division on its serial path costs more.
+        let (l, inv_diag) = if n <= SMALL_CHOLESKY {
             let mut l = a.clone();
-            inv_diag = vec![0.0; n];
+            let mut inv_diag = vec![0.0; n];
             if !small_cholesky_in_place(l.as_mut_slice(), n, &mut inv_diag) {
                 return Err(FoldError::Singular);
             }
-            l
+            (l, inv_diag)
         } else {
             let mut l = a.clone();
             let mut mem =
@@ -145,17 +145,14 @@ impl Cholesky {
                 Default::default(),
             )
             .map_err(|_| FoldError::Singular)?;
-            l
+            let inv_diag = (0..n).map(|i| 1.0 / l[(i, i)]).collect();
+            (l, inv_diag)
         };
         // Relative to each row's own diagonal, so that the verdict does not change under
         // a symmetric diagonal scaling D A D (a badly scaled but well-conditioned matrix).
         let ok = (0..n).all(|i| pivot_passes(l[(i, i)], a[(i, i)], n));
         if !ok {
             return Err(FoldError::Singular);
-        }
-        // Substitution multiplies by these: a division on its serial path costs more.
-        if inv_diag.len() != n {
-            inv_diag = (0..n).map(|i| 1.0 / l[(i, i)]).collect();
         }
         Ok(Cholesky { l, inv_diag })
     }
