@@ -294,3 +294,34 @@ fn every_benchmark_instance_reduces_exactly() {
 fn p2(x: &DVector<f64>, p: &DVector<f64>, q: &DMatrix<f64>, alpha: f64) -> DVector<f64> {
     proj_box(&(x - (q * x + p.component_mul(&cos(x))) * alpha), -1.0, 1.0)
 }
+
+/// A term only the full system's products read (`sin x` of `p2`) is computed on first
+/// use: the products of one linearization agree with a fresh one's, bit for bit, whether
+/// the reduced backward ran first or not, and match the closed form
+/// `Φᵀv = w − α (Q − diag(p ⊙ sin x)) w`, `w = m ⊙ v`.
+#[test]
+fn terms_computed_on_first_use_give_the_products_of_a_fresh_linearization() {
+    let n = 12;
+    let mut r = rng(77);
+    let q = spd(&mut r, n, 0.3);
+    let p = normal_vec(&mut r, n) * 2.0;
+    let g = normal_vec(&mut r, n);
+    let v = normal_vec(&mut r, n);
+    let alpha = 1.0 / lambda_max(&q);
+    let x = p2::solve(&DVector::zeros(n), &p, &q, alpha, &fwd())
+        .unwrap()
+        .x;
+    let used = p2::linearize(&x, &p, &q, alpha);
+    let (auto, _) = folded_backward(&used, &g, &BackwardOptions::default()).unwrap();
+    let after = used.vjp_state(&v);
+    let fresh = p2::linearize(&x, &p, &q, alpha);
+    assert_eq!(after, fresh.vjp_state(&v));
+    let (full, _) = folded_backward(&fresh, &g, &direct()).unwrap();
+    agree(&auto.p, &full.p, "p2 on one linearization");
+
+    let z = &x - (&q * &x + p.component_mul(&x.map(f64::cos))) * alpha;
+    let w = DVector::from_fn(n, |i, _| if z[i].abs() < 1.0 { v[i] } else { 0.0 });
+    let hessian = &q - DMatrix::from_diagonal(&p.component_mul(&x.map(f64::sin)));
+    let closed = &w - hessian * &w * alpha;
+    assert!((after - closed).amax() < 1e-12);
+}

@@ -1,5 +1,6 @@
 //! What every e-class knows: its kind, whether it depends on a per-call seed, whether it
-//! is a 0/1 mask, and its value when it is a scalar constant (folded eagerly).
+//! is a 0/1 mask, whether it is a vector on a support, and its value when it is a scalar
+//! constant (folded eagerly).
 
 use crate::ir::graph::{infer_kind, ChildInfo, VarInfo};
 use crate::ir::{Kind, Lit, Node};
@@ -26,6 +27,8 @@ pub struct Data {
     pub per_call: bool,
     /// Whether every entry is 0 or 1.
     pub mask: bool,
+    /// Whether it is a vector of a support's length (a gather, or elementwise on one).
+    pub gathered: bool,
     /// Its value, when it is a finite scalar constant.
     pub constant: Option<f64>,
 }
@@ -51,6 +54,44 @@ fn fold_constant(node: &Node, c: &dyn Fn(Id) -> Option<f64>) -> Option<f64> {
         _ => return None,
     };
     v.is_finite().then_some(v)
+}
+
+/// Whether `node` (of `kind`) is a vector on a support: a gather, or elementwise on an
+/// operand that is (`gathered` tells of the operands).
+pub fn on_support(node: &Node, kind: Kind, gathered: &dyn Fn(Id) -> bool) -> bool {
+    use egg::Language;
+    kind == Kind::Vector
+        && match node {
+            Node::GatherV(_) => true,
+            other if preserves_length(other) => other.children().iter().any(|c| gathered(*c)),
+            _ => false,
+        }
+}
+
+/// Whether `node`'s result has its array operands' length (elementwise, scaling).
+fn preserves_length(node: &Node) -> bool {
+    crate::ir::is_elementwise_unary(node)
+        || matches!(
+            node,
+            Node::Add(_)
+                | Node::Mul(_)
+                | Node::Div(_)
+                | Node::CMul(_)
+                | Node::CDiv(_)
+                | Node::AddS(_)
+                | Node::Powi(_)
+                | Node::Powf(_)
+                | Node::Max(_)
+                | Node::Min(_)
+                | Node::Clamp(_)
+                | Node::SoftThreshold(_)
+                | Node::MaskIn(_)
+                | Node::Gt(_)
+                | Node::Lt(_)
+                | Node::Ge(_)
+                | Node::Le(_)
+                | Node::Outside(_)
+        )
 }
 
 impl Analysis<Node> for FoldAnalysis {
@@ -95,6 +136,7 @@ impl Analysis<Node> for FoldAnalysis {
             Node::GatherV([a, _]) => egraph[*a].data.mask,
             _ => false,
         };
+        let gathered = on_support(enode, kind, &|c| egraph[c].data.gathered);
         let constant = if kind == Kind::Scalar {
             fold_constant(enode, &|id| egraph[id].data.constant)
         } else {
@@ -106,6 +148,7 @@ impl Analysis<Node> for FoldAnalysis {
             call_args,
             per_call,
             mask,
+            gathered,
             constant,
         }
     }
@@ -124,6 +167,12 @@ impl Analysis<Node> for FoldAnalysis {
             to.mask = true;
             changed_to = true;
         } else if to.mask && !from.mask {
+            changed_from = true;
+        }
+        if !to.gathered && from.gathered {
+            to.gathered = true;
+            changed_to = true;
+        } else if to.gathered && !from.gathered {
             changed_from = true;
         }
         if to.per_call && !from.per_call {

@@ -10,6 +10,9 @@ use egg::{Id, Language};
 pub const N: f64 = 1e4;
 /// How much more a flop per product counts than a flop per linearization.
 pub const PER_CALL_WEIGHT: f64 = 100.0;
+/// The share of `n` a support's length stands for: a gathered vector's work counts this
+/// much of a full one's.
+pub const SUPPORT_SHARE: f64 = 0.5;
 
 /// Work of one operation, by kind: `[scalar, vector, matvec, matmul]`.
 pub fn op_counts(node: &Node, kind: Kind, child: &dyn Fn(Id) -> Kind) -> [usize; 4] {
@@ -93,6 +96,9 @@ pub fn own_cost(egraph: &FoldEGraph, enode: &Node) -> f64 {
         other => super::node_kind(egraph, other),
     };
     let mut own = weight(op_counts(enode, kind, &child));
+    if super::analysis::on_support(enode, kind, &|c| data(c).gathered) {
+        own *= SUPPORT_SHARE;
+    }
     // A transpose is free on an argument (products read it transposed) or a gather
     // (which gathers transposed); of any other computed matrix it is a copy.
     if let Node::Transpose(x) = enode {

@@ -25,10 +25,45 @@ fn is_scalar(v: &str) -> impl Fn(&mut FoldEGraph, Id, &Subst) -> bool {
     move |eg, _, s| eg[s[v]].data.kind == crate::ir::Kind::Scalar
 }
 
+/// `?v` is a vector.
+fn is_vector(v: &str) -> impl Fn(&mut FoldEGraph, Id, &Subst) -> bool {
+    let v = var(v);
+    move |eg, _, s| eg[s[v]].data.kind == crate::ir::Kind::Vector
+}
+
+/// A gather moves inside elementwise operations, so that a term read only on a support
+/// (a reduced matrix's diagonal) is computed only there; the cost model charges a
+/// gathered vector less than a full one.
+fn gather_pushdown() -> Vec<R> {
+    let mut rules: Vec<R> = [
+        "neg", "recip", "recip0", "exp", "ln", "sin", "cos", "tanh", "sqrt", "abs", "sigmoid",
+        "softplus", "relu", "sign",
+    ]
+    .into_iter()
+    .map(|f| {
+        let name = format!("gather-{f}");
+        let from: egg::Pattern<Node> = format!("(gv ({f} ?a) ?s)").parse().expect("pattern");
+        let to: egg::Pattern<Node> = format!("({f} (gv ?a ?s))").parse().expect("pattern");
+        egg::Rewrite::new(name, from, to).expect("rule")
+    })
+    .collect();
+    rules.extend([
+        rw!("gather-add"; "(gv (+ ?a ?b) ?s)" => "(+ (gv ?a ?s) (gv ?b ?s))" if is_vector("?b")),
+        rw!("gather-cmul"; "(gv (.* ?a ?b) ?s)" => "(.* (gv ?a ?s) (gv ?b ?s))" if is_vector("?b")),
+        rw!("gather-cdiv"; "(gv (./ ?a ?b) ?s)" => "(./ (gv ?a ?s) (gv ?b ?s))" if is_vector("?b")),
+        rw!("gather-scale"; "(gv (* ?k ?a) ?s)" => "(* ?k (gv ?a ?s))"),
+        rw!("gather-div"; "(gv (/ ?a ?k) ?s)" => "(/ (gv ?a ?s) ?k)"),
+        rw!("gather-adds"; "(gv (+s ?a ?k) ?s)" => "(+s (gv ?a ?s) ?k)"),
+        rw!("gather-powi"; "(gv (powi ?a ?k) ?s)" => "(powi (gv ?a ?s) ?k)"),
+        rw!("gather-powf"; "(gv (powf ?a ?k) ?s)" => "(powf (gv ?a ?s) ?k)" if is_scalar("?k")),
+    ]);
+    rules
+}
+
 /// Identity, zero-free cancellation, transpose pushing, scalar factoring, diagonal and mask
 /// algebra: rules that never make a term worse.
 pub fn simplify() -> Vec<R> {
-    vec![
+    let mut rules = vec![
         rw!("neg-neg"; "(neg (neg ?a))" => "?a"),
         rw!("T-T"; "(T (T ?a))" => "?a"),
         rw!("T-add"; "(T (+ ?a ?b))" => "(+ (T ?a) (T ?b))"),
@@ -78,7 +113,9 @@ pub fn simplify() -> Vec<R> {
         rw!("diag-on-support"; "(diag (gv ?m (supp ?m)))" => "(eye (gv ?m (supp ?m)))"),
         rw!("add-self"; "(+ ?a ?a)" => "(* 2 ?a)"),
         rw!("diag-scale"; "(diag (* ?s ?d))" => "(* ?s (diag ?d))"),
-    ]
+    ];
+    rules.extend(gather_pushdown());
+    rules
 }
 
 /// Distribution and factoring in both directions; the cost model picks.

@@ -39,6 +39,8 @@ pub struct Scope<'a> {
     args: HashMap<Id, TokenStream>,
     /// Terms stored in `self` (method scopes).
     fields: HashSet<Id>,
+    /// Fields computed on first use, read through their accessor methods.
+    lazy: HashSet<Id>,
     /// Factorizations stored in `self`.
     field_factors: HashSet<Id>,
     locals: HashSet<Id>,
@@ -112,6 +114,7 @@ impl<'a> Scope<'a> {
             names,
             args,
             fields: HashSet::new(),
+            lazy: HashSet::new(),
             field_factors: HashSet::new(),
             locals: HashSet::new(),
             local_factors: HashSet::new(),
@@ -169,6 +172,19 @@ impl<'a> Scope<'a> {
     pub fn with_fields(mut self, fields: &[Id], factors: &[Id]) -> Self {
         self.fields.extend(fields.iter().copied());
         self.field_factors.extend(factors.iter().copied());
+        self
+    }
+
+    /// Declares the fields among those stored that are computed on first use.
+    pub fn with_lazy(mut self, lazy: &[Id]) -> Self {
+        self.lazy.extend(lazy.iter().copied());
+        self
+    }
+
+    /// The scope without field `id` (to compute it: a lazy field's accessor).
+    pub fn without_field(mut self, id: Id) -> Self {
+        self.fields.remove(&id);
+        self.lazy.remove(&id);
         self
     }
 
@@ -230,6 +246,9 @@ impl<'a> Scope<'a> {
         } else if by_value {
             let recv = &self.recv;
             quote!(#recv.#name)
+        } else if self.lazy.contains(&id) {
+            let recv = &self.recv;
+            quote!(#recv.#name())
         } else {
             let recv = &self.recv;
             quote!(&#recv.#name)

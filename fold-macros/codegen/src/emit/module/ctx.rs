@@ -26,6 +26,9 @@ pub struct Ctx<'a> {
     pub prims: HashMap<String, TokenStream>,
     /// Terms and factorizations stored in `Staged`.
     pub fields: Vec<Id>,
+    /// The fields computed on first use (in `OnceLock`s): those only the full system's
+    /// products read, which the reduced backward under `Auto` never calls.
+    pub lazy: Vec<Id>,
     pub factors: Vec<Id>,
     pub arg_names: Vec<Ident>,
     pub block_state: bool,
@@ -127,6 +130,30 @@ impl<'a> Ctx<'a> {
         ] {
             reserved.insert(r.to_string());
         }
+        // Lazy fields are read through methods of their own name: none may shadow a
+        // trait method the generated bodies call.
+        for r in [
+            "state_dim",
+            "vjp_state",
+            "jvp_state",
+            "vjp_params",
+            "jvp_params",
+            "state_jacobian",
+            "factored",
+            "support",
+            "kernel",
+            "inner_vjp_state",
+            "inner_vjp_params",
+            "head_vjp_params",
+            "head_has_params",
+            "reduced_matrix",
+            "reduced_matrix_transposed",
+            "reduced_sparse",
+            "cheap_products",
+            "clone",
+        ] {
+            reserved.insert(r.to_string());
+        }
         let mut names = emission_names(printer.names(), &reserved);
         // Seeds are parameters (or blocks of one) named as in DERIVATIVES.
         for seed in rule
@@ -158,6 +185,7 @@ impl<'a> Ctx<'a> {
             names,
             prims,
             fields: plan.fields,
+            lazy: Vec::new(),
             factors: plan.factors,
             arg_names: sig.args.iter().map(|a| a.name.clone()).collect(),
             block_state: sig.block_state,
@@ -165,7 +193,60 @@ impl<'a> Ctx<'a> {
             g,
         };
         ctx.stage_fallible_jacobian_terms(&jac_roots);
+        ctx.lazy = ctx.lazy_fields();
         ctx
+    }
+
+    /// Fields nothing on the reduced backward's path reads (its support, matrix and
+    /// parameter products, and `Mᵀ w` when it is matrix-free or has a head term), whose
+    /// computation cannot fail: arrays, not opaque linearizations. Empty without a
+    /// reduction, where every product is on the path.
+    fn lazy_fields(&self) -> Vec<Id> {
+        let Some(r) = &self.rule.reduction else {
+            return Vec::new();
+        };
+        let mut hot = vec![r.mask, r.support];
+        hot.extend(r.inner_params.iter().flatten());
+        if let Some(h) = &r.head_params {
+            hot.extend(h.iter().flatten());
+        }
+        hot.extend(r.matrix);
+        if r.matrix.is_none() || r.head_params.is_some() {
+            hot.extend(r.inner_state);
+        }
+        let reached = self.g.reachable(&hot);
+        let candidates: Vec<Id> = self
+            .fields
+            .iter()
+            .copied()
+            .filter(|&f| {
+                !reached[usize::from(f)]
+                    && self.g.kind(f).is_array()
+                    && !matches!(self.g.node(f), Node::Call(..))
+            })
+            .collect();
+        let mut lazy: Vec<Id> = candidates
+            .into_iter()
+            .filter(|&f| {
+                let sc = self.method_scope().without_field(f);
+                sc.schedule(&[f]).iter().all(|it| !fallible(&self.g, it))
+            })
+            .collect();
+        // What a field staged eagerly needs is computed by `stage` anyway.
+        loop {
+            let eager: Vec<Id> = self
+                .fields
+                .iter()
+                .copied()
+                .filter(|f| !lazy.contains(f))
+                .collect();
+            let needed = self.g.reachable(&eager);
+            let before = lazy.len();
+            lazy.retain(|f| !needed[usize::from(*f)]);
+            if lazy.len() == before {
+                return lazy;
+            }
+        }
     }
 
     /// Roots of every product method (the seed-dependent terms).
@@ -277,6 +358,7 @@ impl<'a> Ctx<'a> {
             false,
         )
         .with_fields(&self.fields, &self.factors)
+        .with_lazy(&self.lazy)
         .with_receiver(recv)
     }
 

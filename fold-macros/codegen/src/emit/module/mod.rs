@@ -134,17 +134,22 @@ fn imports(items: &TokenStream) -> TokenStream {
         .into_iter()
         .map(|n| quote!(#n)),
     );
-    let std: Vec<TokenStream> = [("option", "Option"), ("result", "Result"), ("vec", "Vec")]
-        .into_iter()
-        .filter(|(_, n)| used.contains(*n))
-        .map(|(m, n)| {
-            let (m, n) = (
-                Ident::new(m, Span::call_site()),
-                Ident::new(n, Span::call_site()),
-            );
-            quote!(#m::#n)
-        })
-        .collect();
+    let std: Vec<TokenStream> = [
+        ("option", "Option"),
+        ("result", "Result"),
+        ("sync", "OnceLock"),
+        ("vec", "Vec"),
+    ]
+    .into_iter()
+    .filter(|(_, n)| used.contains(*n))
+    .map(|(m, n)| {
+        let (m, n) = (
+            Ident::new(m, Span::call_site()),
+            Ident::new(n, Span::call_site()),
+        );
+        quote!(#m::#n)
+    })
+    .collect();
     let std = (!std.is_empty()).then(|| quote!(use ::std::{#(#std),*};));
     quote! {
         use ::fold_runtime::{#(#runtime),*};
@@ -174,6 +179,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
     let rule_tokens = &rule_call.tokens;
     let linearized = ctx.linearized_impl(ctx.state_jacobian_method());
     let factored = ctx.factored_impl();
+    let lazy = ctx.lazy_accessors();
     let pack_fns = ctx.pack_fns();
     let derivatives = &input.derivatives;
 
@@ -187,6 +193,7 @@ pub fn module(input: &ModuleInput) -> syn::Result<Module> {
             #jacobians_fn
         }
 
+        #lazy
         #linearized
         #factored
         #pack_fns

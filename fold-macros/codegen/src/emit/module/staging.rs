@@ -58,8 +58,8 @@ impl Ctx<'_> {
     fn stage_order(&self, scope: &crate::emit::Scope) -> Vec<Item> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
-        for f in &self.fields {
-            for it in scope.schedule(&[*f]) {
+        for f in self.eager_fields() {
+            for it in scope.schedule(&[f]) {
                 if seen.insert(it) {
                     order.push(it);
                 }
@@ -132,8 +132,15 @@ impl Ctx<'_> {
         let later = (!later.is_empty()).then(|| quote!(if !#staged { #(#later)* }));
 
         let mut scope = scope.with_deferred_checks(deferred);
-        let stage_body = scope.compute_returning(&order, &self.fields);
+        let stage_body = scope.compute_returning(&order, &self.eager_fields());
         let (field_idents, factor_idents) = self.field_idents();
+        let field_inits = self.fields.iter().zip(&field_idents).map(|(f, name)| {
+            if self.lazy.contains(f) {
+                quote!(#name: OnceLock::new())
+            } else {
+                quote!(#name)
+            }
+        });
         let blocks_init = self.block_state.then(|| {
             let lens = self.sig.blocks.iter().map(|&b| {
                 let n = &self.arg_names[b];
@@ -161,7 +168,7 @@ impl Ctx<'_> {
                 Ok(Staged {
                     #blocks_init
                     #args,
-                    #( #field_idents, )*
+                    #( #field_inits, )*
                     #( #factor_idents, )*
                 })
             }
@@ -170,6 +177,45 @@ impl Ctx<'_> {
         Staging {
             staged: self.staged_struct(),
             methods,
+        }
+    }
+
+    /// The fields `stage` computes, increasing.
+    fn eager_fields(&self) -> Vec<Id> {
+        self.fields
+            .iter()
+            .copied()
+            .filter(|f| !self.lazy.contains(f))
+            .collect()
+    }
+
+    /// The accessors of the lazy fields: each computes its value on first use.
+    pub fn lazy_accessors(&self) -> TokenStream {
+        if self.lazy.is_empty() {
+            return TokenStream::new();
+        }
+        let accessors = self.lazy.iter().map(|&f| {
+            let name = ident_of(&self.names, f);
+            let ty = kind_ty(self.g.kind(f));
+            let mut sc = self.method_scope().without_field(f);
+            let items = sc.schedule(&[f]);
+            let (body, value) = sc.compute_value(&items, f);
+            let init = if body.is_empty() {
+                value
+            } else {
+                quote!({ #body #value })
+            };
+            quote! {
+                fn #name(&self) -> &#ty {
+                    self.#name.get_or_init(|| #init)
+                }
+            }
+        });
+        quote! {
+            /// Terms only the full system's products read, computed on first use.
+            impl Staged<'_> {
+                #(#accessors)*
+            }
         }
     }
 
@@ -195,6 +241,10 @@ impl Ctx<'_> {
                     .cloned()
                     .unwrap_or_else(|| quote!(()));
                 quote!(<#ty as ::fold_runtime::Primitive>::Linearization)
+            }
+            _ if self.lazy.contains(f) => {
+                let ty = kind_ty(self.g.kind(*f));
+                quote!(OnceLock<#ty>)
             }
             _ => kind_ty(self.g.kind(*f)),
         });
