@@ -5,6 +5,7 @@ use nalgebra::{DMatrix, DVector};
 
 /// Whether every value is finite; vectorizes (no early exit) because inputs are
 /// finite in the common case and a full pass is then the cheapest.
+#[inline]
 pub fn all_finite(values: &[f64]) -> bool {
     // Below a few chunks the plain loop's setup is cheaper than the lanes'.
     if values.len() < 32 {
@@ -23,6 +24,7 @@ pub fn all_finite(values: &[f64]) -> bool {
 }
 
 /// `Err(NonFinite { what })` unless every entry of the slice is finite.
+#[inline]
 pub fn finite(values: &[f64], what: &str) -> Result<(), FoldError> {
     if all_finite(values) {
         Ok(())
@@ -32,6 +34,7 @@ pub fn finite(values: &[f64], what: &str) -> Result<(), FoldError> {
 }
 
 /// `Err(NonFinite)` unless the scalar is finite.
+#[inline]
 pub fn finite_scalar(value: f64, what: &str) -> Result<(), FoldError> {
     if value.is_finite() {
         Ok(())
@@ -41,16 +44,19 @@ pub fn finite_scalar(value: f64, what: &str) -> Result<(), FoldError> {
 }
 
 /// `Err(NonFinite)` unless every entry of the vector is finite.
+#[inline]
 pub fn finite_vector(value: &DVector<f64>, what: &str) -> Result<(), FoldError> {
     finite(value.as_slice(), what)
 }
 
 /// `Err(NonFinite)` unless every entry of the matrix is finite.
+#[inline]
 pub fn finite_matrix(value: &DMatrix<f64>, what: &str) -> Result<(), FoldError> {
     finite(value.as_slice(), what)
 }
 
 /// `Err(DimensionMismatch)` unless `found == expected`.
+#[inline]
 pub fn same_dim(what: &str, expected: usize, found: usize) -> Result<(), FoldError> {
     if expected == found {
         Ok(())

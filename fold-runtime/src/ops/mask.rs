@@ -62,7 +62,8 @@ pub fn support(m: &nalgebra::DVector<f64>) -> Vec<usize> {
     // Slices, not nalgebra's strided iterators: these loops then vectorize.
     let m = m.as_slice();
     let count: usize = m.iter().map(|&x| usize::from(x != 0.0)).sum();
-    let mut out = vec![0usize; count + 1];
+    // Not `vec!`: `calloc` costs more than writing a few entries.
+    let mut out: Vec<usize> = std::iter::repeat_n(0, count + 1).collect();
     let mut k = 0;
     for (i, &x) in m.iter().enumerate() {
         out[k] = i;

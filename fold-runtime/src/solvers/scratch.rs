@@ -56,8 +56,14 @@ pub fn filled<T: Kept>(len: usize, value: T) -> Vec<T> {
             v.resize(len, value);
             v
         }
-        // `vec!` takes zeroed pages from the allocator for a zero value.
-        None => vec![value; len],
+        // `vec!` takes zeroed pages from the allocator for a zero value; below the pool's
+        // floor `calloc` costs more than writing the entries.
+        None if bytes::<T>(len) >= MIN_BYTES => vec![value; len],
+        None => {
+            let mut v = Vec::with_capacity(len);
+            v.resize(len, value);
+            v
+        }
     }
 }
 
