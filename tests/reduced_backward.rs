@@ -325,3 +325,55 @@ fn terms_computed_on_first_use_give_the_products_of_a_fresh_linearization() {
     let closed = &w - hessian * &w * alpha;
     assert!((after - closed).amax() < 1e-12);
 }
+
+/// A reduced-matrix diagonal of several elementwise operations.
+#[fold(state = x, params(p))]
+fn fused_diag(
+    x: &DVector<f64>,
+    p: &DVector<f64>,
+    c: &DVector<f64>,
+    q: &DMatrix<f64>,
+    alpha: f64,
+) -> DVector<f64> {
+    let grad = q * x
+        + c
+        + p.component_mul(&sin(x))
+        + x.map(|e| 0.1 * e.powi(3) + (e * e + 1.0).ln() * 0.05 - e.tanh() / 3.0);
+    proj_box(&(x - grad * alpha), -1.0, 1.0)
+}
+
+/// The diagonal is computed in one pass over the support (`on_support`): the reduced
+/// backward equals the full system's and central differences of the solve.
+#[test]
+fn a_diagonal_fused_on_the_support_gives_the_full_systems_gradient() {
+    assert!(fused_diag::SOURCE.contains("kernels::on_support"));
+    let mut partial = false;
+    for seed in 0..6 {
+        let n = 9 + seed as usize;
+        let mut r = rng(900 + seed);
+        let q = spd(&mut r, n, 0.5) * 0.2;
+        let p = normal_vec(&mut r, n);
+        let c = normal_vec(&mut r, n) * 2.0;
+        let g = normal_vec(&mut r, n);
+        let alpha = 0.5 / (lambda_max(&q) + 2.0);
+        let solve = |p: &DVector<f64>| {
+            fused_diag::solve(&DVector::zeros(n), p, &c, &q, alpha, &fwd())
+                .unwrap()
+                .x
+        };
+        let x = solve(&p);
+        let (auto, stats) =
+            fused_diag::backward_with_stats(&x, &p, &c, &q, alpha, &g, &BackwardOptions::default())
+                .unwrap();
+        partial |= stats.system_dim > 0 && stats.system_dim < n;
+        let full = fused_diag::backward(&x, &p, &c, &q, alpha, &g, &direct()).unwrap();
+        agree(&auto.p, &full.p, "fused diagonal");
+        let fd = fd_grad(|p| g.dot(&solve(p)), &p, 1e-6);
+        assert!(
+            rel_err(&auto.p, &fd) < 1e-6,
+            "seed {seed}: {}",
+            rel_err(&auto.p, &fd)
+        );
+    }
+    assert!(partial, "no instance had a partly active box");
+}

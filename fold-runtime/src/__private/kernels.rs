@@ -181,6 +181,12 @@ macro_rules! entrywise {
 }
 entrywise!(DVector<f64>, DMatrix<f64>);
 
+/// `(f(k, S[k]))ₖ`: an elementwise term of vectors gathered on the support `S`, in one
+/// pass (`k` a position on `S`, `S[k]` the entry of the full vectors).
+pub fn on_support(s: &[usize], f: impl Fn(usize, usize) -> f64) -> DVector<f64> {
+    DVector::from_iterator(s.len(), s.iter().enumerate().map(|(k, &i)| f(k, i)))
+}
+
 /// `x ⊙ y`, in `x`'s buffer when `x` is owned (a term read for the last time).
 pub fn hadamard<X: Entrywise>(x: X, y: &X::Owned) -> X::Owned {
     x.times(y)

@@ -64,6 +64,9 @@ impl Scope<'_> {
                 mask(f, rest)
             }
         };
+        if let Some(set) = self.fused_support(id) {
+            return self.fused_expr(id, set);
+        }
         if let Some((v, base, set)) = self.gather_view(id) {
             let cs: Vec<TokenStream> = v.coef.iter().map(|c| self.access(*c)).collect();
             let coef = match cs.len() {

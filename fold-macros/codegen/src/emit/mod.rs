@@ -3,6 +3,7 @@
 //! products are read through views (no materialized transposes or scaled copies).
 
 mod expr;
+mod fused;
 pub mod module;
 pub mod pretty;
 pub mod sparse;
@@ -62,6 +63,8 @@ pub struct Scope<'a> {
     remaining: std::cell::RefCell<HashMap<Id, usize>>,
     /// What holds the fields: `self`, or a parameter of a function over `Staged`.
     recv: TokenStream,
+    /// The support each vector term lives on ([`fused::supports`]).
+    supports: Vec<Option<Id>>,
 }
 
 /// The identifier of a computed term.
@@ -125,6 +128,7 @@ impl<'a> Scope<'a> {
             deferred: HashMap::new(),
             remaining: std::cell::RefCell::new(HashMap::new()),
             recv: quote!(self),
+            supports: fused::supports(g),
         }
     }
 
@@ -328,6 +332,9 @@ impl<'a> Scope<'a> {
                 _ => out.push(Item::Node(v.base)),
             }
         };
+        if let Some(set) = self.fused_support(id) {
+            return self.fused_operands(id, set);
+        }
         let mut out = Vec::new();
         if let Some((v, gathered, set)) = self.gather_view(id) {
             out.extend(v.coef.iter().map(|c| Item::Node(*c)));
