@@ -49,7 +49,9 @@ pub fn gather_sub_view(
     let k = s.len();
     let rows = a.nrows();
     let src = a.as_slice();
-    let mut out = DMatrix::zeros(k, k);
+    // Every entry is written below; a large buffer comes from the per-thread pool (the
+    // reduced solve hands it back), so neither zeroing nor fresh pages are paid for.
+    let mut out = DMatrix::from_vec(k, k, crate::solvers::scratch::overwritten(k * k, 0.0));
     let dst = out.as_mut_slice();
     if transposed && rows * a.ncols() <= CACHED_SOURCE {
         // op(A)[ii, jj] = A[j, i] with A in cache: four output columns at a time, each

@@ -103,6 +103,7 @@ pub(super) fn reduced_solve<G: Cotangent>(
         // After the small rung: its accepted residual reads every entry of `r`, which no
         // non-finite one passes.
         if let Some(done) = small_direct(&r, transposed, &rhs, &stop, n, support) {
+            scratch::keep(r.data.into());
             return Ok(done);
         }
         crate::__private::check::finite_matrix(&r, "reduced_matrix")?;
@@ -127,7 +128,10 @@ pub(super) fn reduced_solve<G: Cotangent>(
         } else {
             [krylov, Method::Direct]
         };
-        ladder::run(&system, &rhs, &ladder, &stop)?
+        let out = ladder::run(&system, &rhs, &ladder, &stop)?;
+        drop(op);
+        scratch::keep(r.data.into());
+        out
     } else if let Some(r) = f.reduced_sparse()? {
         sparse_reduced_solve(&Assembled::new(r)?, &rhs, &stop)?
     } else {

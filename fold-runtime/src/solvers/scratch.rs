@@ -76,7 +76,7 @@ pub fn zeroed(len: usize) -> Vec<f64> {
 /// call left): for a caller that writes every entry before it reads one, so that a kept
 /// buffer is not filled for nothing.
 pub fn overwritten<T: Kept>(len: usize, value: T) -> Vec<T> {
-    let mut v = kept(len).unwrap_or_default();
+    let mut v = kept(len).unwrap_or_else(|| Vec::with_capacity(len));
     v.truncate(len);
     v.resize(len, value);
     v
