@@ -114,10 +114,11 @@ pub fn backward_with_stats<R: Generated>(
     opts: &BackwardOptions,
 ) -> Result<(R::Grads, SolveStats), FoldError> {
     R::check_finite(&args, true)?;
-    let lin = linearize::<R>(args);
-    lin.check()?;
+    R::check_dims(&args)?;
+    // Staged directly: a failure is returned, so no `Linearization` needs to hold it.
+    let staged = R::stage(args)?;
     // `grad` is checked there (length, then entries).
-    crate::folded_backward(&lin, grad, opts)
+    crate::folded_backward(&staged, grad, opts)
 }
 
 /// The module's `solve`: every input checked, then the fixed-point iteration of the step.

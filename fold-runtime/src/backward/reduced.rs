@@ -129,7 +129,6 @@ pub(super) fn reduced_solve<G: Cotangent>(
             [krylov, Method::Direct]
         };
         let out = ladder::run(&system, &rhs, &ladder, &stop)?;
-        drop(op);
         scratch::keep(r.data.into());
         out
     } else if let Some(r) = f.reduced_sparse()? {
