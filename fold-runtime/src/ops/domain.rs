@@ -6,7 +6,7 @@
 //! operand's finiteness is checked where generated code produces it. (`proj_simplex`, `proj_capped_simplex` and `proj_l2_ball` are checked by their
 //! `try_` functions, whose values every derivative of theirs reads.)
 
-use super::Elementwise;
+use super::Mapped;
 use crate::FoldError;
 
 fn check_box(lo: f64, hi: f64) -> Result<(), FoldError> {
@@ -38,27 +38,27 @@ fn check_threshold(t: f64) -> Result<(), FoldError> {
 }
 
 /// [`super::clamp`] (and `proj_box`), `PrimitiveFailed` when `lo > hi`.
-pub fn clamp<T: Elementwise>(v: &T, lo: f64, hi: f64) -> Result<T, FoldError> {
+pub fn clamp<T: Mapped>(v: T, lo: f64, hi: f64) -> Result<T::Output, FoldError> {
     check_box(lo, hi)?;
     Ok(super::clamp(v, lo, hi))
 }
 
 /// [`super::soft_threshold`], `PrimitiveFailed` when `t < 0`.
-pub fn soft_threshold<T: Elementwise>(v: &T, t: f64) -> Result<T, FoldError> {
+pub fn soft_threshold<T: Mapped>(v: T, t: f64) -> Result<T::Output, FoldError> {
     check_threshold(t)?;
     Ok(super::soft_threshold(v, t))
 }
 
 /// [`super::mask::between`], the derivative mask of `clamp(v, lo, hi)`:
 /// `PrimitiveFailed` when `lo > hi`.
-pub fn between<T: Elementwise>(v: &T, lo: f64, hi: f64) -> Result<T, FoldError> {
+pub fn between<T: Mapped>(v: T, lo: f64, hi: f64) -> Result<T::Output, FoldError> {
     check_box(lo, hi)?;
     Ok(super::mask::between(v, lo, hi))
 }
 
 /// [`super::mask::outside`], the derivative mask of `soft_threshold(v, t)`:
 /// `PrimitiveFailed` when `t < 0`.
-pub fn outside<T: Elementwise>(v: &T, t: f64) -> Result<T, FoldError> {
+pub fn outside<T: Mapped>(v: T, t: f64) -> Result<T::Output, FoldError> {
     check_threshold(t)?;
     Ok(super::mask::outside(v, t))
 }

@@ -31,6 +31,45 @@ impl Elementwise for DMatrix<f64> {
     }
 }
 
+/// The operand of an elementwise function: a borrowed container (mapped into a new one)
+/// or an owned one (mapped in its own buffer).
+pub trait Mapped {
+    /// The container the function returns.
+    type Output;
+    /// `f` applied to every entry.
+    fn mapped(self, f: impl Fn(f64) -> f64) -> Self::Output;
+}
+
+impl<T: Elementwise> Mapped for &T {
+    type Output = T;
+    fn mapped(self, f: impl Fn(f64) -> f64) -> T {
+        self.map_entries(f)
+    }
+}
+
+impl Mapped for f64 {
+    type Output = f64;
+    fn mapped(self, f: impl Fn(f64) -> f64) -> f64 {
+        f(self)
+    }
+}
+
+impl Mapped for DVector<f64> {
+    type Output = DVector<f64>;
+    fn mapped(mut self, f: impl Fn(f64) -> f64) -> DVector<f64> {
+        self.apply(|v| *v = f(*v));
+        self
+    }
+}
+
+impl Mapped for DMatrix<f64> {
+    type Output = DMatrix<f64>;
+    fn mapped(mut self, f: impl Fn(f64) -> f64) -> DMatrix<f64> {
+        self.apply(|v| *v = f(*v));
+        self
+    }
+}
+
 /// The logistic function, evaluated without overflow.
 pub fn sigmoid_scalar(x: f64) -> f64 {
     if x >= 0.0 {
@@ -49,8 +88,8 @@ pub fn softplus_scalar(x: f64) -> f64 {
 macro_rules! elementwise {
     ($($(#[$doc:meta])* $name:ident = $f:expr;)*) => {$(
         $(#[$doc])*
-        pub fn $name<T: Elementwise>(v: &T) -> T {
-            v.map_entries($f)
+        pub fn $name<T: Mapped>(v: T) -> T::Output {
+            v.mapped($f)
         }
     )*};
 }
@@ -84,30 +123,30 @@ elementwise! {
 }
 
 /// `max(xᵢ, s)` elementwise; `∂/∂xᵢ = 1[xᵢ > s]`, the rest goes to `s`.
-pub fn max<T: Elementwise>(v: &T, s: f64) -> T {
-    v.map_entries(|x| x.max(s))
+pub fn max<T: Mapped>(v: T, s: f64) -> T::Output {
+    v.mapped(|x| x.max(s))
 }
 
 /// `min(xᵢ, s)` elementwise; `∂/∂xᵢ = 1[xᵢ < s]`, the rest goes to `s`.
-pub fn min<T: Elementwise>(v: &T, s: f64) -> T {
-    v.map_entries(|x| x.min(s))
+pub fn min<T: Mapped>(v: T, s: f64) -> T::Output {
+    v.mapped(|x| x.min(s))
 }
 
 /// `min(max(xᵢ, lo), hi)` elementwise (requires `lo ≤ hi`; never panics);
 /// `∂/∂xᵢ = 1[lo < xᵢ < hi]`.
-pub fn clamp<T: Elementwise>(v: &T, lo: f64, hi: f64) -> T {
-    v.map_entries(|x| x.max(lo).min(hi))
+pub fn clamp<T: Mapped>(v: T, lo: f64, hi: f64) -> T::Output {
+    v.mapped(|x| x.max(lo).min(hi))
 }
 
 /// Projection onto the box `lo ≤ x ≤ hi`; the same as [`clamp`].
-pub fn proj_box<T: Elementwise>(v: &T, lo: f64, hi: f64) -> T {
+pub fn proj_box<T: Mapped>(v: T, lo: f64, hi: f64) -> T::Output {
     clamp(v, lo, hi)
 }
 
 /// The prox of `t‖·‖₁`: `sign(x) max(|x| − t, 0)`; `∂/∂xᵢ = 1[|xᵢ| > t]`,
 /// `∂/∂t = −sign(xᵢ) 1[|xᵢ| > t]`.
-pub fn soft_threshold<T: Elementwise>(v: &T, t: f64) -> T {
-    v.map_entries(|x| {
+pub fn soft_threshold<T: Mapped>(v: T, t: f64) -> T::Output {
+    v.mapped(|x| {
         if x > t {
             x - t
         } else if x < -t {

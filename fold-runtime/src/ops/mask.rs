@@ -1,7 +1,7 @@
 //! 0/1 masks and signs: the diagonal factors in the derivatives of kinked primitives.
 //! Generated code builds them once per linearization.
 
-use super::Elementwise;
+use super::Mapped;
 
 fn indicator(b: bool) -> f64 {
     if b {
@@ -12,38 +12,38 @@ fn indicator(b: bool) -> f64 {
 }
 
 /// `1[lo < xᵢ < hi]`.
-pub fn between<T: Elementwise>(v: &T, lo: f64, hi: f64) -> T {
-    v.map_entries(|x| indicator(lo < x && x < hi))
+pub fn between<T: Mapped>(v: T, lo: f64, hi: f64) -> T::Output {
+    v.mapped(|x| indicator(lo < x && x < hi))
 }
 
 /// `1[xᵢ > s]`.
-pub fn greater<T: Elementwise>(v: &T, s: f64) -> T {
-    v.map_entries(|x| indicator(x > s))
+pub fn greater<T: Mapped>(v: T, s: f64) -> T::Output {
+    v.mapped(|x| indicator(x > s))
 }
 
 /// `1[xᵢ < s]`.
-pub fn less<T: Elementwise>(v: &T, s: f64) -> T {
-    v.map_entries(|x| indicator(x < s))
+pub fn less<T: Mapped>(v: T, s: f64) -> T::Output {
+    v.mapped(|x| indicator(x < s))
 }
 
 /// `1[xᵢ ≥ s]`.
-pub fn at_least<T: Elementwise>(v: &T, s: f64) -> T {
-    v.map_entries(|x| indicator(x >= s))
+pub fn at_least<T: Mapped>(v: T, s: f64) -> T::Output {
+    v.mapped(|x| indicator(x >= s))
 }
 
 /// `1[xᵢ ≤ s]`.
-pub fn at_most<T: Elementwise>(v: &T, s: f64) -> T {
-    v.map_entries(|x| indicator(x <= s))
+pub fn at_most<T: Mapped>(v: T, s: f64) -> T::Output {
+    v.mapped(|x| indicator(x <= s))
 }
 
 /// `1[|xᵢ| > t]`.
-pub fn outside<T: Elementwise>(v: &T, t: f64) -> T {
-    v.map_entries(|x| indicator(x.abs() > t))
+pub fn outside<T: Mapped>(v: T, t: f64) -> T::Output {
+    v.mapped(|x| indicator(x.abs() > t))
 }
 
 /// `sign(xᵢ)` with `sign(0) = 0`.
-pub fn sign<T: Elementwise>(v: &T) -> T {
-    v.map_entries(|x| {
+pub fn sign<T: Mapped>(v: T) -> T::Output {
+    v.mapped(|x| {
         if x > 0.0 {
             1.0
         } else if x < 0.0 {

@@ -31,20 +31,26 @@ impl Scope<'_> {
         let r = |k: usize| self.recv(ch[k]);
         let scalar = self.is_scalar(id);
         let ops = quote!(ops);
+        // An array operand read for the last time is mapped in its own buffer.
+        let arr = |k: usize| self.take(ch[k]).unwrap_or_else(|| self.access(ch[k]));
         let unary = |f: &str| {
             let fi = Ident::new(f, Span::call_site());
             if scalar {
                 let x = r(0);
                 quote!(#x.#fi())
             } else {
-                let x = a(0);
+                let x = arr(0);
                 quote!(#ops::#fi(#x))
             }
         };
         let mask = |f: &str, rest: &[TokenStream]| {
             let fi = Ident::new(f, Span::call_site());
-            let x = a(0);
-            let x = if scalar { quote!(&#x) } else { x };
+            let x = if scalar {
+                let x = a(0);
+                quote!(&#x)
+            } else {
+                arr(0)
+            };
             quote!(#ops::mask::#fi(#x #(, #rest)*))
         };
         let q = if self.fallible {
@@ -57,8 +63,12 @@ impl Scope<'_> {
         let checked_mask = |f: &str, rest: &[TokenStream]| {
             if self.fallible {
                 let fi = Ident::new(f, Span::call_site());
-                let x = a(0);
-                let x = if scalar { quote!(&#x) } else { x };
+                let x = if scalar {
+                    let x = a(0);
+                    quote!(&#x)
+                } else {
+                    arr(0)
+                };
                 quote!(#ops::domain::#fi(#x #(, #rest)*)?)
             } else {
                 mask(f, rest)
@@ -88,7 +98,6 @@ impl Scope<'_> {
                 None => quote!(kernels::plus_identity(#m, 1.0)),
             };
         }
-        let arr = |k: usize| self.take(ch[k]).unwrap_or_else(|| self.access(ch[k]));
         match node {
             Node::Num(l) => lit(l.get()),
             Node::Var(_) | Node::Zero => quote!(()),
@@ -278,7 +287,7 @@ impl Scope<'_> {
             Node::Sqrt(_) => unary("sqrt"),
             Node::Abs(_) => unary("abs"),
             Node::Sigmoid(_) | Node::Softplus(_) | Node::Relu(_) | Node::SafeRecip(_) => {
-                let x = a(0);
+                let x = if scalar { a(0) } else { arr(0) };
                 let f = match node {
                     Node::Sigmoid(_) => "sigmoid",
                     Node::Softplus(_) => "softplus",
@@ -311,7 +320,8 @@ impl Scope<'_> {
                 }
             }
             Node::Max(_) | Node::Min(_) => {
-                let (x, s) = (a(0), a(1));
+                let s = a(1);
+                let x = if scalar { a(0) } else { arr(0) };
                 let f = if matches!(node, Node::Max(_)) {
                     quote!(max)
                 } else {
@@ -325,7 +335,8 @@ impl Scope<'_> {
                 }
             }
             Node::Clamp(_) => {
-                let (x, lo, hi) = (a(0), a(1), a(2));
+                let (lo, hi) = (a(1), a(2));
+                let x = if scalar { a(0) } else { arr(0) };
                 if self.fallible {
                     let x = if scalar { quote!(&#x) } else { x };
                     quote!(#ops::domain::clamp(#x, #lo, #hi)?)
@@ -337,8 +348,13 @@ impl Scope<'_> {
                 }
             }
             Node::SoftThreshold(_) => {
-                let (x, t) = (a(0), a(1));
-                let x = if scalar { quote!(&#x) } else { x };
+                let t = a(1);
+                let x = if scalar {
+                    let x = a(0);
+                    quote!(&#x)
+                } else {
+                    arr(0)
+                };
                 if self.fallible {
                     quote!(#ops::domain::soft_threshold(#x, #t)?)
                 } else {
