@@ -189,6 +189,12 @@ pub fn on_support(s: &[usize], f: impl Fn(usize, usize) -> f64) -> DVector<f64> 
     DVector::from_iterator(s.len(), s.iter().enumerate().map(|(k, &i)| f(k, i)))
 }
 
+/// `y + a ⊙ b` in `y`'s buffer.
+pub fn add_product(mut y: DVector<f64>, a: &DVector<f64>, b: &DVector<f64>) -> DVector<f64> {
+    y.zip_zip_apply(a, b, |yi, ai, bi| *yi += ai * bi);
+    y
+}
+
 /// `x ⊙ y`, in `x`'s buffer when `x` is owned (a term read for the last time).
 pub fn hadamard<X: Entrywise>(x: X, y: &X::Owned) -> X::Owned {
     x.times(y)

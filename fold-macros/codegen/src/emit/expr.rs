@@ -98,6 +98,10 @@ impl Scope<'_> {
                 None => quote!(kernels::plus_identity(#m, 1.0)),
             };
         }
+        if let Some((y, x, z)) = self.product_added(id) {
+            let (y, x, z) = (self.owned(y), self.access(x), self.access(z));
+            return quote!(kernels::add_product(#y, #x, #z));
+        }
         match node {
             Node::Num(l) => lit(l.get()),
             Node::Var(_) | Node::Zero => quote!(()),

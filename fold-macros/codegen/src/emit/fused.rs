@@ -3,6 +3,7 @@
 //! support, `kernels::on_support(&f, |_, i| -(p[i] * x[i].sin()))`, instead of a gathered
 //! copy per leaf and a vector per operation. Each entry is computed by the same
 //! operations in the same order as the unfused terms, so the values are bit for bit theirs.
+//! Likewise `y + a ⊙ b`, with the product read nowhere else, adds into `y`'s buffer.
 
 use super::Scope;
 use crate::ir::graph::Graph;
@@ -36,6 +37,20 @@ pub fn supports(g: &Graph) -> Vec<Option<Id>> {
         on.push(set);
     }
     on
+}
+
+/// How many terms read each term (its operand slots, counted once per reader).
+pub fn parents(g: &Graph) -> Vec<usize> {
+    let mut count = vec![0; g.len()];
+    for node in g.nodes() {
+        let mut ch = node.children().to_vec();
+        ch.sort();
+        ch.dedup();
+        for c in ch {
+            count[usize::from(c)] += 1;
+        }
+    }
+    count
 }
 
 /// Operations a fused loop evaluates per entry.
@@ -242,6 +257,32 @@ impl Scope<'_> {
             Node::Sqrt(_) => call("sqrt"),
             _ => call("abs"),
         }
+    }
+}
+
+impl Scope<'_> {
+    /// `(y, a, b)` when `id` is the vector `y + a ⊙ b` (either order) with the product read
+    /// nowhere else (so never computed itself): emitted `kernels::add_product(y, a, b)`, the product added into
+    /// `y`'s buffer entry by entry (no vector for `a ⊙ b`; the same sums).
+    pub(super) fn product_added(&self, id: Id) -> Option<(Id, Id, Id)> {
+        let Node::Add([l, r]) = self.g.node(id) else {
+            return None;
+        };
+        if self.g.kind(id) != Kind::Vector {
+            return None;
+        }
+        [(*l, *r), (*r, *l)]
+            .into_iter()
+            .find_map(|(y, p)| match self.g.node(p) {
+                Node::CMul([a, b])
+                    if !self.preset(p)
+                        && self.g.kind(*a) == Kind::Vector
+                        && self.parents[usize::from(p)] == 1 =>
+                {
+                    Some((y, *a, *b))
+                }
+                _ => None,
+            })
     }
 }
 

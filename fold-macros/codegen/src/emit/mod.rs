@@ -65,6 +65,8 @@ pub struct Scope<'a> {
     recv: TokenStream,
     /// The support each vector term lives on ([`fused::supports`]).
     supports: Vec<Option<Id>>,
+    /// How many terms read each term ([`fused::parents`]).
+    parents: Vec<usize>,
 }
 
 /// The identifier of a computed term.
@@ -129,6 +131,7 @@ impl<'a> Scope<'a> {
             remaining: std::cell::RefCell::new(HashMap::new()),
             recv: quote!(self),
             supports: fused::supports(g),
+            parents: fused::parents(g),
         }
     }
 
@@ -348,6 +351,9 @@ impl<'a> Scope<'a> {
                 out.push(Item::Node(d));
             }
             return out;
+        }
+        if let Some((y, a, b)) = self.product_added(id) {
+            return vec![Item::Node(y), Item::Node(a), Item::Node(b)];
         }
         match g.node(id) {
             Node::Add([a, b]) if self.negated(*b).is_some() => {
