@@ -113,6 +113,12 @@ pub fn simplify() -> Vec<R> {
         rw!("diag-on-support"; "(diag (gv ?m (supp ?m)))" => "(eye (gv ?m (supp ?m)))"),
         rw!("add-self"; "(+ ?a ?a)" => "(* 2 ?a)"),
         rw!("diag-scale"; "(diag (* ?s ?d))" => "(* ?s (diag ?d))"),
+        // Diagonals combine before they become matrices: one `diag` of a vector sum,
+        // never a dense sum of diagonal matrices.
+        rw!("diag-add"; "(+ (diag ?a) (diag ?b))" => "(diag (+ ?a ?b))"),
+        rw!("diag-neg"; "(neg (diag ?a))" => "(diag (neg ?a))"),
+        rw!("diag-scale-in"; "(* ?s (diag ?d))" => "(diag (* ?s ?d))"),
+        rw!("diag-div"; "(/ (diag ?d) ?s)" => "(diag (/ ?d ?s))"),
     ];
     rules.extend(gather_pushdown());
     rules

@@ -121,13 +121,16 @@ impl Scope<'_> {
     }
 
     /// The leaves of the tree rooted at `id` into `out`, and the tree's size; `None` for a
-    /// tree that shares a term (inlined, it would be written out once per use) or exceeds
-    /// [`MAX_FUSED`] operations.
+    /// tree that shares an operation (inlined, it would be written out once per use) or
+    /// exceeds [`MAX_FUSED`] terms. A gather read twice is written `v[i]` twice.
     fn fused_leaves(&self, id: Id, set: Id, out: &mut Vec<Leaf>) -> Option<usize> {
         let mut seen = std::collections::HashSet::new();
+        let mut size = 0;
         let mut stack = vec![id];
         while let Some(t) = stack.pop() {
-            if !seen.insert(t) || seen.len() > MAX_FUSED {
+            size += 1;
+            let gather = matches!(self.g.node(t), Node::GatherV(_));
+            if (!seen.insert(t) && !gather) || size > MAX_FUSED {
                 return None;
             }
             match self.g.node(t) {
@@ -145,7 +148,7 @@ impl Scope<'_> {
                 }
             }
         }
-        Some(seen.len())
+        Some(size)
     }
 
     /// What the fused loop rooted at `id` reads: the leaves' terms and the support.
