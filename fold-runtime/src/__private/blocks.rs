@@ -1,6 +1,7 @@
 //! Block state: packing blocks (vectors, matrices column-major) into one vector and
 //! reading them back, without panicking on short input.
 
+use super::temps;
 use nalgebra::{DMatrix, DVector};
 
 /// Concatenation of state blocks.
@@ -17,15 +18,19 @@ pub fn pack(blocks: &[&DVector<f64>]) -> DVector<f64> {
 
 /// Block `len` entries from `off` of a concatenated state.
 pub fn block(v: &DVector<f64>, off: usize, len: usize) -> DVector<f64> {
-    v.rows(off, len).into_owned()
+    let mut out = temps::overwritten(len);
+    out.copy_from_slice(&v.as_slice()[off..off + len]);
+    DVector::from_vec(out)
 }
 
 /// Concatenation of state blocks given as their entries (matrix blocks column-major).
 pub fn pack_entries(blocks: &[&[f64]]) -> DVector<f64> {
     let n = blocks.iter().map(|b| b.len()).sum();
-    let mut out = Vec::with_capacity(n);
+    let mut out = temps::overwritten(n);
+    let mut at = 0;
     for b in blocks {
-        out.extend_from_slice(b);
+        out[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
     }
     DVector::from_vec(out)
 }
@@ -44,7 +49,11 @@ pub fn block_matrix(v: &DVector<f64>, off: usize, rows: usize, cols: usize) -> D
         .checked_add(len)
         .and_then(|end| v.as_slice().get(off..end))
     {
-        Some(s) => DMatrix::from_column_slice(rows, cols, s),
+        Some(s) => {
+            let mut out = temps::overwritten(len);
+            out.copy_from_slice(s);
+            DMatrix::from_vec(rows, cols, out)
+        }
         None => DMatrix::from_fn(rows, cols, |i, j| {
             v.get(off + i + j * rows).copied().unwrap_or(f64::NAN)
         }),
@@ -61,8 +70,9 @@ pub fn block_matrix_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize
 
 /// Block `k` of a concatenated state with block shapes `shapes`, as a vector.
 pub fn block_vector_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize) -> DVector<f64> {
-    let lens: Vec<usize> = shapes.iter().map(|(r, c)| r * c).collect();
-    block_or_nan(v, &lens, k)
+    let off: usize = shapes.iter().take(k).map(|(r, c)| r * c).sum();
+    let len = shapes.get(k).map_or(0, |(r, c)| r * c);
+    entries_or_nan(v, off, len)
 }
 
 /// Block `k` of a concatenated state with block lengths `lens`; entries beyond `v` read
@@ -70,5 +80,14 @@ pub fn block_vector_or_nan(v: &DVector<f64>, shapes: &[(usize, usize)], k: usize
 pub fn block_or_nan(v: &DVector<f64>, lens: &[usize], k: usize) -> DVector<f64> {
     let off: usize = lens.iter().take(k).sum();
     let len = lens.get(k).copied().unwrap_or(0);
-    DVector::from_fn(len, |i, _| v.get(off + i).copied().unwrap_or(f64::NAN))
+    entries_or_nan(v, off, len)
+}
+
+/// `v[off..off + len]`, entries beyond `v` NaN.
+fn entries_or_nan(v: &DVector<f64>, off: usize, len: usize) -> DVector<f64> {
+    let mut out = temps::overwritten(len);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = v.get(off + i).copied().unwrap_or(f64::NAN);
+    }
+    DVector::from_vec(out)
 }

@@ -6,10 +6,12 @@ use nalgebra::{DMatrix, DVector};
 pub use super::blocks::*;
 pub use super::outputs::*;
 pub use super::products::*;
+use super::temps;
+pub use super::temps::recycle;
 
 /// `diag(d) A`.
 pub fn scale_rows(d: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
-    let mut out = a.clone();
+    let mut out = copied(a);
     for mut col in out.column_iter_mut() {
         col.component_mul_assign(d);
     }
@@ -18,7 +20,7 @@ pub fn scale_rows(d: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
 
 /// `A diag(d)`.
 pub fn scale_cols(a: &DMatrix<f64>, d: &DVector<f64>) -> DMatrix<f64> {
-    let mut out = a.clone();
+    let mut out = copied(a);
     for (j, mut col) in out.column_iter_mut().enumerate() {
         col *= d[j];
     }
@@ -27,7 +29,14 @@ pub fn scale_cols(a: &DMatrix<f64>, d: &DVector<f64>) -> DMatrix<f64> {
 
 /// `v[S]`.
 pub fn gather(v: &DVector<f64>, s: &[usize]) -> DVector<f64> {
-    DVector::from_iterator(s.len(), s.iter().map(|&i| v[i]))
+    on_support(s, |_, i| v[i])
+}
+
+/// A copy of `a` in a kept buffer.
+fn copied(a: &DMatrix<f64>) -> DMatrix<f64> {
+    let mut out = temps::overwritten(a.len());
+    out.copy_from_slice(a.as_slice());
+    DMatrix::from_vec(a.nrows(), a.ncols(), out)
 }
 
 /// `A[S, S]`.
@@ -147,7 +156,7 @@ fn four_columns(block: &mut [f64], k: usize) -> [&mut [f64]; 4] {
 }
 
 /// A vector or matrix operand of an entrywise product: an owned one lends its buffer to
-/// the result, a borrowed one is copied.
+/// the result, a borrowed one is read into a kept buffer.
 pub trait Entrywise: Sized {
     /// The result type.
     type Owned;
@@ -173,10 +182,10 @@ macro_rules! entrywise {
         impl Entrywise for &$t {
             type Owned = $t;
             fn times(self, y: &$t) -> $t {
-                self.component_mul(y)
+                zip_map(self, y, |a, b| a * b)
             }
             fn over(self, y: &$t) -> $t {
-                self.component_div(y)
+                zip_map(self, y, |a, b| a / b)
             }
         }
     )*};
@@ -186,7 +195,90 @@ entrywise!(DVector<f64>, DMatrix<f64>);
 /// `(f(k, S[k]))ₖ`: an elementwise term of vectors gathered on the support `S`, in one
 /// pass (`k` a position on `S`, `S[k]` the entry of the full vectors).
 pub fn on_support(s: &[usize], f: impl Fn(usize, usize) -> f64) -> DVector<f64> {
-    DVector::from_iterator(s.len(), s.iter().enumerate().map(|(k, &i)| f(k, i)))
+    let mut out = temps::overwritten(s.len());
+    for (k, (o, &i)) in out.iter_mut().zip(s).enumerate() {
+        *o = f(k, i);
+    }
+    DVector::from_vec(out)
+}
+
+/// `(f(xᵢ))ᵢ`: in `x`'s buffer when `x` is owned, in a kept one when it is borrowed.
+pub fn map<X: crate::ops::Mapped>(x: X, f: impl Fn(f64) -> f64) -> X::Output {
+    x.mapped(f)
+}
+
+/// `s x`.
+pub fn scaled<X: crate::ops::Mapped>(x: X, s: f64) -> X::Output {
+    x.mapped(|e| e * s)
+}
+
+/// `x / s`.
+pub fn divided<X: crate::ops::Mapped>(x: X, s: f64) -> X::Output {
+    x.mapped(|e| e / s)
+}
+
+/// `x + s` entrywise.
+pub fn shifted<X: crate::ops::Mapped>(x: X, s: f64) -> X::Output {
+    x.mapped(|e| e + s)
+}
+
+/// `−x`.
+pub fn negated<X: crate::ops::Mapped>(x: X) -> X::Output {
+    x.mapped(|e| -e)
+}
+
+/// `(xᵢᵖ)ᵢ`.
+pub fn powered<X: crate::ops::Mapped>(x: X, p: f64) -> X::Output {
+    x.mapped(|e| e.powf(p))
+}
+
+/// `a + b` of borrowed arrays, in a kept buffer.
+pub fn sum<A: Dense>(a: &A, b: &A) -> A {
+    zip_map(a, b, |x, y| x + y)
+}
+
+/// `a − b` of borrowed arrays, in a kept buffer.
+pub fn difference<A: Dense>(a: &A, b: &A) -> A {
+    zip_map(a, b, |x, y| x - y)
+}
+
+/// `(f(aᵢ, bᵢ))ᵢ` of two borrowed arrays of one shape, in a kept buffer.
+///
+/// # Panics
+/// If the shapes differ (generated code checks every shape before it computes).
+pub fn zip_map<A: Dense>(a: &A, b: &A, f: impl Fn(f64, f64) -> f64) -> A {
+    assert_eq!(a.dims(), b.dims(), "zip_map: shapes differ");
+    let mut out = temps::overwritten(a.entries().len());
+    for ((o, &x), &y) in out.iter_mut().zip(a.entries()).zip(b.entries()) {
+        *o = f(x, y);
+    }
+    a.like(out)
+}
+
+/// A dense vector or matrix, rebuilt around a buffer of its shape.
+pub trait Dense: Entries {
+    /// Rows and columns.
+    fn dims(&self) -> (usize, usize);
+    /// An array of this shape holding `entries` (column-major).
+    fn like(&self, entries: Vec<f64>) -> Self;
+}
+
+impl Dense for DVector<f64> {
+    fn dims(&self) -> (usize, usize) {
+        (self.len(), 1)
+    }
+    fn like(&self, entries: Vec<f64>) -> Self {
+        DVector::from_vec(entries)
+    }
+}
+
+impl Dense for DMatrix<f64> {
+    fn dims(&self) -> (usize, usize) {
+        self.shape()
+    }
+    fn like(&self, entries: Vec<f64>) -> Self {
+        DMatrix::from_vec(self.nrows(), self.ncols(), entries)
+    }
 }
 
 /// `y + a ⊙ b` in `y`'s buffer.
@@ -233,7 +325,7 @@ pub fn gather_cols(a: &DMatrix<f64>, s: &[usize]) -> DMatrix<f64> {
 
 /// The length-`n` vector with `a` on `S` and zeros elsewhere.
 pub fn scatter(a: &DVector<f64>, s: &[usize], n: usize) -> DVector<f64> {
-    let mut out = DVector::zeros(n);
+    let mut out = temps::zero_vector(n);
     for (k, &i) in s.iter().enumerate() {
         out[i] = a[k];
     }

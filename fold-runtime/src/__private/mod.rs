@@ -10,6 +10,7 @@ pub mod kernels;
 mod outputs;
 mod products;
 pub mod sparse;
+pub mod temps;
 
 pub use crate::linalg::{gemm, gemv, gemv_t, is_symmetric, Cholesky, Factorization, Lu};
 pub use crate::solvers::sparse_direct::{sparse_direct, sparse_direct_with};

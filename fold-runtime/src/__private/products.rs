@@ -1,6 +1,7 @@
 //! Matrix–vector products of dense and sparse (CSR) arguments, scaled, without
 //! materialized transposes; the checked ones also reject a non-finite matrix.
 
+use super::temps;
 use crate::linalg::{gemv, gemv_t};
 use crate::FoldError;
 use nalgebra::{DMatrix, DVector};
@@ -8,14 +9,15 @@ use nalgebra_sparse::CsrMatrix;
 
 /// `α A x`.
 pub fn mv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
-    let mut y = DVector::zeros(a.nrows());
+    // β = 0: the kept buffer's old entries are not read.
+    let mut y = temps::vector(a.nrows());
     gemv(&mut y, alpha, a, x, 0.0);
     y
 }
 
 /// `α Aᵀ x`, without forming `Aᵀ`.
 pub fn mtv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
-    let mut y = DVector::zeros(a.ncols());
+    let mut y = temps::vector(a.ncols());
     gemv_t(&mut y, alpha, a, x, 0.0);
     y
 }
@@ -78,16 +80,48 @@ pub fn mv_acc(
 
 /// `α op(A) op(B)` where `op` transposes when asked, without forming `Aᵀ`.
 pub fn mm(alpha: f64, a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
+    let kept =
+        |rows: usize, cols: usize| DMatrix::from_vec(rows, cols, temps::overwritten(rows * cols));
     let mut c = match (ta, tb) {
-        (false, false) => a * b,
-        (true, false) => a.tr_mul(b),
-        (false, true) => a * b.transpose(),
-        (true, true) => (b * a).transpose(),
+        // β = 0: the kept buffer's entries are not read (as `a * b` and `tr_mul` do it).
+        (false, false) => {
+            let mut c = kept(a.nrows(), b.ncols());
+            c.gemm(1.0, a, b, 0.0);
+            c
+        }
+        (true, false) => {
+            let mut c = kept(a.ncols(), b.ncols());
+            c.gemm_tr(1.0, a, b, 0.0);
+            c
+        }
+        // A transposed right operand is copied into a kept buffer, as `a * b.transpose()`
+        // and `(b * a).transpose()` did (the same arithmetic).
+        (false, true) => {
+            let bt = transposed(b);
+            let mut c = kept(a.nrows(), b.nrows());
+            c.gemm(1.0, a, &bt, 0.0);
+            temps::recycle(bt);
+            c
+        }
+        (true, true) => {
+            let mut ba = kept(b.nrows(), a.ncols());
+            ba.gemm(1.0, b, a, 0.0);
+            let c = transposed(&ba);
+            temps::recycle(ba);
+            c
+        }
     };
     if alpha != 1.0 {
         c *= alpha;
     }
     c
+}
+
+/// `Aᵀ` in a kept buffer.
+fn transposed(a: &DMatrix<f64>) -> DMatrix<f64> {
+    let mut t = DMatrix::from_vec(a.ncols(), a.nrows(), temps::overwritten(a.len()));
+    a.transpose_to(&mut t);
+    t
 }
 
 /// `Σ_p val[p] x[idx[p]]` over one CSR row. Rows of two entries (differences, graph
@@ -105,17 +139,17 @@ pub(crate) fn row_dot(idx: &[usize], val: &[f64], x: &[f64]) -> f64 {
 pub fn sparse_mv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
     let x = x.as_slice();
-    DVector::from_iterator(
-        a.nrows(),
-        off.windows(2)
-            .map(|w| alpha * row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x)),
-    )
+    let mut y = temps::overwritten(a.nrows());
+    for (yi, w) in y.iter_mut().zip(off.windows(2)) {
+        *yi = alpha * row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x);
+    }
+    DVector::from_vec(y)
 }
 
 /// `α Aᵀ x` for a sparse `A`, without forming `Aᵀ`.
 pub fn sparse_mtv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
-    let mut y = vec![0.0; a.ncols()];
+    let mut y = temps::zeroed(a.ncols());
     for (w, &xi) in off.windows(2).zip(x.iter()) {
         let xi = alpha * xi;
         match (&idx[w[0]..w[1]], &val[w[0]..w[1]]) {

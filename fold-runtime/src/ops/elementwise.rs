@@ -19,15 +19,25 @@ impl Elementwise for f64 {
     }
 }
 
+// New containers take their storage from the per-thread temporaries, which generated
+// code refills (`__private::temps`).
 impl Elementwise for DVector<f64> {
     fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
-        self.map(f)
+        let mut out = crate::__private::temps::overwritten(self.len());
+        out.iter_mut()
+            .zip(self.iter())
+            .for_each(|(o, &x)| *o = f(x));
+        DVector::from_vec(out)
     }
 }
 
 impl Elementwise for DMatrix<f64> {
     fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
-        self.map(f)
+        let mut out = crate::__private::temps::overwritten(self.len());
+        out.iter_mut()
+            .zip(self.iter())
+            .for_each(|(o, &x)| *o = f(x));
+        DMatrix::from_vec(self.nrows(), self.ncols(), out)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::ir::{Kind, Node};
 use crate::stage::peel;
 use egg::{Id, Language};
 use proc_macro2::{Ident, Literal, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
 impl Scope<'_> {
     /// An operand of a product: its view's coefficient tokens, base access, transposition.
@@ -107,41 +107,73 @@ impl Scope<'_> {
             Node::Var(_) | Node::Zero => quote!(()),
             Node::Add([l, rr]) => match self.negated(rr) {
                 Some(inner) => {
-                    let x = self.take(l).unwrap_or_else(|| self.access(l));
                     let y = self.access(inner);
-                    quote!(#x - #y)
+                    match self.take(l) {
+                        Some(x) => quote!(#x - #y),
+                        None if scalar => {
+                            let x = self.access(l);
+                            quote!(#x - #y)
+                        }
+                        None => {
+                            let x = self.access(l);
+                            quote!(kernels::difference(#x, #y))
+                        }
+                    }
                 }
-                None => match (self.take(l), self.take(rr)) {
-                    (Some(x), _) => {
+                None if scalar => {
+                    let (x, y) = (a(0), a(1));
+                    quote!(#x + #y)
+                }
+                None => {
+                    if let Some(x) = self.take(l) {
                         let y = a(1);
                         quote!(#x + #y)
-                    }
-                    (None, Some(y)) => {
+                    } else if let Some(y) = self.take(rr) {
                         let x = a(0);
                         quote!(#y + #x)
-                    }
-                    _ => {
+                    } else {
                         let (x, y) = (a(0), a(1));
-                        quote!(#x + #y)
+                        quote!(kernels::sum(#x, #y))
                     }
-                },
+                }
             },
-            Node::Neg(_) => {
-                let x = arr(0);
-                quote!(-#x)
-            }
+            // Borrowed array operands: the result goes into a kept buffer (`kernels::negated`).
+            Node::Neg(_) => match self.take(ch[0]) {
+                Some(x) => quote!(-#x),
+                None if scalar => {
+                    let x = a(0);
+                    quote!(-#x)
+                }
+                None => {
+                    let x = a(0);
+                    quote!(kernels::negated(#x))
+                }
+            },
             Node::Mul(_) => {
+                let s = a(0);
                 if scalar {
-                    let (s, x) = (a(0), a(1));
+                    let x = a(1);
                     quote!(#s * #x)
-                } else {
-                    let (s, x) = (a(0), arr(1));
+                } else if let Some(x) = self.take(ch[1]) {
                     quote!(#x * #s)
+                } else {
+                    let x = a(1);
+                    quote!(kernels::scaled(#x, #s))
                 }
             }
             Node::Div(_) => {
-                let (x, s) = (arr(0), a(1));
-                quote!(#x / #s)
+                let s = a(1);
+                match self.take(ch[0]) {
+                    Some(x) => quote!(#x / #s),
+                    None if scalar => {
+                        let x = a(0);
+                        quote!(#x / #s)
+                    }
+                    None => {
+                        let x = a(0);
+                        quote!(kernels::divided(#x, #s))
+                    }
+                }
             }
             Node::MatVec([m, x]) => {
                 let (coef, base, tr) = self.view_tokens(m);
@@ -230,27 +262,21 @@ impl Scope<'_> {
             Node::CMul(_) | Node::CDiv(_) if !self.is_scalar(ch[0]) => {
                 // An operand read for the last time lends its buffer.
                 let div = matches!(node, Node::CDiv(_));
-                match (self.take(ch[0]), self.take(ch[1])) {
-                    (Some(x), _) => {
-                        let y = a(1);
-                        if div {
-                            quote!(kernels::hadamard_div(#x, #y))
-                        } else {
-                            quote!(kernels::hadamard(#x, #y))
-                        }
-                    }
-                    (None, Some(y)) if !div => {
-                        let x = a(0);
-                        quote!(kernels::hadamard(#y, #x))
-                    }
-                    _ => {
-                        let (x, y) = (r(0), a(1));
-                        if div {
-                            quote!(#x.component_div(#y))
-                        } else {
-                            quote!(#x.component_mul(#y))
-                        }
-                    }
+                let f = if div {
+                    quote!(hadamard_div)
+                } else {
+                    quote!(hadamard)
+                };
+                if let Some(x) = self.take(ch[0]) {
+                    let y = a(1);
+                    quote!(kernels::#f(#x, #y))
+                } else if !div && self.takeable(ch[1]) {
+                    let (y, x) = (self.take(ch[1]), a(0));
+                    quote!(kernels::hadamard(#y, #x))
+                } else {
+                    // Both borrowed: a kept buffer.
+                    let (x, y) = (a(0), a(1));
+                    quote!(kernels::#f(#x, #y))
                 }
             }
             Node::CMul(_) | Node::CDiv(_) => {
@@ -268,19 +294,22 @@ impl Scope<'_> {
                 }
             }
             Node::AddS(_) => {
-                let (x, s) = (r(0), a(1));
+                let s = a(1);
                 if scalar {
+                    let x = a(0);
                     quote!(#x + #s)
                 } else {
-                    quote!(#x.add_scalar(#s))
+                    let x = arr(0);
+                    quote!(kernels::shifted(#x, #s))
                 }
             }
             Node::Recip(_) => {
-                let x = r(0);
                 if scalar {
+                    let x = r(0);
                     quote!(1.0 / #x)
                 } else {
-                    quote!(#x.map(|e| 1.0 / e))
+                    let x = arr(0);
+                    quote!(kernels::map(#x, |e| 1.0 / e))
                 }
             }
             Node::Exp(_) => unary("exp"),
@@ -307,20 +336,23 @@ impl Scope<'_> {
             }
             Node::Sign(_) => mask("sign", &[]),
             Node::Powi(_) => {
-                let x = r(0);
                 let k = Literal::i32_unsuffixed(g.lit(ch[1]).unwrap_or(1.0) as i32);
                 if scalar {
+                    let x = r(0);
                     quote!(#x.powi(#k))
                 } else {
-                    quote!(#x.map(|e| e.powi(#k)))
+                    let x = arr(0);
+                    quote!(kernels::map(#x, |e| e.powi(#k)))
                 }
             }
             Node::Powf(_) => {
-                let (x, c) = (r(0), a(1));
+                let c = a(1);
                 if scalar {
+                    let x = r(0);
                     quote!(#x.powf(#c))
                 } else {
-                    quote!({ let p = #c; #x.map(|e| e.powf(p)) })
+                    let x = arr(0);
+                    quote!(kernels::powered(#x, #c))
                 }
             }
             Node::Max(_) | Node::Min(_) => {
@@ -416,11 +448,11 @@ impl Scope<'_> {
             Node::Le(_) => mask("at_most", &[a(1)]),
             Node::Outside(_) => checked_mask("outside", &[a(1)]),
             Node::Ones(_) => {
-                let x = r(0);
                 if scalar {
                     quote!(1.0)
                 } else {
-                    quote!(#x.map(|_| 1.0))
+                    let x = a(0);
+                    quote!(kernels::map(#x, |_| 1.0))
                 }
             }
             Node::Eye(_) => {
@@ -486,111 +518,9 @@ impl Scope<'_> {
                 let (x, s, like) = (a(0), a(1), r(2));
                 quote!(kernels::scatter(#x, #s, #like.len()))
             }
-            Node::Call(name, args) => {
-                let ty = self
-                    .prims
-                    .get(name.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| quote!(()));
-                let argv: Vec<TokenStream> = args.iter().map(|x| self.arg_value(*x)).collect();
-                quote!(::fold_runtime::Primitive::linearize(&<#ty as ::core::default::Default>::default(), &[#(#argv),*]) #q)
-            }
-            Node::CallVjp(ch) => {
-                let lin = self.access(ch[0]);
-                let cots = self.optional_values(&ch[1..]);
-                let wanted = self.wanted(id);
-                quote!(::fold_runtime::PrimitiveLinearization::vjp(#lin, &[#(#cots),*], &[#(#wanted),*]))
-            }
-            Node::CallJvp(ch) => {
-                let lin = self.access(ch[0]);
-                let tans = self.optional_values(&ch[1..]);
-                quote!(::fold_runtime::PrimitiveLinearization::jvp(#lin, &[#(#tans),*]))
-            }
-            Node::Get([t, i]) => {
-                let k = Literal::usize_unsuffixed(g.lit(i).unwrap_or(0.0) as usize);
-                let tuple = self.access(t);
-                let kind = g.kind(id);
-                let f = match kind {
-                    Kind::Scalar => "scalar",
-                    Kind::Matrix => "matrix",
-                    _ => "vector",
-                };
-                match g.node(t) {
-                    Node::Call(name, _) => {
-                        let fi = format_ident!("output_{}", f);
-                        let n = name.as_str();
-                        if self.fallible {
-                            quote!(kernels::#fi(#tuple, #k, #n)?)
-                        } else {
-                            quote!(kernels::#fi(#tuple, #k, #n).unwrap_or_else(|_| ::core::default::Default::default()))
-                        }
-                    }
-                    Node::CallVjp(ch) | Node::CallJvp(ch) => {
-                        // Absent cotangents are zeros shaped like the argument / output.
-                        let index = g.lit(i).unwrap_or(0.0) as usize;
-                        let like = match (g.node(t), g.node(ch[0])) {
-                            (Node::CallVjp(_), Node::Call(_, args)) => args.get(index).copied(),
-                            _ => None,
-                        };
-                        let fi = format_ident!("take_{}", f);
-                        let like = match like {
-                            Some(l) => {
-                                let l = self.access(l);
-                                quote!(Some(#l))
-                            }
-                            None => quote!(None),
-                        };
-                        let tuple = self.recv(t);
-                        quote!(kernels::#fi(&mut #tuple, #k, #like))
-                    }
-                    _ => quote!(()),
-                }
+            Node::Call(..) | Node::CallVjp(_) | Node::CallJvp(_) | Node::Get(_) => {
+                self.call_expr(id)
             }
         }
-    }
-
-    /// `Arg::…(x)` for a primitive call.
-    /// `Some(value)` per term, `None` for a structural zero (an absent (co)tangent).
-    fn optional_values(&self, ids: &[Id]) -> Vec<TokenStream> {
-        ids.iter()
-            .map(|&c| {
-                if self.g.kind(c) == Kind::Zero {
-                    quote!(None)
-                } else {
-                    let v = self.arg_value(c);
-                    quote!(Some(#v))
-                }
-            })
-            .collect()
-    }
-
-    fn arg_value(&self, x: Id) -> TokenStream {
-        let v = self.access(x);
-        match self.g.kind(x) {
-            Kind::Scalar => quote!(::fold_runtime::Arg::Scalar(#v)),
-            Kind::Matrix => quote!(::fold_runtime::Arg::Matrix(#v)),
-            _ => quote!(::fold_runtime::Arg::Vector(#v)),
-        }
-    }
-
-    /// Which arguments of an opaque call's VJP are read.
-    fn wanted(&self, vjp: Id) -> Vec<bool> {
-        let Node::CallVjp(ch) = self.g.node(vjp) else {
-            return Vec::new();
-        };
-        let n = self.g.node(ch[0]).children().len();
-        let mut w = vec![false; n];
-        for node in self.g.nodes() {
-            if let Node::Get([t, i]) = node {
-                if *t == vjp {
-                    if let Some(k) = self.g.lit(*i) {
-                        if (k as usize) < n {
-                            w[k as usize] = true;
-                        }
-                    }
-                }
-            }
-        }
-        w
     }
 }

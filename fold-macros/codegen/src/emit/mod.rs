@@ -2,8 +2,10 @@
 //! one `let`; arrays are passed by reference, scalars by value; matrix operands of
 //! products are read through views (no materialized transposes or scaled copies).
 
+mod calls;
 mod expr;
 mod fused;
+mod liveness;
 pub mod module;
 pub mod pretty;
 pub mod sparse;
@@ -61,6 +63,8 @@ pub struct Scope<'a> {
     /// Remaining reads of each local while a body is emitted: an owned local read for
     /// the last time is moved (its buffer reused) instead of borrowed.
     remaining: std::cell::RefCell<HashMap<Id, usize>>,
+    /// Owned locals moved into an expression (their buffer now someone else's).
+    moved: std::cell::RefCell<HashSet<Id>>,
     /// What holds the fields: `self`, or a parameter of a function over `Staged`.
     recv: TokenStream,
     /// The support each vector term lives on ([`fused::supports`]).
@@ -129,6 +133,7 @@ impl<'a> Scope<'a> {
             prims,
             deferred: HashMap::new(),
             remaining: std::cell::RefCell::new(HashMap::new()),
+            moved: std::cell::RefCell::new(HashSet::new()),
             recv: quote!(self),
             supports: fused::supports(g),
             parents: fused::parents(g),
@@ -145,34 +150,6 @@ impl<'a> Scope<'a> {
     pub fn with_deferred_checks(mut self, deferred: HashMap<Id, String>) -> Self {
         self.deferred = deferred;
         self
-    }
-
-    /// The owned local `id` by value, when this is its last read; `None` otherwise.
-    fn take(&self, id: Id) -> Option<TokenStream> {
-        let owned = self.locals.contains(&id)
-            && !self.ref_locals.contains(&id)
-            && self.g.kind(id).is_array();
-        if owned && self.remaining.borrow().get(&id).copied() == Some(1) {
-            let name = ident_of(self.names, id);
-            Some(quote!(#name))
-        } else {
-            None
-        }
-    }
-
-    /// An owned copy of term `id` (moved when this is its last read).
-    pub fn owned(&self, id: Id) -> TokenStream {
-        if let Some(v) = self.take(id) {
-            // Moved: any further read must copy.
-            self.remaining.borrow_mut().insert(id, 0);
-            return v;
-        }
-        let acc = self.access(id);
-        if self.g.kind(id) == Kind::Scalar {
-            acc
-        } else {
-            quote!((#acc).clone())
-        }
     }
 
     /// Declares terms and factorizations stored in `self`.
@@ -487,28 +464,17 @@ impl<'a> Scope<'a> {
             return (body, out);
         }
         self.count_reads(items, &[]);
-        let body = self.emit_items(&items[..items.len() - 1]);
-        let value = self.node_expr(root);
+        let mut body = self.emit_items(&items[..items.len() - 1]);
+        let (value, dead) = self.node_expr(root);
         self.locals.insert(root);
-        (body, value)
-    }
-
-    /// How often each term is read by `items` and after them (`returns`).
-    fn count_reads(&self, items: &[Item], returns: &[Id]) {
-        let mut rem = self.remaining.borrow_mut();
-        rem.clear();
-        for item in items {
-            if let Item::Node(id) = item {
-                for op in self.operands(*id) {
-                    if let Item::Node(c) = op {
-                        *rem.entry(c).or_insert(0) += 1;
-                    }
-                }
-            }
+        if dead.is_empty() {
+            return (body, value);
         }
-        for r in returns {
-            *rem.entry(*r).or_insert(0) += 1;
-        }
+        // Intermediates read last by the value itself go back once it is computed.
+        let name = ident_of(self.names, root);
+        body.extend(quote!(let #name = #value;));
+        body.extend(self.recycled(&dead));
+        (body, quote!(#name))
     }
 
     fn emit_items(&mut self, items: &[Item]) -> TokenStream {
@@ -521,10 +487,12 @@ impl<'a> Scope<'a> {
                     let q = self.question();
                     out.extend(quote!(let #name = ::fold_runtime::__private::Factorization::factor(#mtx) #q;));
                     self.local_factors.insert(m);
+                    let dead = self.read_off(&[Item::Node(m)]);
+                    out.extend(self.recycled(&dead));
                 }
                 Item::Node(id) => {
                     let name = ident_of(self.names, id);
-                    let e = self.node_expr(id);
+                    let (e, dead) = self.node_expr(id);
                     let mutable = if self.g.kind(id) == Kind::Tuple && self.per_call_tuple(id) {
                         quote!(mut)
                     } else {
@@ -532,28 +500,11 @@ impl<'a> Scope<'a> {
                     };
                     out.extend(quote!(let #mutable #name = #e;));
                     self.locals.insert(id);
+                    out.extend(self.recycled(&dead));
                 }
             }
         }
         out
-    }
-
-    /// The expression computing `id`, its operands' reads counted off.
-    fn node_expr(&mut self, id: Id) -> TokenStream {
-        let e = match self.checked_product(id) {
-            Some(e) => e,
-            None => self.expr(id),
-        };
-        let ops = self.operands(id);
-        let mut rem = self.remaining.borrow_mut();
-        for op in ops {
-            if let Item::Node(c) = op {
-                if let Some(k) = rem.get_mut(&c) {
-                    *k = k.saturating_sub(1);
-                }
-            }
-        }
-        e
     }
 
     /// `mv_checked` (`sparse_mv_checked`) for the first product with a matrix argument whose
