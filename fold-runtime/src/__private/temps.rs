@@ -11,17 +11,27 @@
 use nalgebra::{DMatrix, DVector};
 use std::cell::RefCell;
 
-/// Buffers kept per thread at most (the smallest goes when one more comes back).
+/// Buffers kept per thread at most (the oldest goes when one more comes back).
 const MAX_KEPT: usize = 16;
-/// Bytes kept per thread at most: a buffer that would pass it is freed.
-const MAX_BYTES: usize = 64 << 20;
+/// Entries kept per thread at most (64 MiB): a buffer that would pass it is freed.
+const MAX_ENTRIES: usize = 8 << 20;
+
+/// This thread's kept buffers, the most recently returned last.
+struct Kept {
+    buffers: Vec<Vec<f64>>,
+    /// Their capacities' sum.
+    entries: usize,
+}
 
 std::thread_local! {
-    static KEPT: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Kept> = const {
+        RefCell::new(Kept { buffers: Vec::new(), entries: 0 })
+    };
 }
 
 /// A buffer of `len` entries whose values are unspecified: for a caller that writes every
 /// entry before it reads one.
+#[inline]
 pub fn overwritten(len: usize) -> Vec<f64> {
     match kept(len) {
         Some(mut v) => {
@@ -81,40 +91,47 @@ impl Storage for DMatrix<f64> {
 }
 
 /// Hands an intermediate array's storage back after its last read.
+#[inline]
 pub fn recycle(a: impl Storage) {
     let v = a.into_buffer();
-    if v.capacity() == 0 {
+    let cap = v.capacity();
+    if cap == 0 || cap > MAX_ENTRIES {
         return;
     }
     let _ = KEPT.try_with(|k| {
         let Ok(mut k) = k.try_borrow_mut() else {
             return;
         };
-        let bytes: usize = k.iter().map(|b| b.capacity()).sum::<usize>() * 8;
-        if bytes + 8 * v.capacity() > MAX_BYTES {
-            return;
+        if k.buffers.len() == MAX_KEPT || k.entries + cap > MAX_ENTRIES {
+            let old = k.buffers.remove(0);
+            k.entries -= old.capacity();
         }
-        k.push(v);
-        if k.len() > MAX_KEPT {
-            if let Some(i) = (0..k.len()).min_by_key(|&i| k[i].capacity()) {
-                k.swap_remove(i);
-            }
+        if k.entries + cap <= MAX_ENTRIES {
+            k.entries += cap;
+            k.buffers.push(v);
         }
     });
 }
 
-/// The smallest kept buffer with room for `len` entries, unless even that one is much
-/// larger (a support's vector must not take the state's buffer of a 10⁶-state problem).
+/// The most recently returned buffer with room for `len` entries, unless it is much larger
+/// (a support's vector must not take the state's buffer of a 10⁶-state problem). Buffers
+/// of one size come back in the order they are asked for again, so the search usually
+/// stops at the last one.
+#[inline]
 fn kept(len: usize) -> Option<Vec<f64>> {
     if len == 0 {
         return None;
     }
     KEPT.try_with(|k| {
         let mut k = k.try_borrow_mut().ok()?;
-        let i = (0..k.len())
-            .filter(|&i| (len..=2 * len + 32).contains(&k[i].capacity()))
-            .min_by_key(|&i| k[i].capacity())?;
-        Some(k.swap_remove(i))
+        let fits = len..=2 * len + 32;
+        let i = k
+            .buffers
+            .iter()
+            .rposition(|b| fits.contains(&b.capacity()))?;
+        let v = k.buffers.swap_remove(i);
+        k.entries -= v.capacity();
+        Some(v)
     })
     .ok()
     .flatten()
@@ -125,7 +142,7 @@ mod tests {
     use super::*;
 
     fn kept_capacities() -> Vec<usize> {
-        KEPT.with(|k| k.borrow().iter().map(Vec::capacity).collect())
+        KEPT.with(|k| k.borrow().buffers.iter().map(Vec::capacity).collect())
     }
 
     #[test]
@@ -150,12 +167,17 @@ mod tests {
         let s = vector(3);
         assert_ne!(s.as_ptr(), ptr);
         assert!(kept_capacities().contains(&40));
-        for _ in 0..2 * MAX_KEPT {
+        for _ in 0..MAX_KEPT - 1 {
             recycle(DVector::<f64>::zeros(7));
         }
         assert_eq!(kept_capacities().len(), MAX_KEPT);
-        assert!(kept_capacities().contains(&40), "the largest survive");
+        recycle(DVector::<f64>::zeros(9));
+        assert_eq!(kept_capacities().len(), MAX_KEPT);
+        assert!(!kept_capacities().contains(&40), "the oldest goes");
         recycle(DMatrix::<f64>::zeros(0, 4));
         assert_eq!(kept_capacities().len(), MAX_KEPT);
+        // Nothing beyond the budget is kept.
+        recycle(DVector::<f64>::zeros(MAX_ENTRIES + 1));
+        assert!(kept_capacities().iter().all(|&c| c <= MAX_ENTRIES));
     }
 }
