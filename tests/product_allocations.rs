@@ -134,6 +134,30 @@ fn sylvester(x: &DMatrix<f64>, a: &DMatrix<f64>, c: &DMatrix<f64>) -> DMatrix<f6
     a * x * a.transpose() * 0.5 + c
 }
 
+#[fold(state = x, params(p, c))]
+fn newton(x: &DVector<f64>, p: &DMatrix<f64>, c: &DVector<f64>) -> DVector<f64> {
+    let s = sigmoid(x);
+    let grad = p * x + c + &s;
+    let h = p + DMatrix::from_diagonal(&(&s - s.component_mul(&s)));
+    x - linsolve(&h, &grad)
+}
+
+#[fold(state = x, params(mu))]
+fn simplex_pgd(
+    x: &DVector<f64>,
+    mu: &DVector<f64>,
+    sigma: &DMatrix<f64>,
+    alpha: f64,
+) -> DVector<f64> {
+    proj_simplex(&(x - (sigma * x - mu) * alpha), 1.0)
+}
+
+#[fold(state = z, params(b, s))]
+fn equilibrium(z: &DVector<f64>, b: &DVector<f64>, s: f64, w: &DMatrix<f64>) -> DVector<f64> {
+    let y = w * z + b;
+    softmax(&y) * 0.5 + tanh(&(relu(&y) * s)) + y.add_scalar(0.1 * y.max() + 0.2 * y.mean())
+}
+
 #[test]
 fn dense_products_allocate_only_their_results() {
     let mut r = rng(11);
@@ -154,6 +178,18 @@ fn dense_products_allocate_only_their_results() {
         let p = normal_vec(&mut r, n) * 0.3;
         let lin = wavy_box::linearize(&x, &c, &p, &q, alpha);
         assert_products_allocate_only_results("wavy_box", &lin, &v, 2);
+
+        let pm = &q * 0.5;
+        let lin = newton::linearize(&x, &pm, &c);
+        assert_products_allocate_only_results("newton", &lin, &v, 2);
+
+        let xs = x.map(|v| v.max(0.0)) / x.map(|v| v.max(0.0)).sum().max(1e-9);
+        let lin = simplex_pgd::linearize(&xs, &c, &q, alpha);
+        assert_products_allocate_only_results("simplex_pgd", &lin, &v, 1);
+
+        let w3 = &a * 0.3;
+        let lin = equilibrium::linearize(&x, &c, 0.7, &w3);
+        assert_products_allocate_only_results("equilibrium", &lin, &v, 1);
     }
 }
 

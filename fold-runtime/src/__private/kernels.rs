@@ -446,17 +446,30 @@ pub fn lu_solve_columns(
     b: &DMatrix<f64>,
     transposed: bool,
 ) -> DMatrix<f64> {
-    let mut out = b.clone();
+    let mut out = b.like(temps::overwritten(b.len()));
+    let mut col = temps::vector(b.nrows());
     for j in 0..b.ncols() {
-        let col = b.column(j).into_owned();
-        let x = if transposed {
-            lu.solve_transpose(&col)
+        col.copy_from(&b.column(j));
+        if transposed {
+            lu.solve_transpose_in_place(&mut col);
         } else {
-            lu.solve(&col)
-        };
-        out.set_column(j, &x);
+            lu.solve_in_place(&mut col);
+        }
+        out.set_column(j, &col);
     }
+    temps::recycle(col);
     out
+}
+
+/// `a bᵀ`, in a kept buffer.
+pub fn outer(a: &DVector<f64>, b: &DVector<f64>) -> DMatrix<f64> {
+    let mut out = temps::overwritten(a.len() * b.len());
+    for (col, &bj) in out.chunks_exact_mut(a.len().max(1)).zip(b.iter()) {
+        for (o, &ai) in col.iter_mut().zip(a.iter()) {
+            *o = ai * bj;
+        }
+    }
+    DMatrix::from_vec(a.len(), b.len(), out)
 }
 
 #[cfg(test)]

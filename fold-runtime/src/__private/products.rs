@@ -118,7 +118,7 @@ pub fn mm(alpha: f64, a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) ->
 }
 
 /// `Aᵀ` in a kept buffer.
-fn transposed(a: &DMatrix<f64>) -> DMatrix<f64> {
+pub fn transposed(a: &DMatrix<f64>) -> DMatrix<f64> {
     let mut t = DMatrix::from_vec(a.ncols(), a.nrows(), temps::overwritten(a.len()));
     a.transpose_to(&mut t);
     t

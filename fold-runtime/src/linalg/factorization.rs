@@ -73,7 +73,7 @@ impl Factorization {
     /// # Panics
     /// If `b.len()` differs from the matrix dimension.
     pub fn solve(&self, b: &DVector<f64>) -> DVector<f64> {
-        let mut x = b.clone();
+        let mut x = kept_copy(b);
         self.solve_in_place(&mut x);
         x
     }
@@ -83,7 +83,7 @@ impl Factorization {
     /// # Panics
     /// If `b.len()` differs from the matrix dimension.
     pub fn solve_transpose(&self, b: &DVector<f64>) -> DVector<f64> {
-        let mut x = b.clone();
+        let mut x = kept_copy(b);
         self.solve_transpose_in_place(&mut x);
         x
     }
@@ -109,6 +109,13 @@ impl Factorization {
             Factorization::Lu(f) => f.solve_transpose_in_place(x),
         }
     }
+}
+
+/// `b` in a kept buffer (generated products solve with this; see `__private::temps`).
+fn kept_copy(b: &DVector<f64>) -> DVector<f64> {
+    let mut x = crate::__private::temps::vector(b.len());
+    x.copy_from(b);
+    x
 }
 
 /// Whether `aᵢⱼ = aⱼᵢ` for all `i, j` of the square `a` (false on a NaN, which LU then

@@ -233,13 +233,17 @@ impl Scope<'_> {
                     }
                 }
             }
+            Node::Transpose(_) if g.kind(ch[0]) == Kind::Matrix => {
+                let x = a(0);
+                quote!(kernels::transposed(#x))
+            }
             Node::Transpose(_) => {
                 let x = r(0);
                 quote!(#x.transpose())
             }
             Node::Outer(_) => {
-                let (x, y) = (a(0), r(1));
-                quote!(#x * #y.transpose())
+                let (x, y) = (a(0), a(1));
+                quote!(kernels::outer(#x, #y))
             }
             Node::Dot(_) => {
                 if scalar && self.is_scalar(ch[0]) {
