@@ -200,6 +200,28 @@ pub fn gemm(c: &mut DMatrix<f64>, alpha: f64, a: &DMatrix<f64>, b: &DMatrix<f64>
     matmul(view_mut(c), accum, view(a), view(b), alpha, PAR);
 }
 
+/// `C ← α op(A) op(B)`, `op` transposing when asked, without forming a transpose.
+///
+/// # Panics
+/// If the shapes disagree.
+pub fn gemm_op(
+    c: &mut DMatrix<f64>,
+    alpha: f64,
+    a: &DMatrix<f64>,
+    ta: bool,
+    b: &DMatrix<f64>,
+    tb: bool,
+) {
+    let (a, b) = (view(a), view(b));
+    let a = if ta { a.transpose() } else { a };
+    let b = if tb { b.transpose() } else { b };
+    assert!(
+        a.nrows() == c.nrows() && b.ncols() == c.ncols() && a.ncols() == b.nrows(),
+        "gemm: shapes disagree"
+    );
+    matmul(view_mut(c), Accum::Replace, a, b, alpha, PAR);
+}
+
 /// Which factorization [`crate::solvers::direct_dense`] used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseFactorization {

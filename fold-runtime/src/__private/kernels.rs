@@ -28,6 +28,7 @@ pub fn scale_cols(a: &DMatrix<f64>, d: &DVector<f64>) -> DMatrix<f64> {
 }
 
 /// `v[S]`.
+#[inline]
 pub fn gather(v: &DVector<f64>, s: &[usize]) -> DVector<f64> {
     on_support(s, |_, i| v[i])
 }
@@ -170,10 +171,12 @@ macro_rules! entrywise {
     ($($t:ty),*) => {$(
         impl Entrywise for $t {
             type Owned = $t;
+            #[inline]
             fn times(mut self, y: &$t) -> $t {
                 self.component_mul_assign(y);
                 self
             }
+            #[inline]
             fn over(mut self, y: &$t) -> $t {
                 self.component_div_assign(y);
                 self
@@ -181,9 +184,11 @@ macro_rules! entrywise {
         }
         impl Entrywise for &$t {
             type Owned = $t;
+            #[inline]
             fn times(self, y: &$t) -> $t {
                 zip_map(self, y, |a, b| a * b)
             }
+            #[inline]
             fn over(self, y: &$t) -> $t {
                 zip_map(self, y, |a, b| a / b)
             }
@@ -203,41 +208,49 @@ pub fn on_support(s: &[usize], f: impl Fn(usize, usize) -> f64) -> DVector<f64> 
 }
 
 /// `(f(xᵢ))ᵢ`: in `x`'s buffer when `x` is owned, in a kept one when it is borrowed.
+#[inline]
 pub fn map<X: crate::ops::Mapped>(x: X, f: impl Fn(f64) -> f64) -> X::Output {
     x.mapped(f)
 }
 
 /// `s x`.
+#[inline]
 pub fn scaled<X: crate::ops::Mapped>(x: X, s: f64) -> X::Output {
     x.mapped(|e| e * s)
 }
 
 /// `x / s`.
+#[inline]
 pub fn divided<X: crate::ops::Mapped>(x: X, s: f64) -> X::Output {
     x.mapped(|e| e / s)
 }
 
 /// `x + s` entrywise.
+#[inline]
 pub fn shifted<X: crate::ops::Mapped>(x: X, s: f64) -> X::Output {
     x.mapped(|e| e + s)
 }
 
 /// `−x`.
+#[inline]
 pub fn negated<X: crate::ops::Mapped>(x: X) -> X::Output {
     x.mapped(|e| -e)
 }
 
 /// `(xᵢᵖ)ᵢ`.
+#[inline]
 pub fn powered<X: crate::ops::Mapped>(x: X, p: f64) -> X::Output {
     x.mapped(|e| e.powf(p))
 }
 
 /// `a + b` of borrowed arrays, in a kept buffer.
+#[inline]
 pub fn sum<A: Dense>(a: &A, b: &A) -> A {
     zip_map(a, b, |x, y| x + y)
 }
 
 /// `a − b` of borrowed arrays, in a kept buffer.
+#[inline]
 pub fn difference<A: Dense>(a: &A, b: &A) -> A {
     zip_map(a, b, |x, y| x - y)
 }
@@ -246,6 +259,7 @@ pub fn difference<A: Dense>(a: &A, b: &A) -> A {
 ///
 /// # Panics
 /// If the shapes differ (generated code checks every shape before it computes).
+#[inline]
 pub fn zip_map<A: Dense>(a: &A, b: &A, f: impl Fn(f64, f64) -> f64) -> A {
     assert_eq!(a.dims(), b.dims(), "zip_map: shapes differ");
     let mut out = temps::overwritten(a.entries().len());
@@ -282,17 +296,20 @@ impl Dense for DMatrix<f64> {
 }
 
 /// `y + a ⊙ b` in `y`'s buffer.
+#[inline]
 pub fn add_product(mut y: DVector<f64>, a: &DVector<f64>, b: &DVector<f64>) -> DVector<f64> {
     y.zip_zip_apply(a, b, |yi, ai, bi| *yi += ai * bi);
     y
 }
 
 /// `x ⊙ y`, in `x`'s buffer when `x` is owned (a term read for the last time).
+#[inline]
 pub fn hadamard<X: Entrywise>(x: X, y: &X::Owned) -> X::Owned {
     x.times(y)
 }
 
 /// `x ⊘ y`, in `x`'s buffer when `x` is owned.
+#[inline]
 pub fn hadamard_div<X: Entrywise>(x: X, y: &X::Owned) -> X::Owned {
     x.over(y)
 }
@@ -324,6 +341,7 @@ pub fn gather_cols(a: &DMatrix<f64>, s: &[usize]) -> DMatrix<f64> {
 }
 
 /// The length-`n` vector with `a` on `S` and zeros elsewhere.
+#[inline]
 pub fn scatter(a: &DVector<f64>, s: &[usize], n: usize) -> DVector<f64> {
     let mut out = temps::zero_vector(n);
     for (k, &i) in s.iter().enumerate() {

@@ -8,6 +8,7 @@ use nalgebra::{DMatrix, DVector};
 use nalgebra_sparse::CsrMatrix;
 
 /// `α A x`.
+#[inline]
 pub fn mv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     // β = 0: the kept buffer's old entries are not read.
     let mut y = temps::vector(a.nrows());
@@ -16,6 +17,7 @@ pub fn mv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
 }
 
 /// `α Aᵀ x`, without forming `Aᵀ`.
+#[inline]
 pub fn mtv(alpha: f64, a: &DMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     let mut y = temps::vector(a.ncols());
     gemv_t(&mut y, alpha, a, x, 0.0);
@@ -78,42 +80,14 @@ pub fn mv_acc(
     y
 }
 
-/// `α op(A) op(B)` where `op` transposes when asked, without forming `Aᵀ`.
+/// `α op(A) op(B)` where `op` transposes when asked, without forming `Aᵀ`, in a kept
+/// buffer (faer's kernels keep their packing buffers per thread, so that nothing else is
+/// allocated either).
 pub fn mm(alpha: f64, a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
-    let kept =
-        |rows: usize, cols: usize| DMatrix::from_vec(rows, cols, temps::overwritten(rows * cols));
-    let mut c = match (ta, tb) {
-        // β = 0: the kept buffer's entries are not read (as `a * b` and `tr_mul` do it).
-        (false, false) => {
-            let mut c = kept(a.nrows(), b.ncols());
-            c.gemm(1.0, a, b, 0.0);
-            c
-        }
-        (true, false) => {
-            let mut c = kept(a.ncols(), b.ncols());
-            c.gemm_tr(1.0, a, b, 0.0);
-            c
-        }
-        // A transposed right operand is copied into a kept buffer, as `a * b.transpose()`
-        // and `(b * a).transpose()` did (the same arithmetic).
-        (false, true) => {
-            let bt = transposed(b);
-            let mut c = kept(a.nrows(), b.nrows());
-            c.gemm(1.0, a, &bt, 0.0);
-            temps::recycle(bt);
-            c
-        }
-        (true, true) => {
-            let mut ba = kept(b.nrows(), a.ncols());
-            ba.gemm(1.0, b, a, 0.0);
-            let c = transposed(&ba);
-            temps::recycle(ba);
-            c
-        }
-    };
-    if alpha != 1.0 {
-        c *= alpha;
-    }
+    let rows = if ta { a.ncols() } else { a.nrows() };
+    let cols = if tb { b.nrows() } else { b.ncols() };
+    let mut c = DMatrix::from_vec(rows, cols, temps::overwritten(rows * cols));
+    crate::linalg::gemm_op(&mut c, alpha, a, ta, b, tb);
     c
 }
 
@@ -139,11 +113,10 @@ pub(crate) fn row_dot(idx: &[usize], val: &[f64], x: &[f64]) -> f64 {
 pub fn sparse_mv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f64> {
     let (off, idx, val) = (a.row_offsets(), a.col_indices(), a.values());
     let x = x.as_slice();
-    let mut y = temps::overwritten(a.nrows());
-    for (yi, w) in y.iter_mut().zip(off.windows(2)) {
-        *yi = alpha * row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x);
-    }
-    DVector::from_vec(y)
+    let entries = off
+        .windows(2)
+        .map(|w| alpha * row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x));
+    DVector::from_vec(temps::collect(a.nrows(), entries))
 }
 
 /// `α Aᵀ x` for a sparse `A`, without forming `Aᵀ`.

@@ -52,6 +52,7 @@ pub trait Mapped {
 
 impl<T: Elementwise> Mapped for &T {
     type Output = T;
+    #[inline]
     fn mapped(self, f: impl Fn(f64) -> f64) -> T {
         self.map_entries(f)
     }
@@ -66,6 +67,7 @@ impl Mapped for f64 {
 
 impl Mapped for DVector<f64> {
     type Output = DVector<f64>;
+    #[inline]
     fn mapped(mut self, f: impl Fn(f64) -> f64) -> DVector<f64> {
         self.apply(|v| *v = f(*v));
         self
@@ -74,6 +76,7 @@ impl Mapped for DVector<f64> {
 
 impl Mapped for DMatrix<f64> {
     type Output = DMatrix<f64>;
+    #[inline]
     fn mapped(mut self, f: impl Fn(f64) -> f64) -> DMatrix<f64> {
         self.apply(|v| *v = f(*v));
         self
