@@ -279,7 +279,7 @@ macro_rules! tuple_layout {
             fn pack(&self) -> DVector<f64> {
                 let mut out = Vec::new();
                 $( self.$i.extend_flat(&mut out); )+
-                DVector::from_vec(out)
+                crate::__private::temps::as_vector(out)
             }
             #[allow(unused_assignments)]
             fn unpack(packed: &DVector<f64>, like: &Self) -> Result<Self, FoldError> {

@@ -37,7 +37,7 @@ pub fn gather(v: &DVector<f64>, s: &[usize]) -> DVector<f64> {
 fn copied(a: &DMatrix<f64>) -> DMatrix<f64> {
     let mut out = temps::overwritten(a.len());
     out.copy_from_slice(a.as_slice());
-    DMatrix::from_vec(a.nrows(), a.ncols(), out)
+    temps::as_matrix(a.nrows(), a.ncols(), out)
 }
 
 /// `A[S, S]`.
@@ -61,7 +61,7 @@ pub fn gather_sub_view(
     let src = a.as_slice();
     // Every entry is written below; a large buffer comes from the per-thread pool (the
     // reduced solve hands it back), so neither zeroing nor fresh pages are paid for.
-    let mut out = DMatrix::from_vec(k, k, crate::solvers::scratch::overwritten(k * k, 0.0));
+    let mut out = temps::as_matrix(k, k, crate::solvers::scratch::overwritten(k * k, 0.0));
     let dst = out.as_mut_slice();
     if transposed && rows * a.ncols() <= CACHED_SOURCE {
         // op(A)[ii, jj] = A[j, i] with A in cache: four output columns at a time, each
@@ -200,11 +200,8 @@ entrywise!(DVector<f64>, DMatrix<f64>);
 /// `(f(k, S[k]))ₖ`: an elementwise term of vectors gathered on the support `S`, in one
 /// pass (`k` a position on `S`, `S[k]` the entry of the full vectors).
 pub fn on_support(s: &[usize], f: impl Fn(usize, usize) -> f64) -> DVector<f64> {
-    let mut out = temps::overwritten(s.len());
-    for (k, (o, &i)) in out.iter_mut().zip(s).enumerate() {
-        *o = f(k, i);
-    }
-    DVector::from_vec(out)
+    let entries = s.iter().enumerate().map(|(k, &i)| f(k, i));
+    temps::as_vector(temps::collect(s.len(), entries))
 }
 
 /// `(f(xᵢ))ᵢ`: in `x`'s buffer when `x` is owned, in a kept one when it is borrowed.
@@ -262,11 +259,9 @@ pub fn difference<A: Dense>(a: &A, b: &A) -> A {
 #[inline]
 pub fn zip_map<A: Dense>(a: &A, b: &A, f: impl Fn(f64, f64) -> f64) -> A {
     assert_eq!(a.dims(), b.dims(), "zip_map: shapes differ");
-    let mut out = temps::overwritten(a.entries().len());
-    for ((o, &x), &y) in out.iter_mut().zip(a.entries()).zip(b.entries()) {
-        *o = f(x, y);
-    }
-    a.like(out)
+    let (x, y) = (a.entries(), b.entries());
+    let entries = x.iter().zip(y).map(|(&u, &v)| f(u, v));
+    a.like(temps::collect(x.len(), entries))
 }
 
 /// A dense vector or matrix, rebuilt around a buffer of its shape.
@@ -278,20 +273,24 @@ pub trait Dense: Entries {
 }
 
 impl Dense for DVector<f64> {
+    #[inline]
     fn dims(&self) -> (usize, usize) {
         (self.len(), 1)
     }
+    #[inline]
     fn like(&self, entries: Vec<f64>) -> Self {
-        DVector::from_vec(entries)
+        temps::as_vector(entries)
     }
 }
 
 impl Dense for DMatrix<f64> {
+    #[inline]
     fn dims(&self) -> (usize, usize) {
         self.shape()
     }
+    #[inline]
     fn like(&self, entries: Vec<f64>) -> Self {
-        DMatrix::from_vec(self.nrows(), self.ncols(), entries)
+        temps::as_matrix(self.nrows(), self.ncols(), entries)
     }
 }
 
@@ -481,13 +480,12 @@ pub fn lu_solve_columns(
 
 /// `a bᵀ`, in a kept buffer.
 pub fn outer(a: &DVector<f64>, b: &DVector<f64>) -> DMatrix<f64> {
-    let mut out = temps::overwritten(a.len() * b.len());
-    for (col, &bj) in out.chunks_exact_mut(a.len().max(1)).zip(b.iter()) {
-        for (o, &ai) in col.iter_mut().zip(a.iter()) {
-            *o = ai * bj;
-        }
+    let (a, b) = (a.as_slice(), b.as_slice());
+    let mut out = temps::empty(a.len() * b.len());
+    for &bj in b {
+        out.extend(a.iter().map(|&ai| ai * bj));
     }
-    DMatrix::from_vec(a.len(), b.len(), out)
+    temps::as_matrix(a.len(), b.len(), out)
 }
 
 #[cfg(test)]

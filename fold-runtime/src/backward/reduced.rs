@@ -83,7 +83,7 @@ pub(super) fn reduced_solve<G: Cotangent>(
     // Work buffers of a large system come from (and go back to) the per-thread pool.
     let mut gathered = scratch::empty(k);
     gathered.extend(support.iter().map(|&i| g[i]));
-    let mut rhs = DVector::from_vec(gathered);
+    let mut rhs = crate::__private::temps::as_vector(gathered);
     kernel.apply(&mut rhs);
     let stop = stop_of(opts);
     let krylov = Method::Gmres {
@@ -180,7 +180,7 @@ fn finish(n: usize, support: &[usize], out: Outcome) -> (DVector<f64>, SolveStat
 
 /// `E_S a`: `a` on `S`, zero elsewhere.
 fn scatter(n: usize, support: &[usize], a: &[f64]) -> DVector<f64> {
-    let mut u = DVector::from_vec(scratch::zeroed(n));
+    let mut u = crate::__private::temps::as_vector(scratch::zeroed(n));
     for (&i, &ai) in support.iter().zip(a) {
         u[i] = ai;
     }

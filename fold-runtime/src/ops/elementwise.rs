@@ -5,6 +5,7 @@
 //! (the argument is then "at the bound": a tie counts as active, so ∂/∂x = 0 and the bound
 //! gets the derivative).
 
+use crate::__private::temps;
 use nalgebra::{DMatrix, DVector};
 
 /// A container of `f64` that can be mapped elementwise.
@@ -22,22 +23,19 @@ impl Elementwise for f64 {
 // New containers take their storage from the per-thread temporaries, which generated
 // code refills (`__private::temps`).
 impl Elementwise for DVector<f64> {
+    #[inline]
     fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
-        let mut out = crate::__private::temps::overwritten(self.len());
-        out.iter_mut()
-            .zip(self.iter())
-            .for_each(|(o, &x)| *o = f(x));
-        DVector::from_vec(out)
+        let x = self.as_slice();
+        temps::as_vector(temps::collect(x.len(), x.iter().map(|&e| f(e))))
     }
 }
 
 impl Elementwise for DMatrix<f64> {
+    #[inline]
     fn map_entries(&self, f: impl Fn(f64) -> f64) -> Self {
-        let mut out = crate::__private::temps::overwritten(self.len());
-        out.iter_mut()
-            .zip(self.iter())
-            .for_each(|(o, &x)| *o = f(x));
-        DMatrix::from_vec(self.nrows(), self.ncols(), out)
+        let x = self.as_slice();
+        let out = temps::collect(x.len(), x.iter().map(|&e| f(e)));
+        temps::as_matrix(self.nrows(), self.ncols(), out)
     }
 }
 

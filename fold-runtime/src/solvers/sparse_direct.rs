@@ -347,10 +347,10 @@ fn refine(
         Factor::Forest(f) => Some(f.cycles),
         _ => None,
     };
-    let mut x = DVector::from_vec(super::scratch::overwritten(b.len(), 0.0));
+    let mut x = crate::__private::temps::as_vector(super::scratch::overwritten(b.len(), 0.0));
     x.copy_from(b);
     f.solve_in_place(&mut x);
-    let mut r = DVector::from_vec(super::scratch::zeroed(b.len()));
+    let mut r = crate::__private::temps::as_vector(super::scratch::zeroed(b.len()));
     let mut products = 0;
     let mut rel = f64::INFINITY;
     for step in 0..=MAX_REFINE {
