@@ -6,29 +6,30 @@
 //! again allocates only what it returns. The arrays of one rule have a few sizes (the
 //! state, a support, a parameter), so a few buffers a thread serve every call.
 //!
-//! Arrays of at most [`SMALL`] entries are not kept: the allocator's own per-thread cache
-//! (glibc's tcache, chunks up to 1 KiB) already hands them back without touching the heap,
-//! faster than this pool can (measured at 10 entries: 9.5 ns an allocation and its free,
-//! against 12–16 ns a kept buffer's round trip). Above it, the allocator goes to its shared
-//! bins, and from 128 KiB to fresh pages, which a kept buffer saves.
+//! Buffers are kept by size class (capacities in `(2ᵏ⁻¹, 2ᵏ]`), a few per class, so that
+//! asking for one costs the same whatever else is kept.
 
 use nalgebra::{DMatrix, DVector, Dyn, VecStorage, U1};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
-/// Entries up to which an array is left to the allocator's per-thread cache.
-pub const SMALL: usize = 128;
-/// Buffers kept per thread at most (the oldest goes when one more comes back).
-const MAX_KEPT: usize = 16;
-/// Entries of the largest buffer kept (8 MiB: a 10⁶-state vector), so that a thread keeps
-/// at most 128 MiB.
-const MAX_LEN: usize = 1 << 20;
+/// Size classes: capacities up to `2^(CLASSES − 1)` entries (8 MiB, a 10⁶-state vector).
+const CLASSES: usize = 21;
+/// Buffers kept per class at most (the oldest goes when one more comes back), so that a
+/// thread keeps at most 64 MiB.
+const PER_CLASS: usize = 4;
+/// Entries of the largest buffer kept.
+const MAX_LEN: usize = 1 << (CLASSES - 1);
 
 std::thread_local! {
-    /// This thread's kept buffers, the most recently returned last.
-    static KEPT: RefCell<Vec<Vec<f64>>> = const { RefCell::new(Vec::new()) };
-    /// How many there are: read first, so that asking an empty pool costs one load (a
-    /// thread-local without a destructor is read without a registration check).
-    static COUNT: Cell<usize> = const { Cell::new(0) };
+    /// This thread's kept buffers by size class, the most recently returned last.
+    static KEPT: RefCell<[Vec<Vec<f64>>; CLASSES]> =
+        const { RefCell::new([const { Vec::new() }; CLASSES]) };
+}
+
+/// The class of buffers that can hold `len ≥ 1` entries: `⌈log₂ len⌉`.
+#[inline]
+fn class(len: usize) -> usize {
+    (usize::BITS - (len - 1).leading_zeros()) as usize
 }
 
 /// A buffer of `len` entries whose values are unspecified: for a caller that writes every
@@ -155,39 +156,36 @@ impl Storage for DMatrix<f64> {
 #[inline]
 pub fn recycle(a: impl Storage) {
     let v = a.into_buffer();
-    if v.capacity() <= SMALL || v.capacity() > MAX_LEN {
+    if v.capacity() == 0 || v.capacity() > MAX_LEN {
         return;
     }
+    let c = class(v.capacity());
     let _ = KEPT.try_with(|k| {
         if let Ok(mut k) = k.try_borrow_mut() {
-            if k.len() == MAX_KEPT {
-                k.remove(0);
+            let stack = &mut k[c];
+            if stack.len() == PER_CLASS {
+                stack.remove(0);
             }
-            k.push(v);
-            COUNT.set(k.len());
+            stack.push(v);
         }
     });
 }
 
-/// The most recently returned buffer with room for `len` entries, unless it is much larger
-/// (a support's vector must not take the state's buffer of a 10⁶-state problem). Buffers
-/// of one size come back in the order they are asked for again, so the search usually
-/// stops at the last one.
+/// The most recently returned buffer of `len`'s size class, if it has room for `len`
+/// entries (so never more than twice what is asked: a support's vector does not take the
+/// state's buffer of a 10⁶-state problem).
 #[inline]
 fn kept(len: usize) -> Option<Vec<f64>> {
-    if len <= SMALL || COUNT.get() == 0 {
+    if len == 0 || len > MAX_LEN {
         return None;
     }
-    let fits = |b: &Vec<f64>| b.capacity() >= len && b.capacity() <= 2 * len + 32;
     KEPT.try_with(|k| {
         let mut k = k.try_borrow_mut().ok()?;
-        let i = match k.last() {
-            Some(b) if fits(b) => k.len() - 1,
-            _ => k.iter().rposition(fits)?,
-        };
-        let v = k.swap_remove(i);
-        COUNT.set(k.len());
-        Some(v)
+        let stack = &mut k[class(len)];
+        match stack.last() {
+            Some(b) if b.capacity() >= len => stack.pop(),
+            _ => None,
+        }
     })
     .ok()
     .flatten()
@@ -198,12 +196,12 @@ mod tests {
     use super::*;
 
     fn kept_capacities() -> Vec<usize> {
-        KEPT.with(|k| k.borrow().iter().map(Vec::capacity).collect())
+        KEPT.with(|k| k.borrow().iter().flatten().map(Vec::capacity).collect())
     }
 
     #[test]
     fn a_recycled_buffer_serves_the_next_array_of_its_size_and_no_much_smaller_one() {
-        let n = SMALL + 40;
+        let n = 40;
         let v = DVector::from_element(n, 3.0);
         let ptr = v.as_ptr();
         recycle(v);
@@ -220,25 +218,30 @@ mod tests {
         assert_eq!(w.len(), n);
         assert!(w.iter().all(|&x| x.is_finite()));
         let c = collect(n, (0..n).map(|i| i as f64));
-        assert_eq!(c.len(), n);
-        assert_eq!(c[n - 1], (n - 1) as f64);
+        assert_eq!((c.len(), c[n - 1]), (n, (n - 1) as f64));
         recycle(w);
-        // Far smaller: a fresh buffer; the large one stays.
+        // Far smaller (another class): a fresh buffer; the large one stays.
         let s = vector(n / 3);
         assert_ne!(s.as_ptr(), ptr);
-        assert!(kept_capacities().contains(&n));
-        // Small arrays are the allocator's.
-        recycle(DVector::<f64>::zeros(SMALL));
         assert_eq!(kept_capacities(), vec![n]);
-        for _ in 0..MAX_KEPT - 1 {
-            recycle(DVector::<f64>::zeros(SMALL + 7));
+        // A larger one of the same class does not fit.
+        let l = vector(n + 10);
+        assert_ne!(l.as_ptr(), ptr);
+        assert_eq!(class(n), class(n + 10));
+        for _ in 0..PER_CLASS {
+            recycle(DVector::<f64>::zeros(n + 1));
         }
-        assert_eq!(kept_capacities().len(), MAX_KEPT);
-        recycle(DVector::<f64>::zeros(SMALL + 9));
-        assert_eq!(kept_capacities().len(), MAX_KEPT);
+        assert_eq!(kept_capacities().len(), PER_CLASS);
         assert!(!kept_capacities().contains(&n), "the oldest goes");
-        // Nothing beyond the budget is kept.
+        // Other classes are kept beside.
+        recycle(DVector::<f64>::zeros(3));
+        assert_eq!(kept_capacities().len(), PER_CLASS + 1);
+        // Nothing beyond the largest class is kept.
         recycle(DVector::<f64>::zeros(MAX_LEN + 1));
         assert!(kept_capacities().iter().all(|&c| c <= MAX_LEN));
+        assert_eq!(
+            (class(1), class(2), class(3), class(4), class(5)),
+            (0, 1, 2, 2, 3)
+        );
     }
 }
