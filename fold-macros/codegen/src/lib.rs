@@ -125,8 +125,12 @@ pub fn try_expand(attr: TokenStream, item: TokenStream) -> syn::Result<Expansion
     let tail = stats(micros);
     let module = module.with_tail(quote!(#tail #source_item));
     mark("assemble");
+    // The function is the forward step: referenced so that a rule used only through its
+    // module does not warn as dead code.
+    let name = &func.sig.ident;
+    let used = quote!(const _: () = { let _ = #name; };);
     Ok(Expansion {
-        tokens: quote!(#func #module),
+        tokens: quote!(#func #used #module),
         derivatives,
         source,
         phases,

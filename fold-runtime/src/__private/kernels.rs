@@ -9,22 +9,63 @@ pub use super::products::*;
 use super::temps;
 pub use super::temps::recycle;
 
-/// `diag(d) A`.
-pub fn scale_rows(d: &DVector<f64>, a: &DMatrix<f64>) -> DMatrix<f64> {
-    let mut out = copied(a);
+/// `diag(d) A`, in `A`'s buffer when it is owned.
+pub fn scale_rows(d: &DVector<f64>, a: impl MatrixOperand) -> DMatrix<f64> {
+    let mut out = a.into_matrix();
     for mut col in out.column_iter_mut() {
         col.component_mul_assign(d);
     }
     out
 }
 
-/// `A diag(d)`.
-pub fn scale_cols(a: &DMatrix<f64>, d: &DVector<f64>) -> DMatrix<f64> {
-    let mut out = copied(a);
+/// `A diag(d)`, in `A`'s buffer when it is owned.
+pub fn scale_cols(a: impl MatrixOperand, d: &DVector<f64>) -> DMatrix<f64> {
+    let mut out = a.into_matrix();
     for (j, mut col) in out.column_iter_mut().enumerate() {
         col *= d[j];
     }
     out
+}
+
+/// A matrix a kernel writes its result over: an owned one lends its buffer, a borrowed
+/// one is copied into a kept buffer.
+pub trait MatrixOperand {
+    /// The matrix, owned.
+    fn into_matrix(self) -> DMatrix<f64>;
+}
+
+impl MatrixOperand for DMatrix<f64> {
+    fn into_matrix(self) -> DMatrix<f64> {
+        self
+    }
+}
+
+impl MatrixOperand for &DMatrix<f64> {
+    fn into_matrix(self) -> DMatrix<f64> {
+        copied(self)
+    }
+}
+
+/// `x + y` of two arrays read for the last time: in `x`'s buffer, `y`'s kept for the next.
+#[inline]
+pub fn add<A>(mut x: A, y: A) -> A
+where
+    A: temps::Storage + for<'b> std::ops::AddAssign<&'b A>,
+{
+    x += &y;
+    temps::recycle(y);
+    x
+}
+
+/// `x − y` of two arrays read for the last time: in `x`'s buffer, `y`'s kept for the next.
+#[inline]
+pub fn subtract<A>(mut x: A, y: A) -> A
+where
+    A: temps::Storage + for<'b> std::ops::SubAssign<&'b A>,
+{
+    x -= &y;
+    temps::recycle(y);
+    x
 }
 
 /// `v[S]`.

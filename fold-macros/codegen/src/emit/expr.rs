@@ -107,6 +107,10 @@ impl Scope<'_> {
             Node::Var(_) | Node::Zero => quote!(()),
             Node::Add([l, rr]) => match self.negated(rr) {
                 Some(inner) => {
+                    if self.takeable(l) && self.takeable(inner) {
+                        let (x, y) = (self.take(l), self.take(inner));
+                        return quote!(kernels::subtract(#x, #y));
+                    }
                     let y = self.access(inner);
                     match self.take(l) {
                         Some(x) => quote!(#x - #y),
@@ -125,7 +129,11 @@ impl Scope<'_> {
                     quote!(#x + #y)
                 }
                 None => {
-                    if let Some(x) = self.take(l) {
+                    if self.takeable(l) && self.takeable(rr) {
+                        // Both read for the last time: one buffer for the sum, one kept.
+                        let (x, y) = (self.take(l), self.take(rr));
+                        quote!(kernels::add(#x, #y))
+                    } else if let Some(x) = self.take(l) {
                         let y = a(1);
                         quote!(#x + #y)
                     } else if let Some(y) = self.take(rr) {
@@ -137,6 +145,25 @@ impl Scope<'_> {
                     }
                 }
             },
+            Node::Neg(_) if self.negated_product(id).is_some() => {
+                let (s, y) = self.negated_product(id).unwrap_or((ch[0], ch[0]));
+                let minus_s = match g.lit(s) {
+                    Some(v) => lit(-v),
+                    None => {
+                        let s = self.access(s);
+                        quote!(-#s)
+                    }
+                };
+                if scalar {
+                    let y = self.access(y);
+                    quote!(#y * #minus_s)
+                } else if let Some(y) = self.take(y) {
+                    quote!(#y * #minus_s)
+                } else {
+                    let y = self.access(y);
+                    quote!(kernels::scaled(#y, #minus_s))
+                }
+            }
             // Borrowed array operands: the result goes into a kept buffer (`kernels::negated`).
             Node::Neg(_) => match self.take(ch[0]) {
                 Some(x) => quote!(-#x),
@@ -207,11 +234,11 @@ impl Scope<'_> {
                 // A diagonal factor scales rows or columns of the other (read transposed
                 // when its view is).
                 let dense = |base: Id, transposed: bool| {
-                    let m = self.access(base);
                     if transposed {
+                        let m = self.access(base);
                         quote!(&(#m).transpose())
                     } else {
-                        m
+                        self.take(base).unwrap_or_else(|| self.access(base))
                     }
                 };
                 match (g.node(bl), g.node(br)) {

@@ -332,6 +332,9 @@ impl<'a> Scope<'a> {
         if let Some((y, a, b)) = self.product_added(id) {
             return vec![Item::Node(y), Item::Node(a), Item::Node(b)];
         }
+        if let Some((s, y)) = self.negated_product(id) {
+            return vec![Item::Node(s), Item::Node(y)];
+        }
         match g.node(id) {
             Node::Add([a, b]) if self.negated(*b).is_some() => {
                 out.push(Item::Node(*a));
@@ -438,6 +441,22 @@ impl<'a> Scope<'a> {
     fn negated(&self, id: Id) -> Option<Id> {
         match self.g.node(id) {
             Node::Neg(x) if !self.preset(id) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// `Some((s, y))` when `id` is `−(s y)` with the product read nowhere else and not
+    /// computed itself: emitted `y · (−s)` in one pass (negation is exact, so the same value).
+    fn negated_product(&self, id: Id) -> Option<(Id, Id)> {
+        let Node::Neg(x) = self.g.node(id) else {
+            return None;
+        };
+        match self.g.node(*x) {
+            Node::Mul([s, y])
+                if !self.preset(*x) && self.parents[usize::from(*x)] == 1 && self.is_scalar(*s) =>
+            {
+                Some((*s, *y))
+            }
             _ => None,
         }
     }
