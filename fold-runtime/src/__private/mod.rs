@@ -4,6 +4,7 @@
 mod api;
 mod blocks;
 pub mod check;
+mod entrywise;
 pub mod generic;
 mod grads;
 pub mod kernels;
