@@ -102,6 +102,27 @@ impl Scope<'_> {
             let (y, x, z) = (self.owned(y), self.access(x), self.access(z));
             return quote!(kernels::add_product(#y, #x, #z));
         }
+        if let Some((s, y)) = self.negated_product(id) {
+            // −(s y) = y (−s) exactly.
+            let minus_s = match g.lit(s) {
+                Some(v) => lit(-v),
+                None => {
+                    let s = self.access(s);
+                    quote!(-#s)
+                }
+            };
+            return match self.take(y) {
+                Some(y) => quote!(#y * #minus_s),
+                None if scalar => {
+                    let y = self.access(y);
+                    quote!(#y * #minus_s)
+                }
+                None => {
+                    let y = self.access(y);
+                    quote!(kernels::scaled(#y, #minus_s))
+                }
+            };
+        }
         match node {
             Node::Num(l) => lit(l.get()),
             Node::Var(_) | Node::Zero => quote!(()),
@@ -145,25 +166,6 @@ impl Scope<'_> {
                     }
                 }
             },
-            Node::Neg(_) if self.negated_product(id).is_some() => {
-                let (s, y) = self.negated_product(id).unwrap_or((ch[0], ch[0]));
-                let minus_s = match g.lit(s) {
-                    Some(v) => lit(-v),
-                    None => {
-                        let s = self.access(s);
-                        quote!(-#s)
-                    }
-                };
-                if scalar {
-                    let y = self.access(y);
-                    quote!(#y * #minus_s)
-                } else if let Some(y) = self.take(y) {
-                    quote!(#y * #minus_s)
-                } else {
-                    let y = self.access(y);
-                    quote!(kernels::scaled(#y, #minus_s))
-                }
-            }
             // Borrowed array operands: the result goes into a kept buffer (`kernels::negated`).
             Node::Neg(_) => match self.take(ch[0]) {
                 Some(x) => quote!(-#x),
