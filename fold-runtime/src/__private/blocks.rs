@@ -20,7 +20,7 @@ pub fn pack(blocks: &[&DVector<f64>]) -> DVector<f64> {
 pub fn block(v: &DVector<f64>, off: usize, len: usize) -> DVector<f64> {
     let mut out = temps::overwritten(len);
     out.copy_from_slice(&v.as_slice()[off..off + len]);
-    crate::__private::temps::as_vector(out)
+    temps::as_vector(out)
 }
 
 /// Concatenation of state blocks given as their entries (matrix blocks column-major).
@@ -32,7 +32,7 @@ pub fn pack_entries(blocks: &[&[f64]]) -> DVector<f64> {
         out[at..at + b.len()].copy_from_slice(b);
         at += b.len();
     }
-    crate::__private::temps::as_vector(out)
+    temps::as_vector(out)
 }
 
 /// A matrix state's column-major flattening, moving its buffer.
@@ -52,7 +52,7 @@ pub fn block_matrix(v: &DVector<f64>, off: usize, rows: usize, cols: usize) -> D
         Some(s) => {
             let mut out = temps::overwritten(len);
             out.copy_from_slice(s);
-            crate::__private::temps::as_matrix(rows, cols, out)
+            temps::as_matrix(rows, cols, out)
         }
         None => DMatrix::from_fn(rows, cols, |i, j| {
             v.get(off + i + j * rows).copied().unwrap_or(f64::NAN)
@@ -89,5 +89,5 @@ fn entries_or_nan(v: &DVector<f64>, off: usize, len: usize) -> DVector<f64> {
     for (i, o) in out.iter_mut().enumerate() {
         *o = v.get(off + i).copied().unwrap_or(f64::NAN);
     }
-    crate::__private::temps::as_vector(out)
+    temps::as_vector(out)
 }

@@ -86,15 +86,14 @@ pub fn mv_acc(
 pub fn mm(alpha: f64, a: &DMatrix<f64>, ta: bool, b: &DMatrix<f64>, tb: bool) -> DMatrix<f64> {
     let rows = if ta { a.ncols() } else { a.nrows() };
     let cols = if tb { b.nrows() } else { b.ncols() };
-    let mut c = crate::__private::temps::as_matrix(rows, cols, temps::overwritten(rows * cols));
+    let mut c = temps::as_matrix(rows, cols, temps::overwritten(rows * cols));
     crate::linalg::gemm_op(&mut c, alpha, a, ta, b, tb);
     c
 }
 
 /// `Aᵀ` in a kept buffer.
 pub fn transposed(a: &DMatrix<f64>) -> DMatrix<f64> {
-    let mut t =
-        crate::__private::temps::as_matrix(a.ncols(), a.nrows(), temps::overwritten(a.len()));
+    let mut t = temps::as_matrix(a.ncols(), a.nrows(), temps::overwritten(a.len()));
     a.transpose_to(&mut t);
     t
 }
@@ -117,7 +116,7 @@ pub fn sparse_mv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f6
     let entries = off
         .windows(2)
         .map(|w| alpha * row_dot(&idx[w[0]..w[1]], &val[w[0]..w[1]], x));
-    crate::__private::temps::as_vector(temps::collect(a.nrows(), entries))
+    temps::as_vector(temps::collect(a.nrows(), entries))
 }
 
 /// `α Aᵀ x` for a sparse `A`, without forming `Aᵀ`.
@@ -139,7 +138,7 @@ pub fn sparse_mtv(alpha: f64, a: &CsrMatrix<f64>, x: &DVector<f64>) -> DVector<f
             }
         }
     }
-    crate::__private::temps::as_vector(y)
+    temps::as_vector(y)
 }
 
 /// [`sparse_mv`] (or [`sparse_mtv`] when `transposed`), failing with `NonFinite { what }`
