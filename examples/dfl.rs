@@ -307,14 +307,23 @@ impl Mlp {
         let bc2 = 1.0 - d.beta2.powi(self.t);
         let step = d.lr / bc1;
         for (i, var) in self.vars.iter().enumerate() {
-            let g = &grads[i];
             let mut th = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+            if th.len() != grads[i].len() {
+                return Err("a gradient's length is not its parameter's".into());
+            }
+            // Zipped slices, so the loop vectorizes (no bounds checks).
+            let (b1, b2, sqrt_bc2) = (d.beta1, d.beta2, bc2.sqrt());
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            for j in 0..th.len() {
-                m[j] = d.beta1 * m[j] + (1.0 - d.beta1) * g[j];
-                v[j] = d.beta2 * v[j] + (1.0 - d.beta2) * g[j] * g[j];
-                let denom = v[j].sqrt() / bc2.sqrt() + d.eps;
-                th[j] -= step * (m[j] / denom);
+            for (((th, m), v), &g) in th
+                .iter_mut()
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+                .zip(&grads[i])
+            {
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                let denom = v.sqrt() / sqrt_bc2 + d.eps;
+                *th -= step * (*m / denom);
             }
             var.set(&Tensor::from_vec(th, var.shape(), &Device::Cpu)?)?;
         }
@@ -429,7 +438,7 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
         .with_solver(solver)
         .with_batcher(Batcher::with_threads(1)?);
     let mut mlp = Mlp::new(d)?;
-    let qt = Tensor::from_vec(q.as_slice().to_vec(), (N, N), &Device::Cpu)?; // symmetric
+    let q_half = half_q(&q)?;
     let (zshape, ztrain) = d.get("z_train")?;
     let (_, ctrain) = d.get("c_train")?;
     let (_, perm) = d.get("perm")?;
@@ -457,7 +466,7 @@ fn train(d: &Data, config: Config, bar: &ProgressBar) -> Res<Run> {
                 let ids = &idx[(h * share).min(BATCH)..((h + 1) * share).min(BATCH)];
                 let starts = matches!(config, Config::Newton { .. })
                     .then(|| ids.iter().map(|&i| warm[i].clone()).collect());
-                part_step(&mlp, &layer, &qt, ids, ztrain, ctrain, p_in, starts)
+                part_step(&mlp, &layer, &q_half, ids, ztrain, ctrain, p_in, starts)
             });
             let parts = parts.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
             let mut loss = 0.0;
@@ -523,9 +532,16 @@ fn gather_rows(data: &[f64], ids: &[usize], width: usize) -> candle_core::Result
     Tensor::from_vec(rows, (ids.len(), width), &Device::Cpu)
 }
 
-/// The task costs `f_j = ½ x_jᵀ Q x_j + c_jᵀ x_j` of the rows (README §4).
-fn task_cost(x: &Tensor, c: &Tensor, qt: &Tensor) -> candle_core::Result<Tensor> {
-    ((x.matmul(qt)? * x)? * 0.5)?.add(&(c * x)?)?.sum(1)
+/// `Q/2` as a tensor (exact: a power-of-two scaling; `Q` is symmetric, so rows or columns).
+fn half_q(q: &DMatrix<f64>) -> candle_core::Result<Tensor> {
+    Tensor::from_vec((q * 0.5).as_slice().to_vec(), (N, N), &Device::Cpu)
+}
+
+/// The batch loss `L = (1/32) Σ_j f_j`, `f_j = ½ x_jᵀ Q x_j + c_jᵀ x_j` over the rows of
+/// `x` (README §4), as `Σ (X Q/2 + C) ⊙ X / 32`: the fewest candle ops, since every op
+/// costs a few microseconds at this size, forward and backward.
+fn batch_loss(x: &Tensor, c: &Tensor, q_half: &Tensor) -> candle_core::Result<Tensor> {
+    ((x.matmul(q_half)? + c)? * x)?.sum_all()? / BATCH as f64
 }
 
 /// What one thread's share of a training step returns.
@@ -544,7 +560,7 @@ struct Part {
 fn part_step(
     mlp: &Mlp,
     layer: &FoldLayer<R>,
-    qt: &Tensor,
+    q_half: &Tensor,
     ids: &[usize],
     ztrain: &[f64],
     ctrain: &[f64],
@@ -557,7 +573,7 @@ fn part_step(
         None => layer.forward(&[&chat])?,
         Some(starts) => layer.forward_from(&[&chat], starts)?,
     };
-    let loss = (task_cost(&x, &c, qt)?.sum_all()? / BATCH as f64)?;
+    let loss = batch_loss(&x, &c, q_half)?;
     let store = loss.backward()?;
     let grads = mlp
         .vars
@@ -600,9 +616,9 @@ fn batch0_checks(
     let chat = mlp.forward(&gather_rows(ztrain, &idx, p_in)?)?;
     let leaf = Var::from_tensor(&chat.detach())?;
     let x = layer.forward_from(&[leaf.as_tensor()], vec![DVector::zeros(N); BATCH])?;
-    let qt = Tensor::from_vec(d.q()?.as_slice().to_vec(), (N, N), &Device::Cpu)?;
+    let q_half = half_q(&d.q()?)?;
     let c = gather_rows(ctrain, &idx, N)?;
-    let grads = (task_cost(&x, &c, &qt)?.sum_all()? / BATCH as f64)?.backward()?;
+    let grads = batch_loss(&x, &c, &q_half)?.backward()?;
     let flat = |t: &Tensor| -> Res<Vec<f64>> { Ok(t.flatten_all()?.to_vec1::<f64>()?) };
     let g = flat(grads.get(leaf.as_tensor()).ok_or("no dL/dĈ")?)?;
     let chk = |name: &str, v: &[f64]| -> Res<(String, f64)> {
